@@ -1,0 +1,112 @@
+"""htpdata: data access and caching for WLCG storage.
+
+::
+
+    import htpdata, uproot
+    f = htpdata.open("cms:/store/mc/.../x.root")          # seekable, with replica failover
+    events = uproot.open(f)["Events"]
+    uproot.open("htpdata://cms/store/mc/.../x.root:Events")
+    htpdata.resolve("cms:/store/mc/.../x.root").replicas
+"""
+
+from __future__ import annotations
+
+from typing import Any, BinaryIO
+
+from . import errors
+from ._version import __version__
+from .catalogs import FileEntry
+from .client import Client, default_client, reset_default_client
+from .config import Settings, load_settings
+from .errors import (
+    CatalogError,
+    ChecksumMismatchError,
+    ConfigError,
+    HtpdataError,
+    InvalidNameError,
+    NameNotFoundError,
+    NoReplicaFoundError,
+    ReplicasExhaustedError,
+    StorageError,
+    StorageNotFoundError,
+    StoragePermissionError,
+    StorageTimeoutError,
+    StorageUnavailableError,
+    UnknownNamespaceError,
+)
+from .names import DID, LogicalName, Name, PhysicalURL, parse_name
+from .replicas import Replica
+from .resolve import ResolvedFile
+
+__all__ = [
+    "DID",
+    "CatalogError",
+    "ChecksumMismatchError",
+    "Client",
+    "ConfigError",
+    "FileEntry",
+    "HtpdataError",
+    "InvalidNameError",
+    "LogicalName",
+    "Name",
+    "NameNotFoundError",
+    "NoReplicaFoundError",
+    "PhysicalURL",
+    "Replica",
+    "ReplicasExhaustedError",
+    "ResolvedFile",
+    "Settings",
+    "StorageError",
+    "StorageNotFoundError",
+    "StoragePermissionError",
+    "StorageTimeoutError",
+    "StorageUnavailableError",
+    "UnknownNamespaceError",
+    "__version__",
+    "cat",
+    "default_client",
+    "errors",
+    "files",
+    "load_settings",
+    "ls",
+    "open",
+    "parse_name",
+    "reset_default_client",
+    "resolve",
+]
+
+
+def open(name: str | Name, mode: str = "rb", **kwargs: Any) -> BinaryIO:
+    """Open a logical name, DID or URL as a seekable binary file (see :meth:`Client.open`)."""
+    return default_client().open(name, mode, **kwargs)
+
+
+def resolve(name: str | Name) -> ResolvedFile:
+    """The ordered replicas of a file (URL, site, protocol)."""
+    return default_client().resolve(name)
+
+
+def files(name: str | Name) -> list[FileEntry]:
+    """The files of a dataset (or the one file a name stands for), with size and adler32."""
+    return default_client().files(name)
+
+
+def ls(name: str | Name) -> list[dict[str, Any]]:
+    """Datasets under a prefix, a dataset's files, or a storage folder."""
+    return default_client().ls(name)
+
+
+def cat(name: str | Name, start: int | None = None, end: int | None = None) -> bytes:
+    """The bytes of a file (or of ``[start, end)``)."""
+    return default_client().cat(name, start, end)
+
+
+def _register() -> None:
+    # The fsspec.specs entry point registers us when installed; this covers a bare source tree.
+    from fsspec.registry import known_implementations, register_implementation
+
+    if "htpdata" not in known_implementations:
+        register_implementation("htpdata", "htpdata.fs.HtpdataFileSystem")
+
+
+_register()

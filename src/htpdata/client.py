@@ -1,0 +1,143 @@
+"""The :class:`Client`: settings, catalogs, transports, and the operations on names.
+
+``htpdata.open``, ``htpdata.resolve`` and friends call a default client built from the
+configuration on first use; make your own ``Client(timeouts={"read": 10})`` for other settings.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any, BinaryIO
+
+from .catalogs import FileEntry
+from .config import Settings, load_settings
+from .errors import Attempt as _Attempt
+from .errors import InvalidNameError, NameNotFoundError, StorageError, exhausted
+from .names import LogicalName, Name, PhysicalURL, parse_name
+from .reader import ReplicaReader
+from .resolve import ResolvedFile, Resolver
+from .transports import Transports
+
+__all__ = ["Client", "default_client", "reset_default_client"]
+
+
+class Client:
+    def __init__(self, settings: Settings | None = None, *, environ: Mapping[str, str] | None = None,
+                 **overrides: Mapping[str, Any]) -> None:
+        self.settings = settings if settings is not None else load_settings(environ, **overrides)
+        self.resolver = Resolver(self.settings, environ=environ)
+        self.transports = Transports(self.settings, environ)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuilt from settings on the other side (Dask workers); connections are not shipped.
+        return (Client, (self.settings,))
+
+    # -- names ---------------------------------------------------------------------------
+    def resolve(self, name: str | Name) -> ResolvedFile:
+        """The replicas of a file, in the order they will be tried."""
+        return self.resolver.resolve(name)
+
+    def files(self, name: str | Name) -> list[FileEntry]:
+        """The files a name stands for (a dataset's files, or the file itself)."""
+        return self.resolver.files(name)
+
+    def reader(self, name: str | Name) -> ReplicaReader:
+        return ReplicaReader(self.resolve(name), self.transports)
+
+    # -- reading -------------------------------------------------------------------------
+    def open(self, name: str | Name, mode: str = "rb", **kwargs: Any) -> BinaryIO:
+        """A seekable binary file for reading (with failover), or a writable one (``"wb"``)."""
+        from .fs import HtpdataFileSystem
+
+        fs = HtpdataFileSystem(client=self)
+        return fs.open(fs.path_for(parse_name(name)), mode, **kwargs)  # type: ignore[no-any-return]
+
+    def cat(self, name: str | Name, start: int | None = None, end: int | None = None) -> bytes:
+        reader = self.reader(name)
+        size = reader.size()
+        s = 0 if start is None else (start if start >= 0 else max(0, size + start))
+        e = size if end is None else (end if end >= 0 else max(0, size + end))
+        return reader.read(s, min(e, size)) if e > s else b""
+
+    def info(self, name: str | Name) -> dict[str, Any]:
+        n = parse_name(name)
+        ds = self.resolver.dataset(n)
+        if ds is not None:
+            return {"name": str(n), "size": ds.size, "type": "directory", "files": len(ds.files)}
+        reader = self.reader(n)
+        return {"name": str(n), "size": reader.size(), "type": "file",
+                "adler32": reader.resolved.adler32}
+
+    # -- listing -------------------------------------------------------------------------
+    def ls(self, name: str | Name) -> list[dict[str, Any]]:
+        """Datasets under a prefix, a dataset's files, or a folder on storage."""
+        if isinstance(name, str) and name.endswith(":") and ":" not in name[:-1]:
+            name = name + "/"  # "demo:" lists the namespace's datasets
+        if isinstance(name, str) and name.count(":") == 1 and name.endswith(":/"):
+            return self._ls_namespace(name[:-2], "/")
+        n = parse_name(name)
+        if isinstance(n, LogicalName):
+            ds = self.resolver.dataset(n)
+            if ds is not None:
+                return [{"name": f"{ds.namespace}:{f.name}", "size": f.size, "type": "file",
+                         "adler32": f.adler32} for f in ds.files]
+            under = self._ls_namespace(n.namespace, n.path.rstrip("/") + "/")
+            if under:
+                return under
+        if isinstance(n, PhysicalURL):
+            return self.transports.for_url(n.url).ls(n.url)
+        return self._ls_storage(n)
+
+    def _ls_namespace(self, namespace: str, prefix: str) -> list[dict[str, Any]]:
+        if namespace not in self.resolver.catalogs.namespaces:
+            self.resolver.dataset(LogicalName(namespace, "/x"))  # raises UnknownNamespaceError
+        return [{"name": f"{d.namespace}:{d.name}", "size": d.size, "type": "dataset",
+                 "files": len(d.files)} for d in self.resolver.catalogs.datasets_under(
+                     namespace, prefix)]
+
+    def _ls_storage(self, n: Name) -> list[dict[str, Any]]:
+        if not isinstance(n, LogicalName):
+            raise InvalidNameError(str(n), "cannot list this kind of name")
+        resolved = self.resolve(n)
+        attempts: list[_Attempt] = []
+        for rep in resolved.replicas:
+            try:
+                entries = self.transports.for_url(rep.url).ls(rep.url)
+            except StorageError as err:
+                attempts.append(_Attempt(rep.url, rep.site, err))
+                continue
+            base = rep.url.rstrip("/") + "/"
+            out = []
+            for e in entries:
+                phys = e["name"]
+                rel = phys[len(base):] if phys.startswith(base) else None
+                if rel is None and "//" in phys.split("://", 1)[-1]:  # root://h//a vs root://h/a
+                    norm = str(parse_name(phys))
+                    rel = norm[len(base):] if norm.startswith(base) else None
+                logical = (f"{n.namespace}:{n.path.rstrip('/')}/{rel.strip('/')}" if rel
+                           else phys)
+                out.append({**e, "name": logical, "url": phys})
+            return out
+        if not attempts:
+            raise NameNotFoundError(str(n), "no replica to list")
+        raise exhausted(str(n), attempts, "list")
+
+
+_default: Client | None = None
+_default_lock = threading.Lock()
+
+
+def default_client() -> Client:
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Client()
+        return _default
+
+
+def reset_default_client(client: Client | None = None) -> None:
+    """Forget the default client (after changing configuration), or install ``client``."""
+    global _default
+    with _default_lock:
+        _default = client

@@ -1,0 +1,219 @@
+"""Typed settings, and the one documented place each value comes from.
+
+Precedence, lowest first: built-in defaults, the TOML file (``$HTPDATA_CONFIG``, else
+``$XDG_CONFIG_HOME/htpdata/config.toml``), environment variables ``HTPDATA_<SECTION>_<KEY>``
+(e.g. ``HTPDATA_TIMEOUTS_CONNECT=5``; lists separated by ``:``), then keyword arguments to
+:func:`load_settings`. Nothing is read at import time. ``htpdata config`` prints every value and
+where it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "AuthSettings",
+    "CatalogSettings",
+    "ReplicaSettings",
+    "Settings",
+    "TimeoutSettings",
+    "config_path",
+    "load_settings",
+]
+
+
+@dataclass(frozen=True)
+class TimeoutSettings:
+    """Seconds. Never infinite: a server that stops answering fails over instead of hanging."""
+
+    connect: float = 10.0
+    """Opening a connection or a file on one replica."""
+    read: float = 60.0
+    """One request (a read, a vector read, a stat) without an answer."""
+
+
+@dataclass(frozen=True)
+class ReplicaSettings:
+    """How replicas are ordered (see :mod:`htpdata.replicas`)."""
+
+    protocols: tuple[str, ...] = ("root", "davs", "https", "http", "file")
+    """Protocols in order of preference; others are not used."""
+    prefer_sites: tuple[str, ...] = ()
+    """Site name patterns (``T2_IT_*``) tried first, in this order, before catalog preference."""
+    allow_sites: tuple[str, ...] = ()
+    """If set, only sites matching one of these patterns are used."""
+    block_sites: tuple[str, ...] = ()
+    """Sites matching these patterns are never used."""
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Where credentials are found; unset means WLCG discovery (see :mod:`htpdata.transports.auth`)."""
+
+    proxy: str = ""
+    """X.509 proxy file; default ``$X509_USER_PROXY`` then ``/tmp/x509up_u$UID``."""
+    token_file: str = ""
+    """Bearer token file; default WLCG token discovery (``$BEARER_TOKEN`` ... ``/tmp/bt_u$UID``)."""
+    ca_dir: str = ""
+    """CA certificates folder for HTTPS; default ``$X509_CERT_DIR``, then
+    ``/etc/grid-security/certificates`` if it exists, then the system store."""
+    ca_file: str = ""
+    """A single CA bundle file for HTTPS (e.g. a test server's self-signed certificate)."""
+
+
+@dataclass(frozen=True)
+class CatalogSettings:
+    path: tuple[str, ...] = ()
+    """Extra catalog files or folders, searched after the user folder (``HTPDATA_CATALOGS_PATH``)."""
+    bundled: bool = True
+    """Load the catalogs shipped with htpdata (``cms``, ``demo``)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    catalogs: CatalogSettings = field(default_factory=CatalogSettings)
+    timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
+    replicas: ReplicaSettings = field(default_factory=ReplicaSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    """``"section.key" -> "default" | "file PATH" | "env NAME" | "argument"``."""
+
+    def items(self) -> list[tuple[str, Any, str]]:
+        """Every setting as ``(dotted key, value, source)``."""
+        out = []
+        for sec in _sections():
+            obj = getattr(self, sec.name)
+            for f in dataclasses.fields(obj):
+                key = f"{sec.name}.{f.name}"
+                out.append((key, getattr(obj, f.name), self.sources.get(key, "default")))
+        return out
+
+
+def config_path(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    if env.get("HTPDATA_CONFIG"):
+        return Path(env["HTPDATA_CONFIG"]).expanduser()
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "htpdata" / "config.toml"
+
+
+def user_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The user's htpdata config folder (holds ``config.toml`` and ``catalogs/``)."""
+    return config_path(environ).parent
+
+
+def _sections() -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(Settings) if f.name != "sources"]
+
+
+def _coerce(value: Any, typ: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(typ)
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"expected true or false, got {value!r}")
+        if typ is float or typ is int:
+            if isinstance(value, bool):
+                raise ValueError(f"expected a number, got {value!r}")
+            num = typ(value)
+            if num < 0:
+                raise ValueError(f"must not be negative, got {value!r}")
+            return num
+        if typ is str:
+            if not isinstance(value, str):
+                raise ValueError(f"expected a string, got {value!r}")
+            return value
+        if origin is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.split(os.pathsep if "path" in key else ",") if v]
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"expected a list of strings, got {value!r}")
+            return tuple(value)
+        if origin in (types.UnionType, typing.Union):
+            return _coerce(value, typing.get_args(typ)[0], source, key)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(source, key, str(exc)) from None
+    raise ConfigError(source, key, f"unsupported type {typ}")  # pragma: no cover
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "(syntax)", str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(str(path), "(file)", exc.strerror or str(exc)) from None
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, file: str | Path | None = None,
+                  **overrides: Mapping[str, Any]) -> Settings:
+    """Build :class:`Settings` from defaults, file, environment and ``overrides``.
+
+    ``overrides`` are sections: ``load_settings(timeouts={"connect": 2})``.
+    Unknown sections or keys are errors, so a typo never silently does nothing.
+    """
+    env = os.environ if environ is None else environ
+    path = Path(file) if file is not None else config_path(env)
+    layers: list[tuple[str, Mapping[str, Any]]] = [(f"file {path}", _read_file(path))]
+    env_layer: dict[str, dict[str, str]] = {}
+    for sec in _sections():
+        for f in dataclasses.fields(_section_type(sec)):
+            var = f"HTPDATA_{sec.name}_{f.name}".upper()
+            if var in env:
+                env_layer.setdefault(sec.name, {})[f.name] = env[var]
+    layers.append(("env", env_layer))
+    layers.append(("argument", overrides))
+
+    values: dict[str, dict[str, Any]] = {s.name: {} for s in _sections()}
+    sources: dict[str, str] = {}
+    for source, layer in layers:
+        for sec_name, sec_values in layer.items():
+            if sec_name not in values:
+                raise ConfigError(source, sec_name, "unknown section; known: "
+                                  + ", ".join(values))
+            if not isinstance(sec_values, Mapping):
+                raise ConfigError(source, sec_name, "expected a table of settings")
+            hints = typing.get_type_hints(_section_type_by_name(sec_name))
+            for key, raw in sec_values.items():
+                dotted = f"{sec_name}.{key}"
+                if key not in hints:
+                    raise ConfigError(source, dotted, "unknown setting; known: "
+                                      + ", ".join(hints))
+                where = (f"env HTPDATA_{sec_name.upper()}_{key.upper()}" if source == "env"
+                         else source)
+                values[sec_name][key] = _coerce(raw, hints[key], where, dotted)
+                sources[dotted] = where
+    kwargs = {name: _section_type_by_name(name)(**vals) for name, vals in values.items()}
+    return Settings(**kwargs, sources=sources)
+
+
+def _section_type_by_name(name: str) -> type[Any]:
+    hints = typing.get_type_hints(Settings)
+    return typing.cast(type[Any], hints[name])
+
+
+def _section_type(sec: dataclasses.Field[Any]) -> type[Any]:
+    return _section_type_by_name(sec.name)

@@ -1,0 +1,220 @@
+"""Every error htpdata raises, in one place.
+
+Each class also subclasses the builtin that fits, so code written for fsspec and uproot (which
+catch ``FileNotFoundError``, ``PermissionError``, ``TimeoutError``, ``OSError``) keeps working::
+
+    HtpdataError
+    ├── InvalidNameError            (ValueError)       a name that cannot be parsed
+    │   └── UnknownNamespaceError                      ``foo:/x`` where no catalog declares ``foo``
+    ├── CatalogError                (ValueError)       a malformed catalog file (file, key, line)
+    ├── ConfigError                 (ValueError)       a malformed setting (source, key)
+    ├── NameNotFoundError           (FileNotFoundError) no catalog rule or dataset for a name
+    ├── StorageError                (OSError)          a storage server refused or failed
+    │   ├── StorageNotFoundError    (FileNotFoundError)
+    │   ├── StoragePermissionError  (PermissionError)
+    │   ├── StorageTimeoutError     (TimeoutError)     no progress within the configured timeout
+    │   ├── StorageUnavailableError (ConnectionError)  connection refused, dropped, server gone
+    │   └── ReplicasExhaustedError                     every replica was tried; lists the attempts
+    │       └── NoReplicaFoundError (FileNotFoundError) ... and none of them had the file
+    └── ChecksumMismatchError       (OSError)          bytes that do not match their adler32
+
+Backend exceptions are translated in one function, :func:`htpdata.transports.base.translate`.
+Messages never contain secrets: they pass through :func:`htpdata._redact.redact`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ._redact import redact
+
+__all__ = [
+    "Attempt",
+    "CatalogError",
+    "ChecksumMismatchError",
+    "ConfigError",
+    "HtpdataError",
+    "InvalidNameError",
+    "NameNotFoundError",
+    "NoReplicaFoundError",
+    "ReplicasExhaustedError",
+    "StorageError",
+    "StorageNotFoundError",
+    "StoragePermissionError",
+    "StorageTimeoutError",
+    "StorageUnavailableError",
+    "UnknownNamespaceError",
+]
+
+
+class HtpdataError(Exception):
+    """Base of every htpdata error. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        self.message = redact(message)
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Subclasses take other constructor arguments than ``args``; rebuild from state so the
+        # errors cross process boundaries (Dask workers, multiprocessing) intact.
+        return (_rebuild, (type(self), self.message, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[HtpdataError], message: str, state: dict[str, object]) -> HtpdataError:
+    err = cls.__new__(cls)
+    err.args = (message,)
+    err.__dict__.update(state)
+    return err
+
+
+class InvalidNameError(HtpdataError, ValueError):
+    """A name that cannot be parsed; ``part`` is the offending piece."""
+
+    exit_code = 2
+
+    def __init__(self, name: str, reason: str, part: str | None = None) -> None:
+        self.name = name
+        self.reason = reason
+        self.part = part
+        where = f" (offending part: {part!r})" if part is not None else ""
+        super().__init__(f"invalid name {name!r}: {reason}{where}")
+
+
+class UnknownNamespaceError(InvalidNameError):
+    """A logical name whose namespace no catalog declares."""
+
+    def __init__(self, name: str, namespace: str, known: Sequence[str]) -> None:
+        self.namespace = namespace
+        self.known = list(known)
+        hint = ", ".join(sorted(self.known)) or "none"
+        super().__init__(name, f"unknown namespace {namespace!r}; known namespaces: {hint}",
+                         part=namespace)
+
+
+class CatalogError(HtpdataError, ValueError):
+    """A catalog file that is not valid. Names the file and the key (and line when known)."""
+
+    exit_code = 7
+
+    def __init__(self, path: str, problem: str, key: str | None = None,
+                 line: int | None = None) -> None:
+        self.path = path
+        self.problem = problem
+        self.key = key
+        self.line = line
+        loc = path + (f":{line}" if line is not None else "")
+        at = f" at {key}" if key else ""
+        super().__init__(f"catalog {loc}{at}: {problem}")
+
+
+class ConfigError(HtpdataError, ValueError):
+    """A setting with a wrong type or value; names where it came from."""
+
+    exit_code = 7
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        self.source = source
+        self.key = key
+        super().__init__(f"config {source}: {key}: {problem}")
+
+
+class NameNotFoundError(HtpdataError, FileNotFoundError):
+    """The catalogs know the namespace but have no rule, file or dataset for this name."""
+
+    exit_code = 3
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        super().__init__(f"{name}: {reason}")
+
+
+class StorageError(HtpdataError, OSError):
+    """A storage server failed. Carries the logical name, the replica URL and the server status."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, name: str | None = None, url: str | None = None,
+                 status: str | None = None) -> None:
+        self.name = name
+        self.url = redact(url) if url else url
+        self.status = status
+        parts = [message]
+        if url:
+            parts.append(f"replica {self.url}")
+        if name and name != url:
+            parts.append(f"name {name}")
+        if status:
+            parts.append(f"server said: {status}")
+        super().__init__("; ".join(parts))
+
+
+class StorageNotFoundError(StorageError, FileNotFoundError):
+    exit_code = 3
+
+
+class StoragePermissionError(StorageError, PermissionError):
+    exit_code = 4
+
+
+class StorageTimeoutError(StorageError, TimeoutError):
+    exit_code = 5
+
+
+class StorageUnavailableError(StorageError, ConnectionError):
+    exit_code = 6
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One replica tried on the way to a failure."""
+
+    url: str
+    site: str
+    error: StorageError
+
+    def describe(self) -> str:
+        kind = type(self.error).__name__.removeprefix("Storage").removesuffix("Error")
+        detail = self.error.status or self.error.message
+        return f"{self.site} {redact(self.url)} -> {kind}: {detail}"
+
+
+class ReplicasExhaustedError(StorageUnavailableError):
+    """Every replica of a name failed. ``attempts`` lists each one and why."""
+
+    def __init__(self, name: str, attempts: Sequence[Attempt], what: str = "open") -> None:
+        self.attempts = list(attempts)
+        tried = "; ".join(a.describe() for a in self.attempts) or "no replicas"
+        super().__init__(f"could not {what} {name}: all {len(self.attempts)} replica(s) failed "
+                         f"[{tried}]", name=name)
+
+
+class NoReplicaFoundError(ReplicasExhaustedError, FileNotFoundError):
+    """Every replica answered that the file does not exist."""
+
+    exit_code = 3
+
+
+def exhausted(name: str, attempts: Sequence[Attempt], what: str = "open") -> ReplicasExhaustedError:
+    """The right 'all replicas failed' error: not-found if every replica said so."""
+    if attempts and all(isinstance(a.error, FileNotFoundError) for a in attempts):
+        return NoReplicaFoundError(name, attempts, what)
+    return ReplicasExhaustedError(name, attempts, what)
+
+
+class ChecksumMismatchError(HtpdataError, OSError):
+    """Bytes whose adler32 is not the one the catalog or the server reported."""
+
+    exit_code = 8
+
+    def __init__(self, name: str, expected: str, actual: str, where: str = "") -> None:
+        self.name = name
+        self.expected = expected
+        self.actual = actual
+        at = f" ({where})" if where else ""
+        super().__init__(f"{name}: adler32 mismatch{at}: expected {expected}, got {actual}")

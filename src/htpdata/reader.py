@@ -1,0 +1,112 @@
+"""Read a logical file from its ordered replicas, failing over mid-read.
+
+:class:`ReplicaReader` is the one place that walks a replica list. It keeps using the replica
+that last worked; when a request fails (refused, dropped, timed out, file missing, wrong size)
+it records the attempt, moves to the next replica, checks that its size is the same, and asks
+it for the same byte ranges, so a read continues at the same offset. Only when every replica has
+failed does it raise, once, an error listing what was tried.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from .errors import Attempt, StorageError, exhausted
+from .replicas import Replica
+from .resolve import ResolvedFile
+from .transports import Transports
+
+__all__ = ["ReplicaReader"]
+
+log = logging.getLogger("htpdata.reader")
+
+
+class ReplicaReader:
+    """Byte-range reads of one file with failover. Thread-safe: uproot reads from threads."""
+
+    def __init__(self, resolved: ResolvedFile, transports: Transports) -> None:
+        self.resolved = resolved
+        self.transports = transports
+        self.name = str(resolved.name)
+        self.attempts: list[Attempt] = []
+        self._index = 0
+        self._size: int | None = None
+        self._checked: set[int] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def replica(self) -> Replica | None:
+        """The replica in use (None once all have failed)."""
+        reps = self.resolved.replicas
+        return reps[self._index] if self._index < len(reps) else None
+
+    def _fail(self, index: int, rep: Replica, err: StorageError) -> None:
+        with self._lock:
+            if self._index != index:  # another thread already moved on
+                return
+            self.attempts.append(Attempt(rep.url, rep.site, err))
+            self._index += 1
+            nxt = self.replica
+        if nxt is not None:
+            log.warning("%s: replica %s failed (%s); continuing from %s", self.name, rep.url,
+                        type(err).__name__, nxt.url)
+
+    def _check(self, index: int, rep: Replica) -> int:
+        """Stat a replica once; its size must match the catalog's and the first replica's."""
+        if index in self._checked and self._size is not None:
+            return self._size
+        info = self.transports.for_url(rep.url).info(rep.url)
+        size = info.get("size")
+        if info.get("type") == "directory":
+            raise StorageError("is a folder, not a file", name=self.name, url=rep.url)
+        expected = self.resolved.size if self.resolved.size is not None else self._size
+        if size is None:
+            size = expected
+        if size is None:
+            raise StorageError("server did not report a size", name=self.name, url=rep.url)
+        if expected is not None and size != expected:
+            raise StorageError(f"size {size} differs from the expected {expected} "
+                               "(stale or different replica)", name=self.name, url=rep.url)
+        with self._lock:
+            self._size = size
+            self._checked.add(index)
+        return int(size)
+
+    def _run(self, what: str, op: Sequence[tuple[int, int]] | None) -> list[bytes] | int:
+        while True:
+            with self._lock:
+                index = self._index
+            rep = self.resolved.replicas[index] if index < len(self.resolved.replicas) else None
+            if rep is None:
+                raise exhausted(self.name, self.attempts, what)
+            try:
+                size = self._check(index, rep)
+                if op is None:
+                    return size
+                data = self.transports.for_url(rep.url).cat_ranges(rep.url, op)
+                for (start, end), chunk in zip(op, data, strict=True):
+                    want = max(0, min(end, size) - start)
+                    if len(chunk) != want:
+                        raise StorageError(f"short read at {start}: {len(chunk)} of {want} bytes",
+                                           name=self.name, url=rep.url)
+                return data
+            except StorageError as err:
+                self._fail(index, rep, err)
+
+    def size(self) -> int:
+        result = self._run("stat", None)
+        assert isinstance(result, int)
+        return result
+
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Bytes of each ``[start, end)``; ends past the file are clipped, like a file read."""
+        if not ranges:
+            return []
+        result = self._run("read", list(ranges))
+        assert isinstance(result, list)
+        return result
+
+    def read(self, start: int, end: int) -> bytes:
+        return self.read_ranges([(start, end)])[0]

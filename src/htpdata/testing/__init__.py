@@ -1,0 +1,5 @@
+"""Real servers for tests, the demo and benchmarks: started on free loopback ports, stopped by PID."""
+
+from .servers import XRootDServer, free_port, wait_for_port
+
+__all__ = ["XRootDServer", "free_port", "wait_for_port"]

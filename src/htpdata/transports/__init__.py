@@ -1,0 +1,57 @@
+"""Transports: how bytes move for each URL scheme. Chosen by :class:`Transports`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from ..config import Settings
+from ..errors import InvalidNameError
+from .auth import Credentials, discover_credentials
+from .base import Transport, translate
+
+if TYPE_CHECKING:
+    from .http import HTTPTransport
+
+__all__ = ["Credentials", "Transport", "Transports", "discover_credentials", "translate"]
+
+
+class Transports:
+    """One transport per scheme family, created on first use and shared."""
+
+    def __init__(self, settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        self.creds = discover_credentials(settings.auth, environ)
+        self._by_scheme: dict[str, Transport] = {}
+
+    def for_url(self, url: str) -> Transport:
+        scheme = url.split("://", 1)[0] if "://" in url else "file"
+        if scheme in self._by_scheme:
+            return self._by_scheme[scheme]
+        transport: Transport
+        if scheme in ("root", "xroot"):
+            import os
+
+            from .auth import export_for_xrootd
+            from .xrootd import XRootDTransport
+
+            export_for_xrootd(self.creds, self.settings.auth, os.environ)
+            transport = XRootDTransport(self.settings.timeouts)
+        elif scheme in ("davs", "https", "http", "dav"):
+            transport = self._http()
+        elif scheme == "file":
+            from .local import LocalTransport
+
+            transport = LocalTransport()
+        else:
+            raise InvalidNameError(url, f"no transport for scheme {scheme!r}", part=scheme)
+        self._by_scheme[scheme] = transport
+        return transport
+
+    def _http(self) -> HTTPTransport:
+        from .http import HTTPTransport
+
+        for t in self._by_scheme.values():
+            if isinstance(t, HTTPTransport):
+                return t
+        return HTTPTransport(self.settings.timeouts, self.creds)
