@@ -33,6 +33,15 @@ class Client:
         # Rebuilt from settings on the other side (Dask workers); connections are not shipped.
         return (Client, (self.settings,))
 
+    def close(self) -> None:
+        self.transports.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- names ---------------------------------------------------------------------------
     def resolve(self, name: str | Name) -> ResolvedFile:
         """The replicas of a file, in the order they will be tried."""
@@ -66,7 +75,8 @@ class Client:
         if ds is not None:
             return {"name": str(n), "size": ds.size, "type": "directory", "files": len(ds.files)}
         reader = self.reader(n)
-        return {"name": str(n), "size": reader.size(), "type": "file",
+        info = reader.stat()
+        return {"name": str(n), "size": info["size"], "type": info.get("type", "file"),
                 "adler32": reader.resolved.adler32}
 
     # -- listing -------------------------------------------------------------------------
@@ -140,4 +150,6 @@ def reset_default_client(client: Client | None = None) -> None:
     """Forget the default client (after changing configuration), or install ``client``."""
     global _default
     with _default_lock:
-        _default = client
+        old, _default = _default, client
+    if old is not None and old is not client:
+        old.close()

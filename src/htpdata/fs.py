@@ -35,9 +35,15 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     def __init__(self, *args: Any, client: Client | None = None, **overrides: Any) -> None:
         super().__init__(*args, client=client, **overrides)
-        if client is None:
-            client = Client(**overrides) if overrides else default_client()
-        self.client = client
+        if client is None and overrides:
+            client = Client(**overrides)
+        self._client = client
+
+    @property
+    def client(self) -> Client:
+        """The client given, or else the default one (looked up each time, so
+        :func:`htpdata.reset_default_client` takes effect on cached filesystem instances)."""
+        return self._client if self._client is not None else default_client()
 
     # -- paths ---------------------------------------------------------------------------
     @classmethod

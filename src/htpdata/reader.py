@@ -95,6 +95,22 @@ class ReplicaReader:
             except StorageError as err:
                 self._fail(index, rep, err)
 
+    def stat(self) -> dict[str, object]:
+        """``info`` of the file or folder from the first replica that answers (with failover)."""
+        while True:
+            with self._lock:
+                index = self._index
+            if index >= len(self.resolved.replicas):
+                raise exhausted(self.name, self.attempts, "stat")
+            rep = self.resolved.replicas[index]
+            try:
+                info = self.transports.for_url(rep.url).info(rep.url)
+                if info.get("type") == "directory":
+                    return {**info, "size": 0}
+                return {**info, "size": self._check(index, rep)}
+            except StorageError as err:
+                self._fail(index, rep, err)
+
     def size(self) -> int:
         result = self._run("stat", None)
         assert isinstance(result, int)

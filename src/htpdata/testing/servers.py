@@ -122,11 +122,13 @@ class XRootDServer:
             "fi",
         ]
         if self.tls:
-            cert, key, cadir = make_self_signed(self.work)
-            os.chown(key, user_uid, user_gid)
-            key.chmod(0o600)
-            self.cert, self.ca_dir = cert, cadir
-            lines += [f"xrd.tls {cert} {key}", f"xrd.tlsca certdir {cadir}"]
+            if self.cert is None:  # kept across restarts: clients already trust it
+                cert, key, cadir = make_self_signed(self.work)
+                os.chown(key, user_uid, user_gid)
+                key.chmod(0o600)
+                self.cert, self.ca_dir = cert, cadir
+            lines += [f"xrd.tls {self.cert} {self.work / 'key.pem'}",
+                      f"xrd.tlsca certdir {self.ca_dir}"]
         if self.extra_config:
             lines.append(self.extra_config)
         cfg = self.work / "xrootd.cfg"

@@ -48,6 +48,14 @@ class Transports:
         self._by_scheme[scheme] = transport
         return transport
 
+    def close(self) -> None:
+        """Close pooled connections (HTTP clients); XRootD's are the library's own."""
+        for t in {id(t): t for t in self._by_scheme.values()}.values():
+            close = getattr(t, "close", None)
+            if close is not None:
+                close()
+        self._by_scheme.clear()
+
     def _http(self) -> HTTPTransport:
         from .http import HTTPTransport
 

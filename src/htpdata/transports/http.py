@@ -40,13 +40,15 @@ class HTTPTransport:
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._ssl = creds.ssl_context()
+        self._webdav: dict[str, Any] = {}
 
     @property
     def client(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
                 self._client = httpx.Client(
-                    headers=self.creds.http_headers(), verify=self.creds.ssl_context(),
+                    headers=self.creds.http_headers(), verify=self._ssl,
                     timeout=self.timeout, follow_redirects=True,
                     limits=httpx.Limits(max_connections=_MAX_PARALLEL,
                                         max_keepalive_connections=_MAX_PARALLEL))
@@ -66,6 +68,9 @@ class HTTPTransport:
             if self._pool is not None:
                 self._pool.shutdown(wait=False)
                 self._pool = None
+            for fs in self._webdav.values():
+                fs.client.http.close()
+            self._webdav.clear()
 
     def filesystem(self, url: str) -> tuple[Any, str]:
         from webdav4.fsspec import WebdavFileSystem
@@ -74,8 +79,13 @@ class HTTPTransport:
         scheme, rest = http.split("://", 1)
         host = rest.split("/", 1)[0]
         path = rest.split("/", 1)[1] if "/" in rest else ""
-        fs = WebdavFileSystem(f"{scheme}://{host}/", headers=self.creds.http_headers(),
-                              verify=self.creds.ssl_context(), timeout=self.timeout)
+        base = f"{scheme}://{host}/"
+        with self._lock:
+            fs = self._webdav.get(base)
+            if fs is None:
+                fs = WebdavFileSystem(base, headers=self.creds.http_headers(), verify=self._ssl,
+                                      timeout=self.timeout, skip_instance_cache=True)
+                self._webdav[base] = fs
         return fs, path
 
     def info(self, url: str) -> dict[str, Any]:

@@ -12,29 +12,31 @@ from .base import translate
 __all__ = ["XRootDTransport"]
 
 _env_lock = threading.Lock()
-_env_done = False
+_env_applied: tuple[int, int] | None = None
 
 
 def _configure_client(timeouts: TimeoutSettings) -> None:
     """Bound the XRootD client's own retries so a dead server fails over instead of hanging.
 
     Its defaults retry a connection for minutes (5 x 120 s windows) and wait 1800 s for a
-    request; htpdata's timeouts replace them. These are process-wide client settings.
+    request, checking timeouts only every 15 s; htpdata's timeouts replace them. These are
+    process-wide settings of the XRootD client: the last client configured wins.
     """
-    global _env_done
+    global _env_applied
+    connect = max(1, round(timeouts.connect))
+    read = max(1, round(timeouts.read))
     with _env_lock:
-        if _env_done:
+        if _env_applied == (connect, read):
             return
         from XRootD.client import EnvPutInt
 
-        connect = max(1, int(round(timeouts.connect)))
-        read = max(1, int(round(timeouts.read)))
         EnvPutInt("ConnectionWindow", connect)
         EnvPutInt("ConnectionRetry", 1)
         EnvPutInt("RequestTimeout", read)
         EnvPutInt("StreamTimeout", read)
         EnvPutInt("StreamErrorWindow", 0)
-        _env_done = True
+        EnvPutInt("TimeoutResolution", 1)
+        _env_applied = (connect, read)
 
 
 class XRootDTransport:
@@ -42,7 +44,7 @@ class XRootDTransport:
 
     def __init__(self, timeouts: TimeoutSettings) -> None:
         _configure_client(timeouts)
-        self.timeout = max(1, int(round(timeouts.read)))
+        self.timeout = max(1, round(timeouts.read))
 
     def filesystem(self, url: str) -> tuple[Any, str]:
         from fsspec_xrootd import XRootDFileSystem

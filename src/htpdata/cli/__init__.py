@@ -1,0 +1,1 @@
+"""The ``htpdata`` command line: thin, it calls the library and prints."""

@@ -1,0 +1,139 @@
+"""One function per subcommand, each a few lines over the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ..client import Client
+from ..names import parse_name
+from .output import human_bytes, print_json, print_table
+
+__all__ = ["COMMANDS"]
+
+CHUNK = 8 << 20
+
+
+def _client() -> Client:
+    from ..client import default_client
+
+    return default_client()
+
+
+# -- resolve ---------------------------------------------------------------------------------
+def _resolve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="a logical name, dataset, DID or URL")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _resolve(args: argparse.Namespace) -> int:
+    client = _client()
+    name = parse_name(args.name)
+    ds = client.resolver.dataset(name)
+    targets = [f.name for f in client.files(name)] if ds is not None else [name]
+    resolved = [client.resolve(t) for t in targets]
+    if args.json:
+        print_json(resolved[0].as_dict() if ds is None else [r.as_dict() for r in resolved])
+        return 0
+    rows: list[list[Any]] = []
+    for r in resolved:
+        for i, rep in enumerate(r.replicas, 1):
+            rows.append([str(r.name) if len(resolved) > 1 else i, rep.site, rep.protocol,
+                         rep.url])
+    head = "file" if len(resolved) > 1 else "#"
+    meta = resolved[0]
+    title = (f"{meta.name}  size {human_bytes(meta.size)}  adler32 {meta.adler32 or '-'}"
+             if len(resolved) == 1 else f"{name}: {len(resolved)} files")
+    print_table(title, [head, "site", "protocol", "url"], rows)
+    return 0
+
+
+# -- ls --------------------------------------------------------------------------------------
+def _ls_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="a namespace ('cms:'), dataset prefix, dataset, folder or URL")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _ls(args: argparse.Namespace) -> int:
+    entries = _client().ls(args.name)
+    if args.json:
+        print_json(entries)
+        return 0
+    print_table(None, ["type", "size", "name"],
+                [[e.get("type", ""), human_bytes(e.get("size")), e["name"]] for e in entries])
+    return 0
+
+
+# -- cat -------------------------------------------------------------------------------------
+def _cat_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="a file's logical name or URL")
+    p.add_argument("--start", type=int, default=0, help="first byte (default 0)")
+    p.add_argument("--end", type=int, default=None, help="byte after the last (default: EOF)")
+
+
+def _cat(args: argparse.Namespace) -> int:
+    if args.start < 0 or (args.end is not None and args.end < args.start):
+        print("htpdata: error: need 0 <= --start <= --end", file=sys.stderr)
+        return 2
+    reader = _client().reader(args.name)
+    end = reader.size() if args.end is None else min(args.end, reader.size())
+    out = sys.stdout.buffer
+    pos = args.start
+    while pos < end:  # stream in chunks: files may be larger than memory
+        block = reader.read(pos, min(pos + CHUNK, end))
+        out.write(block)
+        pos += len(block)
+    out.flush()
+    return 0
+
+
+# -- config ----------------------------------------------------------------------------------
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _config(args: argparse.Namespace) -> int:
+    from ..catalogs import catalog_files
+    from ..config import config_path
+
+    client = _client()
+    s = client.settings
+    creds = client.transports.creds.describe()
+    catalogs = [str(p) for p in catalog_files(s)]
+    if args.json:
+        print_json({"config_file": str(config_path()),
+                    "settings": {k: {"value": v, "source": src} for k, v, src in s.items()},
+                    "catalogs": catalogs, "credentials": creds})
+        return 0
+    print_table(f"settings (file: {config_path()})", ["setting", "value", "source"],
+                [[k, v, src] for k, v, src in s.items()])
+    print_table("catalogs", ["file"], [[c] for c in catalogs])
+    print_table("credentials (where found; values are never shown)", ["kind", "source"],
+                [[k, v or "-"] for k, v in creds.items()])
+    return 0
+
+
+# -- demo ------------------------------------------------------------------------------------
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep-running", action="store_true",
+                   help="leave the demo origin running until Ctrl-C")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ..demo import run_demo
+
+    return run_demo(keep_running=args.keep_running)
+
+
+Command = tuple[str, Callable[[argparse.ArgumentParser], None],
+                Callable[[argparse.Namespace], int]]
+COMMANDS: dict[str, Command] = {
+    "resolve": ("show the replicas of a file (or of each file of a dataset)", _resolve_args,
+                _resolve),
+    "ls": ("list datasets, a dataset's files, or a storage folder", _ls_args, _ls),
+    "cat": ("write a file's bytes to standard output", _cat_args, _cat),
+    "config": ("print the effective settings and where each came from", _config_args, _config),
+    "demo": ("run the demo: a local XRootD origin, read by logical name", _demo_args, _demo),
+}

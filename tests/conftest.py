@@ -1,0 +1,107 @@
+"""Shared fixtures: isolated configuration, the real ROOT test files, real XRootD origins.
+
+Servers are real (Debian ``xrootd-server``), started on free localhost ports with a readiness
+probe and stopped by PID; see :mod:`htpdata.testing.servers`. Tests that need them carry the
+``xrootd`` marker and are skipped, loudly, only when ``xrootd`` is not installed and
+``HTPDATA_REQUIRE_SERVERS`` is unset (CI sets it, so there a missing server is a failure).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import htpdata
+from htpdata.client import reset_default_client
+from htpdata.demo import SAMPLES
+from htpdata.testing import XRootDServer
+
+REPO = Path(__file__).resolve().parent.parent
+_SHARED = REPO.parent / "shared" / "testdata"
+TESTDATA = Path(os.environ.get("HTPDATA_TESTDATA", _SHARED if _SHARED.is_dir() else SAMPLES))
+TEST_FILES = sorted(p.name for p in TESTDATA.glob("*.root"))
+
+
+def adler32_of(path: Path) -> str:
+    return f"{zlib.adler32(path.read_bytes()) & 0xFFFFFFFF:08x}"
+
+
+def _need_xrootd() -> None:
+    if shutil.which("xrootd") is None:
+        if os.environ.get("HTPDATA_REQUIRE_SERVERS"):
+            pytest.fail("xrootd is not installed but HTPDATA_REQUIRE_SERVERS is set")
+        pytest.skip("xrootd (Debian xrootd-server) is not installed")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(tmp_path_factory: pytest.TempPathFactory,
+                     monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No user config, no user catalogs, no credentials from the machine leak into a test."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    for var in list(os.environ):
+        if var.startswith("HTPDATA_") and var not in ("HTPDATA_REQUIRE_SERVERS",
+                                                      "HTPDATA_TESTDATA"):
+            monkeypatch.delenv(var)
+    for var in ("BEARER_TOKEN", "BEARER_TOKEN_FILE", "X509_USER_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    reset_default_client()
+    yield
+    reset_default_client()
+
+
+def lay_out(data: Path) -> None:
+    """Put every test file at /store/test/<name> under ``data``."""
+    target = data / "store" / "test"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in TEST_FILES:
+        shutil.copyfile(TESTDATA / name, target / name)
+
+
+def catalog_text(sites: list[tuple[str, XRootDServer, int]], namespace: str = "test") -> str:
+    """A catalog for ``namespace`` served by each (site name, server, preference)."""
+    out = [f'format = 1\n[namespaces.{namespace}]\ndescription = "test files"\n']
+    for site, server, pref in sites:
+        out.append(
+            f"[sites.{site}]\npreference = {pref}\nprotocols = [\n"
+            f'  {{ scheme = "root", namespace = "{namespace}", prefix = "{server.root_url}" }},\n'
+            f'  {{ scheme = "{server.http_url.split(":")[0]}", namespace = "{namespace}", rules = [\n'
+            f'    {{ path-match = "/(.*)", result = "{server.http_url}$1" }} ] }},\n]\n')
+    files = ",\n".join(
+        f'  {{ name = "/store/test/{n}", size = {(TESTDATA / n).stat().st_size}, '
+        f'adler32 = "{adler32_of(TESTDATA / n)}" }}' for n in TEST_FILES)
+    out.append(f'[datasets."/Test/All"]\nnamespace = "{namespace}"\nfiles = [\n{files}\n]\n')
+    return "\n".join(out)
+
+
+@pytest.fixture(scope="session")
+def origin() -> Iterator[XRootDServer]:
+    """One XRootD origin for the session, serving the test files on root:// and davs://."""
+    _need_xrootd()
+    server = XRootDServer(name="origin")
+    lay_out(server.data)
+    with server:
+        yield server
+
+
+@pytest.fixture
+def catalog_dir(tmp_path: Path, origin: XRootDServer, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A user catalog folder with namespace ``test`` on the session origin."""
+    folder = tmp_path / "catalogs"
+    folder.mkdir()
+    (folder / "test.toml").write_text(catalog_text([("SITE_A", origin, 1)]))
+    monkeypatch.setenv("HTPDATA_CATALOGS_PATH", str(folder))
+    assert origin.cert is not None
+    monkeypatch.setenv("HTPDATA_AUTH_CA_FILE", str(origin.cert))
+    reset_default_client()
+    return folder
+
+
+@pytest.fixture
+def client(catalog_dir: Path) -> htpdata.Client:
+    return htpdata.default_client()

@@ -1,0 +1,153 @@
+"""Failover against real servers: a replica killed mid-read, all replicas down, a silent server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import htpdata
+from htpdata.errors import NoReplicaFoundError, ReplicasExhaustedError, StorageError
+from htpdata.testing import XRootDServer
+
+from .conftest import TESTDATA, catalog_text, lay_out
+
+pytestmark = pytest.mark.xrootd
+
+NANO = "nanoAOD_2015_CMS_Open_Data_ttbar.root"
+FAST = {"timeouts": {"connect": 2, "read": 5}}
+
+
+@pytest.fixture
+def two_origins(tmp_path: Path) -> Iterator[tuple[XRootDServer, XRootDServer, Path]]:
+    from .conftest import _need_xrootd
+
+    _need_xrootd()
+    a, b = XRootDServer(name="siteA", tls=False), XRootDServer(name="siteB", tls=False)
+    for s in (a, b):
+        lay_out(s.data)
+    with a, b:
+        cat = tmp_path / "two-sites.toml"
+        cat.write_text(catalog_text([("SITE_A", a, 1), ("SITE_B", b, 2)]))
+        yield a, b, cat
+
+
+def _client(cat: Path, **extra: dict[str, object]) -> htpdata.Client:
+    return htpdata.Client(catalogs={"path": [str(cat)]}, replicas={"protocols": ["root"]},
+                          **{**FAST, **extra})
+
+
+def test_killed_mid_read_continues_on_next_replica(two_origins) -> None:  # type: ignore[no-untyped-def]
+    a, b, cat = two_origins
+    want = (TESTDATA / NANO).read_bytes()
+    with _client(cat) as client:
+        f = client.open(f"test:/store/test/{NANO}", block_size=8192, cache_type="none")
+        first = f.read(100_000)
+        assert f.reader.replica.site == "SITE_A"
+        a.kill()
+        rest = f.read()
+        assert first + rest == want
+        assert f.reader.replica.site == "SITE_B"
+        assert [att.site for att in f.reader.attempts] == ["SITE_A"]
+
+
+def test_uproot_survives_a_dying_origin(two_origins) -> None:  # type: ignore[no-untyped-def]
+    uproot = pytest.importorskip("uproot")
+    ak = pytest.importorskip("awkward")
+    a, b, cat = two_origins
+    expected = uproot.open(TESTDATA / NANO)["Events"].arrays(["Muon_pt", "Jet_eta", "MET_pt"])
+    with _client(cat) as client, client.open(f"test:/store/test/{NANO}",
+                                             block_size=4096, cache_type="none") as f:
+        tree = uproot.open(f)["Events"]  # header, streamers and keys come from SITE_A
+        a.kill()
+        got = tree.arrays(["Muon_pt", "Jet_eta", "MET_pt"])
+        assert ak.array_equal(got, expected)
+
+
+def test_all_replicas_down_one_error_listing_attempts(two_origins) -> None:  # type: ignore[no-untyped-def]
+    a, b, cat = two_origins
+    a.kill()
+    b.kill()
+    with _client(cat) as client, pytest.raises(ReplicasExhaustedError) as info:
+        client.cat(f"test:/store/test/{NANO}")
+    err = info.value
+    assert [x.site for x in err.attempts] == ["SITE_A", "SITE_B"]
+    assert "all 2 replica(s) failed" in str(err)
+    assert f"localhost:{a.port}" in str(err) and f"localhost:{b.port}" in str(err)
+    assert isinstance(err, OSError) and not isinstance(err, FileNotFoundError)
+
+
+def test_missing_everywhere_is_file_not_found(two_origins) -> None:  # type: ignore[no-untyped-def]
+    _, _, cat = two_origins
+    with _client(cat) as client, pytest.raises(NoReplicaFoundError) as info:
+        client.cat("test:/store/test/no-such-file.root")
+    assert isinstance(info.value, FileNotFoundError)
+    assert len(info.value.attempts) == 2
+
+
+def test_replica_with_wrong_size_is_skipped(two_origins) -> None:  # type: ignore[no-untyped-def]
+    a, b, cat = two_origins
+    # SITE_A holds a different (stale) file under the same name; the catalog knows the size.
+    stale = a.data / "store" / "test" / NANO
+    stale.write_bytes(b"x" * 1000)
+    want = (TESTDATA / NANO).read_bytes()
+    with _client(cat) as client:
+        reader = client.reader(f"test:/store/test/{NANO}")
+        assert reader.read(0, len(want)) == want
+        assert reader.replica.site == "SITE_B"
+        assert "differs" in str(reader.attempts[0].error)
+
+
+class SilentServer:
+    """Accepts TCP connections and never says a word: a hung storage node."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.mark.parametrize("scheme", ["root", "http"])
+def test_silent_server_times_out_and_fails_over(two_origins, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                scheme: str) -> None:
+    _, b, _ = two_origins
+    silent = SilentServer()
+    try:
+        cat = tmp_path / "silent.toml"
+        prefix = (f"root://localhost:{silent.port}/" if scheme == "root"
+                  else f"http://localhost:{silent.port}/")
+        good = b.root_url if scheme == "root" else b.https_url
+        cat.write_text(
+            'format = 1\n[namespaces.test]\n'
+            f'[sites.HUNG]\npreference = 1\nprotocols = [{{ scheme = "{scheme}", '
+            f'namespace = "test", prefix = "{prefix}" }}]\n'
+            f'[sites.GOOD]\npreference = 2\nprotocols = [{{ scheme = "{scheme}", '
+            f'namespace = "test", prefix = "{good}" }}]\n')
+        with htpdata.Client(catalogs={"path": [str(cat)]}, replicas={"protocols": [scheme]},
+                            timeouts={"connect": 1, "read": 2}) as client:
+            reader = client.reader(f"test:/store/test/{NANO}")
+            assert reader.read(0, 4) == b"root"
+            assert reader.replica.site == "GOOD"
+            assert isinstance(reader.attempts[0].error, StorageError)
+    finally:
+        silent.close()

@@ -1,0 +1,113 @@
+"""uproot reads every real test file through htpdata, on every road, byte- and array-exact."""
+
+from __future__ import annotations
+
+import pytest
+
+import htpdata
+from htpdata.testing import XRootDServer
+
+from .conftest import TEST_FILES, TESTDATA
+
+uproot = pytest.importorskip("uproot")
+ak = pytest.importorskip("awkward")
+
+pytestmark = pytest.mark.xrootd
+
+
+def _objects(f: object) -> dict[str, object]:
+    """Every TTree and RNTuple at the top of an uproot file."""
+    out = {}
+    for key, cls in f.classnames(recursive=False).items():  # type: ignore[attr-defined]
+        if cls in ("TTree", "ROOT::RNTuple", "ROOT::Experimental::RNTuple"):
+            out[key.split(";")[0]] = f[key]  # type: ignore[index]
+    return out
+
+
+def _assert_same_arrays(got_file: object, name: str) -> None:
+    expected = uproot.open(TESTDATA / name)
+    exp_objs, got_objs = _objects(expected), _objects(got_file)
+    assert exp_objs, f"{name} holds no tree"
+    assert exp_objs.keys() == got_objs.keys()
+    for key, exp in exp_objs.items():
+        got = got_objs[key]
+        assert got.num_entries == exp.num_entries  # type: ignore[attr-defined]
+        a = exp.arrays()  # type: ignore[attr-defined]
+        b = got.arrays()  # type: ignore[attr-defined]
+        assert a.fields == b.fields
+        assert ak.array_equal(a, b, equal_nan=True), f"{name}:{key} differs"
+
+
+@pytest.mark.parametrize("name", TEST_FILES)
+def test_open_logical_name_root(client: htpdata.Client, name: str) -> None:
+    with htpdata.open(f"test:/store/test/{name}") as f:
+        _assert_same_arrays(uproot.open(f), name)
+
+
+@pytest.mark.parametrize("name", TEST_FILES)
+def test_fsspec_protocol_logical(client: htpdata.Client, name: str) -> None:
+    with uproot.open(f"htpdata://test/store/test/{name}") as f:
+        _assert_same_arrays(f, name)
+
+
+@pytest.mark.parametrize("name", TEST_FILES)
+def test_fsspec_protocol_webdav(client: htpdata.Client, origin: XRootDServer,
+                                name: str) -> None:
+    with uproot.open(f"htpdata://{origin.http_url}store/test/{name}") as f:
+        _assert_same_arrays(f, name)
+
+
+@pytest.mark.parametrize("name", TEST_FILES)
+def test_logical_name_over_webdav_only(catalog_dir: object, monkeypatch: pytest.MonkeyPatch,
+                                       name: str) -> None:
+    monkeypatch.setenv("HTPDATA_REPLICAS_PROTOCOLS", "davs")
+    htpdata.reset_default_client()
+    assert htpdata.resolve(f"test:/store/test/{name}").replicas[0].protocol == "davs"
+    with htpdata.open(f"test:/store/test/{name}") as f:
+        _assert_same_arrays(uproot.open(f), name)
+
+
+@pytest.mark.parametrize("name", TEST_FILES)
+def test_local_path_and_file_url(name: str) -> None:
+    with htpdata.open(str(TESTDATA / name)) as f:
+        _assert_same_arrays(uproot.open(f), name)
+    with uproot.open(f"htpdata://file://{TESTDATA / name}") as f:
+        _assert_same_arrays(f, name)
+
+
+def test_bytes_equal_on_every_protocol(client: htpdata.Client, origin: XRootDServer) -> None:
+    for name in TEST_FILES:
+        want = (TESTDATA / name).read_bytes()
+        for url in (f"test:/store/test/{name}", f"{origin.root_url}/store/test/{name}",
+                    f"{origin.http_url}store/test/{name}", str(TESTDATA / name)):
+            assert htpdata.cat(url) == want, url
+            assert htpdata.cat(url, 100, 5000) == want[100:5000]
+
+
+def test_cat_ranges_is_one_vector_read(client: htpdata.Client) -> None:
+    fs = htpdata.fs.HtpdataFileSystem()
+    name = TEST_FILES[0]
+    want = (TESTDATA / name).read_bytes()
+    starts = [0, 1000, 50_000, len(want) - 10]
+    ends = [10, 1500, 50_400, len(want) + 100]
+    got = fs.cat_ranges([f"htpdata://test/store/test/{name}"] * 4, starts, ends)
+    assert got == [want[s:e] for s, e in zip(starts, ends, strict=True)]
+
+
+def test_resolve_and_files(client: htpdata.Client) -> None:
+    files = htpdata.files("test:/Test/All")
+    assert [f.name for f in files] == [f"test:/store/test/{n}" for n in TEST_FILES]
+    assert all(f.size and f.adler32 for f in files)
+    r = htpdata.resolve(files[0].name)
+    assert [rep.protocol for rep in r.replicas] == ["root", "davs"]
+    assert r.replicas[0].name == files[0].name
+    assert r.size == files[0].size
+
+
+def test_ls_dataset_and_storage_folder(client: htpdata.Client) -> None:
+    names = {e["name"] for e in htpdata.ls("test:/Test/All")}
+    assert names == {f"test:/store/test/{n}" for n in TEST_FILES}
+    listed = {e["name"]: e for e in htpdata.ls("test:/store/test")}
+    assert set(listed) == {f"test:/store/test/{n}" for n in TEST_FILES}
+    assert all(e["type"] == "file" for e in listed.values())
+    assert [e["name"] for e in htpdata.ls("test:")] == ["test:/Test/All"]
