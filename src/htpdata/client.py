@@ -117,21 +117,25 @@ class Client:
             except StorageError as err:
                 attempts.append(_Attempt(rep.url, rep.site, err))
                 continue
-            base = rep.url.rstrip("/") + "/"
-            out = []
-            for e in entries:
-                phys = e["name"]
-                rel = phys[len(base):] if phys.startswith(base) else None
-                if rel is None and "//" in phys.split("://", 1)[-1]:  # root://h//a vs root://h/a
-                    norm = str(parse_name(phys))
-                    rel = norm[len(base):] if norm.startswith(base) else None
-                logical = (f"{n.namespace}:{n.path.rstrip('/')}/{rel.strip('/')}" if rel
-                           else phys)
-                out.append({**e, "name": logical, "url": phys})
-            return out
+            return [{**e, "name": _logical_child(n, rep.url, e["name"]), "url": e["name"]}
+                    for e in entries]
         if not attempts:
             raise NameNotFoundError(str(n), "no replica to list")
         raise exhausted(str(n), attempts, "list")
+
+
+def _logical_child(parent: LogicalName, parent_url: str, child_url: str) -> str:
+    """The logical name of a listed entry: the parent's name plus the entry's relative path.
+
+    Falls back to the physical URL when the entry is not below the parent's URL.
+    """
+    base = str(parse_name(parent_url)).rstrip("/")
+    child = str(parse_name(child_url))
+    if child == base:  # listing a file returns the file itself
+        return str(parent)
+    if child.startswith(base + "/"):
+        return f"{parent.namespace}:{parent.path.rstrip('/')}/{child[len(base) + 1:]}"
+    return child_url
 
 
 _default: Client | None = None

@@ -2,7 +2,8 @@
 
 Precedence, lowest first: built-in defaults, the TOML file (``$HTPDATA_CONFIG``, else
 ``$XDG_CONFIG_HOME/htpdata/config.toml``), environment variables ``HTPDATA_<SECTION>_<KEY>``
-(e.g. ``HTPDATA_TIMEOUTS_CONNECT=5``; lists separated by ``:``), then keyword arguments to
+(e.g. ``HTPDATA_TIMEOUTS_CONNECT=5``; lists separated by ``,``, except ``catalogs.path`` which
+is ``:``-separated like ``PATH``), then keyword arguments to
 :func:`load_settings`. Nothing is read at import time. ``htpdata config`` prints every value and
 where it came from.
 """
@@ -179,6 +180,17 @@ def load_settings(environ: Mapping[str, str] | None = None, *, file: str | Path 
     path = Path(file) if file is not None else config_path(env)
     layers: list[tuple[str, Mapping[str, Any]]] = [(f"file {path}", _read_file(path))]
     env_layer: dict[str, dict[str, str]] = {}
+    section_names = {s.name.upper() for s in _sections()}
+    for var in env:
+        # A misspelt variable of a known section is an error, not a silent no-op.
+        sec_name, _, key = var.removeprefix("HTPDATA_").partition("_")
+        if var.startswith("HTPDATA_") and sec_name in section_names:
+            fields = {f.name.upper() for f in dataclasses.fields(_section_type_by_name(
+                sec_name.lower()))}
+            if key not in fields:
+                raise ConfigError(f"env {var}", f"{sec_name.lower()}.{key.lower()}",
+                                  "unknown setting; known: " + ", ".join(sorted(
+                                      f.lower() for f in fields)))
     for sec in _sections():
         for f in dataclasses.fields(_section_type(sec)):
             var = f"HTPDATA_{sec.name}_{f.name}".upper()

@@ -12,6 +12,7 @@ catch ``FileNotFoundError``, ``PermissionError``, ``TimeoutError``, ``OSError``)
     ├── StorageError                (OSError)          a storage server refused or failed
     │   ├── StorageNotFoundError    (FileNotFoundError)
     │   ├── StoragePermissionError  (PermissionError)
+    │   ├── StorageExistsError      (FileExistsError)  exclusive create of an existing file
     │   ├── StorageTimeoutError     (TimeoutError)     no progress within the configured timeout
     │   ├── StorageUnavailableError (ConnectionError)  connection refused, dropped, server gone
     │   └── ReplicasExhaustedError                     every replica was tried; lists the attempts
@@ -40,6 +41,7 @@ __all__ = [
     "NoReplicaFoundError",
     "ReplicasExhaustedError",
     "StorageError",
+    "StorageExistsError",
     "StorageNotFoundError",
     "StoragePermissionError",
     "StorageTimeoutError",
@@ -162,6 +164,12 @@ class StoragePermissionError(StorageError, PermissionError):
     exit_code = 4
 
 
+class StorageExistsError(StorageError, FileExistsError):
+    """A write that must not overwrite found the file already there."""
+
+    exit_code = 1
+
+
 class StorageTimeoutError(StorageError, TimeoutError):
     exit_code = 5
 
@@ -191,7 +199,8 @@ class ReplicasExhaustedError(StorageUnavailableError):
         self.attempts = list(attempts)
         tried = "; ".join(a.describe() for a in self.attempts) or "no replicas"
         super().__init__(f"could not {what} {name}: all {len(self.attempts)} replica(s) failed "
-                         f"[{tried}]", name=name)
+                         f"[{tried}]")
+        self.name = name
 
 
 class NoReplicaFoundError(ReplicasExhaustedError, FileNotFoundError):

@@ -50,7 +50,8 @@ class ReplicaReader:
             self._index += 1
             nxt = self.replica
         if nxt is not None:
-            log.warning("%s: replica %s failed (%s); continuing from %s", self.name, rep.url,
+            # INFO, not WARNING: failing over is the designed path; the CLI shows it with -v.
+            log.info("%s: replica %s failed (%s); continuing from %s", self.name, rep.url,
                         type(err).__name__, nxt.url)
 
     def _check(self, index: int, rep: Replica) -> int:

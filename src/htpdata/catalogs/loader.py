@@ -145,6 +145,9 @@ def _parse_site(c: _Checker, name: str, site: dict[str, Any], path: str) -> Site
     where = f"sites.{name}"
     _check_name(c, name, where)
     c.only(site, where, ("description", "preference", "role", "tape", "protocols"))
+    preference = c.get(site, "preference", where, int, 100)
+    tape = c.get(site, "tape", where, bool, False)
+    description = c.get(site, "description", where, str, "")
     role = c.get(site, "role", where, str, "site")
     if role not in ROLES:
         raise c.fail(f"{where}.role", f"role must be one of {', '.join(ROLES)}, got {role!r}")
@@ -152,9 +155,8 @@ def _parse_site(c: _Checker, name: str, site: dict[str, Any], path: str) -> Site
     if not protos:
         raise c.fail(f"{where}.protocols", "a site needs at least one protocol")
     parsed = tuple(_parse_protocol(c, f"{where}.protocols[{i}]", p) for i, p in enumerate(protos))
-    return Site(name=name, preference=c.get(site, "preference", where, int, 100), role=role,
-                protocols=parsed, tape=c.get(site, "tape", where, bool, False),
-                description=c.get(site, "description", where, str, ""), source=path)
+    return Site(name=name, preference=preference, role=role, protocols=parsed, tape=tape,
+                description=description, source=path)
 
 
 def _parse_protocol(c: _Checker, where: str, proto: Any) -> Protocol:

@@ -15,6 +15,7 @@ from .._redact import redact
 from ..errors import (
     HtpdataError,
     StorageError,
+    StorageExistsError,
     StorageNotFoundError,
     StoragePermissionError,
     StorageTimeoutError,
@@ -47,8 +48,9 @@ class Transport(Protocol):
 
 # XRootD error codes (XProtocol.hh) and the words its client uses, to error classes.
 _XRD_CODES = {3011: StorageNotFoundError, 3010: StoragePermissionError,
-              3005: StoragePermissionError, 3006: StorageError}
+              3005: StoragePermissionError, 3006: StorageError, 3018: StorageExistsError}
 _XRD_WORDS = [
+    (re.compile(r"file exists|already exists", re.I), StorageExistsError),
     (re.compile(r"no such file|not found|does not exist", re.I), StorageNotFoundError),
     (re.compile(r"permission denied|not authorized|unauthorized|auth.* fail", re.I),
      StoragePermissionError),
@@ -86,6 +88,8 @@ def translate(exc: BaseException, url: str, name: str | None = None,
         return StorageTimeoutError(msg, name=name, url=url, status=status)
     if httpx is not None and isinstance(exc, httpx.TransportError):
         return StorageUnavailableError(msg, name=name, url=url, status=status)
+    if isinstance(exc, FileExistsError):
+        return StorageExistsError(msg, name=name, url=url, status=status)
     if isinstance(exc, FileNotFoundError):
         return StorageNotFoundError(msg, name=name, url=url, status=status)
     if isinstance(exc, PermissionError):

@@ -50,13 +50,14 @@ class XRootDTransport:
         from fsspec_xrootd import XRootDFileSystem
 
         kwargs = XRootDFileSystem._get_kwargs_from_urls(url)
-        fs = XRootDFileSystem(timeout=self.timeout, **kwargs)
+        # No listings cache: another process may create or remove files at any moment, and
+        # fsspec-xrootd answers stat from a stale listing when one is cached.
+        fs = XRootDFileSystem(timeout=self.timeout, use_listings_cache=False, **kwargs)
         return fs, XRootDFileSystem._strip_protocol(url)
 
     def info(self, url: str) -> dict[str, Any]:
         fs, path = self.filesystem(url)
         try:
-            fs.invalidate_cache(path)
             info = fs.info(path)
         except Exception as exc:
             raise translate(exc, url, what="stat") from exc
@@ -82,7 +83,6 @@ class XRootDTransport:
     def ls(self, url: str) -> list[dict[str, Any]]:
         fs, path = self.filesystem(url)
         try:
-            fs.invalidate_cache(path)
             entries = fs.ls(path, detail=True)
         except Exception as exc:
             raise translate(exc, url, what="list") from exc

@@ -1,0 +1,112 @@
+"""The name parser: every accepted form, every rejection with the offending part named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from htpdata.errors import InvalidNameError
+from htpdata.names import DID, LogicalName, PhysicalURL, from_fsspec_path, parse_name, to_fsspec_url
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("cms:/store/mc/Run/x.root", LogicalName("cms", "/store/mc/Run/x.root")),
+    ("cms:/store//mc/x.root", LogicalName("cms", "/store/mc/x.root")),
+    ("rucio:user.jdoe:my.dataset", DID("user.jdoe", "my.dataset")),
+    ("rucio:cms:/store/mc/x.root", DID("cms", "/store/mc/x.root")),
+    ("root://eos.cern.ch//eos/x.root", PhysicalURL("root://eos.cern.ch//eos/x.root")),
+    ("root://host:1094/store/x.root", PhysicalURL("root://host:1094//store/x.root")),
+    ("xroot://host//store/x.root", PhysicalURL("root://host//store/x.root")),
+    ("davs://h.infn.it:8443/cms/x.root", PhysicalURL("davs://h.infn.it:8443/cms/x.root")),
+    ("https://h/x.root", PhysicalURL("https://h/x.root")),
+    ("http://127.0.0.1:8080/x.root", PhysicalURL("http://127.0.0.1:8080/x.root")),
+    ("file:///data/x.root", PhysicalURL("file:///data/x.root")),
+    ("htpdata://cms/store/x.root", LogicalName("cms", "/store/x.root")),
+    ("htpdata://rucio/scope:name", DID("scope", "name")),
+    ("htpdata://root://h//x.root", PhysicalURL("root://h//x.root")),
+])
+def test_accepted(text: str, expected: object) -> None:
+    assert parse_name(text) == expected
+
+
+def test_local_paths_become_absolute_file_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert parse_name("x.root") == PhysicalURL(f"file://{tmp_path}/x.root")
+    assert parse_name("./a/../x.root") == PhysicalURL(f"file://{tmp_path}/x.root")
+    assert parse_name(tmp_path / "y.root") == PhysicalURL(f"file://{tmp_path}/y.root")
+
+
+@pytest.mark.parametrize(("text", "part"), [
+    ("cms:/store/../etc/passwd", ".."),
+    ("cms:/store/./x", "."),
+    ("cms:/store/%2e%2e/x", ".."),
+    ("cms:/store/a%2Fb", "%2F"),
+    ("root://h//store/../x", ".."),
+    ("rucio:scope:../x", ".."),
+    ("cms:/a\x00b", "\\x00"),
+    ("cms:/a\nb", "\\n"),
+    ("cms:store/x", "store/x"),
+    ("bad ns:/x", "bad ns"),
+    ("gsiftp://h/x", "gsiftp"),
+    ("root:///x", "(empty)"),
+    ("root://h:99999//x", "99999"),
+    ("https://user:pw@h/x", "userinfo"),
+    ("rucio:noscope", "noscope"),
+    ("rucio::name", "(empty)"),
+    ("cms:/", "/"),
+])
+def test_rejected_naming_the_part(text: str, part: str) -> None:
+    with pytest.raises(InvalidNameError) as info:
+        parse_name(text)
+    assert info.value.part == part
+    assert part in str(info.value) or repr(part)[1:-1] in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "htpdata://"])
+def test_empty(text: str) -> None:
+    with pytest.raises(InvalidNameError, match="empty"):
+        parse_name(text)
+
+
+def test_not_a_string() -> None:
+    with pytest.raises(InvalidNameError, match="expected a string"):
+        parse_name(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", ["cms:/store/x.root", "rucio:s:n", "root://h//x.root",
+                                  "davs://h:1/x"])
+def test_fsspec_url_round_trip(text: str) -> None:
+    name = parse_name(text)
+    assert parse_name(to_fsspec_url(name)) == name
+    assert from_fsspec_path(to_fsspec_url(name)[len("htpdata://"):]) == name
+
+
+segment = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FF,
+                                         blacklist_characters="/%"), min_size=1, max_size=12)
+
+
+@given(st.lists(segment, min_size=1, max_size=6))
+def test_parsed_logical_paths_never_escape(segs: list[str]) -> None:
+    text = "cms:/" + "/".join(segs)
+    try:
+        name = parse_name(text)
+    except InvalidNameError as exc:
+        assert exc.part is not None or "empty" in exc.reason
+        return
+    assert isinstance(name, LogicalName)
+    parts = name.path.split("/")
+    assert ".." not in parts and "." not in parts
+    assert name.path.startswith("/")
+    assert parse_name(str(name)) == name  # canonical form is stable
+
+
+@given(st.text(max_size=80))
+def test_parser_never_crashes(text: str) -> None:
+    try:
+        parse_name(text)
+    except InvalidNameError:
+        pass
