@@ -70,7 +70,8 @@ def catalog_text(sites: list[tuple[str, XRootDServer, int]], namespace: str = "t
         out.append(
             f"[sites.{site}]\npreference = {pref}\nprotocols = [\n"
             f'  {{ scheme = "root", namespace = "{namespace}", prefix = "{server.root_url}" }},\n'
-            f'  {{ scheme = "{server.http_url.split(":")[0]}", namespace = "{namespace}", rules = [\n'
+            f'  {{ scheme = "{server.http_url.split(":")[0]}", '
+            f'namespace = "{namespace}", rules = [\n'
             f'    {{ path-match = "/(.*)", result = "{server.http_url}$1" }} ] }},\n]\n')
     files = ",\n".join(
         f'  {{ name = "/store/test/{n}", size = {(TESTDATA / n).stat().st_size}, '

@@ -20,7 +20,8 @@ def test_precedence_default_file_env_argument(tmp_path: Path) -> None:
     cfg.write_text("[timeouts]\nconnect = 3\nread = 30\n[replicas]\nprefer_sites = ['T2_IT_*']\n")
     env = {"HTPDATA_CONFIG": str(cfg), "HTPDATA_TIMEOUTS_READ": "20"}
     s = load_settings(env, timeouts={"read": 7})
-    assert s.timeouts.connect == 3 and s.timeouts.read == 7
+    assert s.timeouts.connect == 3
+    assert s.timeouts.read == 7
     assert s.replicas.prefer_sites == ("T2_IT_*",)
     src = dict((k, v) for k, _, v in s.items())
     assert src["timeouts.connect"] == f"file {cfg}"
@@ -69,7 +70,8 @@ def test_errors_pickle_for_dask_workers() -> None:
     err = exhausted("cms:/f", [Attempt("root://h//f", "S", StorageNotFoundError(
         "stat failed", url="root://h//f", status="[3011] no such file"))])
     again = pickle.loads(pickle.dumps(err))
-    assert type(again) is type(err) and str(again) == str(err)
+    assert type(again) is type(err)
+    assert str(again) == str(err)
     assert again.attempts[0].site == "S"
 
 
@@ -87,7 +89,9 @@ def test_public_api() -> None:
 ])
 def test_redaction(text: str) -> None:
     out = redact(text)
-    assert "SECRET" not in out and "hunter22" not in out and "eyJ" not in out
+    assert "SECRET" not in out
+    assert "hunter22" not in out
+    assert "eyJ" not in out
     assert "***" in out
 
 
@@ -101,8 +105,10 @@ def test_token_discovery_order(tmp_path: Path) -> None:
     assert discover_credentials(AuthSettings(), env, uid=1000).token == "from-file-token-value"
     env["BEARER_TOKEN"] = "from-env-token-value"
     creds = discover_credentials(AuthSettings(), env, uid=1000)
-    assert creds.token == "from-env-token-value" and creds.token_source == "$BEARER_TOKEN"
-    assert "from-env" not in repr(creds) and "from-env" not in str(creds.describe())
+    assert creds.token == "from-env-token-value"
+    assert creds.token_source == "$BEARER_TOKEN"
+    assert "from-env" not in repr(creds)
+    assert "from-env" not in str(creds.describe())
     assert creds.http_headers() == {"Authorization": "Bearer from-env-token-value"}
     explicit = discover_credentials(AuthSettings(token_file=str(f)), env, uid=1000)
     assert explicit.token == "from-file-token-value"

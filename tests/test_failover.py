@@ -41,7 +41,7 @@ def _client(cat: Path, **extra: dict[str, object]) -> htpdata.Client:
 
 
 def test_killed_mid_read_continues_on_next_replica(two_origins) -> None:  # type: ignore[no-untyped-def]
-    a, b, cat = two_origins
+    a, _b, cat = two_origins
     want = (TESTDATA / NANO).read_bytes()
     with _client(cat) as client:
         f = client.open(f"test:/store/test/{NANO}", block_size=8192, cache_type="none")
@@ -57,7 +57,7 @@ def test_killed_mid_read_continues_on_next_replica(two_origins) -> None:  # type
 def test_uproot_survives_a_dying_origin(two_origins) -> None:  # type: ignore[no-untyped-def]
     uproot = pytest.importorskip("uproot")
     ak = pytest.importorskip("awkward")
-    a, b, cat = two_origins
+    a, _b, cat = two_origins
     expected = uproot.open(TESTDATA / NANO)["Events"].arrays(["Muon_pt", "Jet_eta", "MET_pt"])
     with _client(cat) as client, client.open(f"test:/store/test/{NANO}",
                                              block_size=4096, cache_type="none") as f:
@@ -76,8 +76,10 @@ def test_all_replicas_down_one_error_listing_attempts(two_origins) -> None:  # t
     err = info.value
     assert [x.site for x in err.attempts] == ["SITE_A", "SITE_B"]
     assert "all 2 replica(s) failed" in str(err)
-    assert f"localhost:{a.port}" in str(err) and f"localhost:{b.port}" in str(err)
-    assert isinstance(err, OSError) and not isinstance(err, FileNotFoundError)
+    assert f"localhost:{a.port}" in str(err)
+    assert f"localhost:{b.port}" in str(err)
+    assert isinstance(err, OSError)
+    assert not isinstance(err, FileNotFoundError)
 
 
 def test_missing_everywhere_is_file_not_found(two_origins) -> None:  # type: ignore[no-untyped-def]
@@ -89,7 +91,7 @@ def test_missing_everywhere_is_file_not_found(two_origins) -> None:  # type: ign
 
 
 def test_replica_with_wrong_size_is_skipped(two_origins) -> None:  # type: ignore[no-untyped-def]
-    a, b, cat = two_origins
+    a, _b, cat = two_origins
     # SITE_A holds a different (stale) file under the same name; the catalog knows the size.
     stale = a.data / "store" / "test" / NANO
     stale.write_bytes(b"x" * 1000)

@@ -32,7 +32,8 @@ def test_accepted(text: str, expected: object) -> None:
     assert parse_name(text) == expected
 
 
-def test_local_paths_become_absolute_file_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_paths_become_absolute_file_urls(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert parse_name("x.root") == PhysicalURL(f"file://{tmp_path}/x.root")
     assert parse_name("./a/../x.root") == PhysicalURL(f"file://{tmp_path}/x.root")
@@ -95,11 +96,13 @@ def test_parsed_logical_paths_never_escape(segs: list[str]) -> None:
     try:
         name = parse_name(text)
     except InvalidNameError as exc:
-        assert exc.part is not None or "empty" in exc.reason
+        reason_is_named = exc.part is not None or "empty" in exc.reason
+        assert reason_is_named
         return
     assert isinstance(name, LogicalName)
     parts = name.path.split("/")
-    assert ".." not in parts and "." not in parts
+    assert ".." not in parts
+    assert "." not in parts
     assert name.path.startswith("/")
     assert parse_name(str(name)) == name  # canonical form is stable
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from .catalogs import FileEntry
 from .config import Settings, load_settings
@@ -23,9 +23,12 @@ __all__ = ["Client", "default_client", "reset_default_client"]
 
 
 class Client:
-    def __init__(self, settings: Settings | None = None, *, environ: Mapping[str, str] | None = None,
+    def __init__(self, settings: Settings | None = None, *,
+                 environ: Mapping[str, str] | None = None,
                  **overrides: Mapping[str, Any]) -> None:
-        self.settings = settings if settings is not None else load_settings(environ, **overrides)
+        if settings is None:
+            settings = load_settings(environ, **cast(dict[str, Any], overrides))
+        self.settings = settings
         self.resolver = Resolver(self.settings, environ=environ)
         self.transports = Transports(self.settings, environ)
 

@@ -64,7 +64,7 @@ class ReplicaSettings:
 
 @dataclass(frozen=True)
 class AuthSettings:
-    """Where credentials are found; unset means WLCG discovery (see :mod:`htpdata.transports.auth`)."""
+    """Where credentials are found; unset means WLCG discovery (:mod:`htpdata.transports.auth`)."""
 
     proxy: str = ""
     """X.509 proxy file; default ``$X509_USER_PROXY`` then ``/tmp/x509up_u$UID``."""
@@ -80,7 +80,8 @@ class AuthSettings:
 @dataclass(frozen=True)
 class CatalogSettings:
     path: tuple[str, ...] = ()
-    """Extra catalog files or folders, searched after the user folder (``HTPDATA_CATALOGS_PATH``)."""
+    """Extra catalog files or folders, searched after the user folder
+    (``HTPDATA_CATALOGS_PATH``)."""
     bundled: bool = True
     """Load the catalogs shipped with htpdata (``cms``, ``demo``)."""
 

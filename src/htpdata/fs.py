@@ -105,6 +105,7 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
             by_path[p].append(i)
         out: list[Any] = [None] * n
         for p, idx in by_path.items():
+            data: list[Any]
             try:
                 reader = self._reader(p)
                 size = reader.size()

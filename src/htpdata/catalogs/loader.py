@@ -61,12 +61,12 @@ class _Checker:
         return CatalogError(self.path, problem, key=key, line=self.line_of(key))
 
     def get(self, table: dict[str, Any], key: str, where: str, typ: type[T],
-            default: T | None = None, required: bool = False) -> T:
+            default: T | None = None, required: bool = False) -> Any:
         dotted = f"{where}.{key}" if where else key
         if key not in table:
             if required:
                 raise self.fail(where or key, f"missing required key {key!r}")
-            return default  # type: ignore[return-value]
+            return default
         value = table[key]
         ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
         if not ok:
@@ -129,7 +129,7 @@ def parse_catalog(text: str, path: str = "<string>") -> CatalogSet:
 
 
 def _tables(c: _Checker, data: dict[str, Any], key: str) -> dict[str, dict[str, Any]]:
-    section = c.get(data, key, "", dict, default={})
+    section: dict[str, dict[str, Any]] = c.get(data, key, "", dict, default={})
     for name, value in section.items():
         if not isinstance(value, dict):
             raise c.fail(f"{key}.{name}", f"expected a table, got {type(value).__name__}")

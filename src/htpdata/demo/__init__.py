@@ -22,7 +22,8 @@ from ..testing import XRootDServer
 __all__ = ["SAMPLES", "lay_out_demo_site", "run_demo"]
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
-DEMO_DATASETS = ("/Demo/TTJets/NANOAODSIM", "/Demo/TTJets/NANOAODSIM-RNTuple", "/Demo/DiLepton/SIM")
+DEMO_DATASETS = ("/Demo/TTJets/NANOAODSIM", "/Demo/TTJets/NANOAODSIM-RNTuple",
+                 "/Demo/DiLepton/SIM")
 
 
 def lay_out_demo_site(client: Client, data: Path, samples: Path = SAMPLES) -> list[str]:
@@ -51,8 +52,9 @@ def run_demo(keep_running: bool = False) -> int:
         names = lay_out_demo_site(client, server.data)
         server.restart()  # pick up the files with their final ownership
         out.rule("[bold]htpdata demo: a local site behind the `demo` catalog")
+        pid = server.proc.pid if server.proc else "?"
         out.print(f"XRootD origin on root://localhost:{server.port} and "
-                  f"davs://localhost:{server.http_port} (pid {server.proc.pid if server.proc else '?'})")
+                  f"davs://localhost:{server.http_port} (pid {pid})")
 
         out.rule("datasets (htpdata ls demo:)")
         for e in client.ls("demo:"):
@@ -69,7 +71,8 @@ def run_demo(keep_running: bool = False) -> int:
             data = client.cat(n)
             got = f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"
             ok = got == meta.adler32 and len(data) == meta.size
-            out.print(f"  {'[green]ok[/]' if ok else '[red]MISMATCH[/]'} {got} {len(data):>8,} B {n}")
+            mark = "[green]ok[/]" if ok else "[red]MISMATCH[/]"
+            out.print(f"  {mark} {got} {len(data):>8,} B {n}")
             if not ok:
                 return 8
 

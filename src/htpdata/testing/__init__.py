@@ -1,4 +1,4 @@
-"""Real servers for tests, the demo and benchmarks: started on free loopback ports, stopped by PID."""
+"""Real servers for tests, the demo and benchmarks: free loopback ports, stopped by PID."""
 
 from .servers import XRootDServer, free_port, wait_for_port
 

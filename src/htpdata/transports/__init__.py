@@ -23,6 +23,7 @@ class Transports:
         self.settings = settings
         self.creds = discover_credentials(settings.auth, environ)
         self._by_scheme: dict[str, Transport] = {}
+        self._http_transport: HTTPTransport | None = None
 
     def for_url(self, url: str) -> Transport:
         scheme = url.split("://", 1)[0] if "://" in url else "file"
@@ -55,11 +56,11 @@ class Transports:
             if close is not None:
                 close()
         self._by_scheme.clear()
+        self._http_transport = None
 
     def _http(self) -> HTTPTransport:
         from .http import HTTPTransport
 
-        for t in self._by_scheme.values():
-            if isinstance(t, HTTPTransport):
-                return t
-        return HTTPTransport(self.settings.timeouts, self.creds)
+        if self._http_transport is None:
+            self._http_transport = HTTPTransport(self.settings.timeouts, self.creds)
+        return self._http_transport

@@ -32,7 +32,7 @@ def to_http_url(url: str) -> str:
 
 
 class HTTPTransport:
-    schemes = ("davs", "https", "http")
+    schemes: tuple[str, ...] = ("davs", "https", "http")
 
     def __init__(self, timeouts: TimeoutSettings, creds: Credentials) -> None:
         self.creds = creds
@@ -141,5 +141,5 @@ class HTTPTransport:
         for part in resp.headers.get("digest", "").split(","):
             algo, _, value = part.strip().partition("=")
             if algo.lower() == "adler32" and value:
-                return value.lower().rjust(8, "0")
+                return str(value).lower().rjust(8, "0")
         return None

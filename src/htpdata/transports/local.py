@@ -26,7 +26,7 @@ def adler32_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
 
 
 class LocalTransport:
-    schemes = ("file",)
+    schemes: tuple[str, ...] = ("file",)
 
     def filesystem(self, url: str) -> tuple[Any, str]:
         from fsspec.implementations.local import LocalFileSystem

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..config import TimeoutSettings
@@ -28,19 +28,20 @@ def _configure_client(timeouts: TimeoutSettings) -> None:
     with _env_lock:
         if _env_applied == (connect, read):
             return
-        from XRootD.client import EnvPutInt
+        from XRootD import client as xrd_client
 
-        EnvPutInt("ConnectionWindow", connect)
-        EnvPutInt("ConnectionRetry", 1)
-        EnvPutInt("RequestTimeout", read)
-        EnvPutInt("StreamTimeout", read)
-        EnvPutInt("StreamErrorWindow", 0)
-        EnvPutInt("TimeoutResolution", 1)
+        put: Callable[[str, int], object] = getattr(xrd_client, "EnvPutInt")  # noqa: B009
+        put("ConnectionWindow", connect)
+        put("ConnectionRetry", 1)
+        put("RequestTimeout", read)
+        put("StreamTimeout", read)
+        put("StreamErrorWindow", 0)
+        put("TimeoutResolution", 1)
         _env_applied = (connect, read)
 
 
 class XRootDTransport:
-    schemes = ("root",)
+    schemes: tuple[str, ...] = ("root",)
 
     def __init__(self, timeouts: TimeoutSettings) -> None:
         _configure_client(timeouts)
