@@ -44,6 +44,7 @@ def _isolated_config(tmp_path_factory: pytest.TempPathFactory,
     """No user config, no user catalogs, no credentials from the machine leak into a test."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     for var in list(os.environ):
         if var.startswith("HTPDATA_") and var not in ("HTPDATA_REQUIRE_SERVERS",
                                                       "HTPDATA_TESTDATA"):

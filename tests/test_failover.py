@@ -18,7 +18,9 @@ from .conftest import TESTDATA, catalog_text, lay_out
 pytestmark = pytest.mark.xrootd
 
 NANO = "nanoAOD_2015_CMS_Open_Data_ttbar.root"
-FAST = {"timeouts": {"connect": 2, "read": 5}}
+FAST = {"timeouts": {"connect": 2, "read": 5}, "cache": {"enabled": False}}
+# Through the cache, with head and tail small enough that the first read does not take it all.
+CACHED = {"cache": {"enabled": True, "head": 4096, "tail": 4096, "merge_gap": 0}}
 
 
 @pytest.fixture
@@ -54,12 +56,13 @@ def test_killed_mid_read_continues_on_next_replica(two_origins) -> None:  # type
         assert [att.site for att in f.reader.attempts] == ["SITE_A"]
 
 
-def test_uproot_survives_a_dying_origin(two_origins) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("extra", [{}, CACHED], ids=["uncached", "cached"])
+def test_uproot_survives_a_dying_origin(two_origins, extra) -> None:  # type: ignore[no-untyped-def]
     uproot = pytest.importorskip("uproot")
     ak = pytest.importorskip("awkward")
     a, _b, cat = two_origins
     expected = uproot.open(TESTDATA / NANO)["Events"].arrays(["Muon_pt", "Jet_eta", "MET_pt"])
-    with _client(cat) as client, client.open(f"test:/store/test/{NANO}",
+    with _client(cat, **extra) as client, client.open(f"test:/store/test/{NANO}",
                                              block_size=4096, cache_type="none") as f:
         tree = uproot.open(f)["Events"]  # header, streamers and keys come from SITE_A
         a.kill()

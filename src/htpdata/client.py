@@ -10,6 +10,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any, BinaryIO, cast
 
+from .cache import Cache, CachedReader
 from .catalogs import FileEntry
 from .config import Settings, load_settings
 from .errors import Attempt as _Attempt
@@ -19,7 +20,9 @@ from .reader import ReplicaReader
 from .resolve import ResolvedFile, Resolver
 from .transports import Transports
 
-__all__ = ["Client", "default_client", "reset_default_client"]
+__all__ = ["Client", "Reader", "default_client", "reset_default_client"]
+
+Reader = ReplicaReader | CachedReader
 
 
 class Client:
@@ -31,12 +34,24 @@ class Client:
         self.settings = settings
         self.resolver = Resolver(self.settings, environ=environ)
         self.transports = Transports(self.settings, environ)
+        self._cache: Cache | None = None
+        self._cache_lock = threading.Lock()
+
+    @property
+    def cache(self) -> Cache:
+        """The tiered cache, built on first use from ``settings.cache``."""
+        with self._cache_lock:
+            if self._cache is None:
+                self._cache = Cache(self.settings.cache)
+            return self._cache
 
     def __reduce__(self) -> tuple[object, ...]:
         # Rebuilt from settings on the other side (Dask workers); connections are not shipped.
         return (Client, (self.settings,))
 
     def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
         self.transports.close()
 
     def __enter__(self) -> Client:
@@ -54,19 +69,28 @@ class Client:
         """The files a name stands for (a dataset's files, or the file itself)."""
         return self.resolver.files(name)
 
-    def reader(self, name: str | Name) -> ReplicaReader:
-        return ReplicaReader(self.resolve(name), self.transports)
+    def reader(self, name: str | Name, cache: bool | None = None) -> Reader:
+        """A byte-range reader for one file: through the cache unless ``cache=False`` or the
+        cache is switched off in the settings."""
+        upstream = ReplicaReader(self.resolve(name), self.transports)
+        use_cache = self.settings.cache.enabled if cache is None else cache
+        if not use_cache:
+            return upstream
+        return self.cache.wrap(upstream, self.resolver.dataset_of(name))
 
     # -- reading -------------------------------------------------------------------------
-    def open(self, name: str | Name, mode: str = "rb", **kwargs: Any) -> BinaryIO:
-        """A seekable binary file for reading (with failover), or a writable one (``"wb"``)."""
+    def open(self, name: str | Name, mode: str = "rb", cache: bool | None = None,
+             **kwargs: Any) -> BinaryIO:
+        """A seekable binary file for reading (through the cache, with failover), or a
+        writable one (``"wb"``, straight to storage)."""
         from .fs import HtpdataFileSystem
 
-        fs = HtpdataFileSystem(client=self)
+        fs = HtpdataFileSystem(client=self, cache=cache, skip_instance_cache=True)
         return fs.open(fs.path_for(parse_name(name)), mode, **kwargs)  # type: ignore[no-any-return]
 
-    def cat(self, name: str | Name, start: int | None = None, end: int | None = None) -> bytes:
-        reader = self.reader(name)
+    def cat(self, name: str | Name, start: int | None = None, end: int | None = None,
+            cache: bool | None = None) -> bytes:
+        reader = self.reader(name, cache=cache)
         size = reader.size()
         s = 0 if start is None else (start if start >= 0 else max(0, size + start))
         e = size if end is None else (end if end >= 0 else max(0, size + end))

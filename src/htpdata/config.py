@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 import types
 import typing
@@ -29,6 +30,8 @@ else:  # pragma: no cover
 
 __all__ = [
     "AuthSettings",
+    "ByteSize",
+    "CacheSettings",
     "CatalogSettings",
     "ReplicaSettings",
     "Settings",
@@ -77,6 +80,68 @@ class AuthSettings:
     """A single CA bundle file for HTTPS (e.g. a test server's self-signed certificate)."""
 
 
+class ByteSize(int):
+    """A number of bytes; settings accept ``2GB``, ``512MiB``, ``1.5TB`` or a plain integer."""
+
+    _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2,
+              "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "p": 1000**5,
+              "pb": 1000**5, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+              "pib": 1024**5}
+
+    @classmethod
+    def parse(cls, value: object) -> ByteSize:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a size such as 20GB, got {value!r}")
+        if isinstance(value, int | float):
+            number, unit = float(value), ""
+        elif isinstance(value, str):
+            m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*", value)
+            if m is None or m.group(2).lower() not in cls._UNITS:
+                raise ValueError(f"expected a size such as 20GB or 512MiB, got {value!r}")
+            number, unit = float(m.group(1)), m.group(2).lower()
+        else:
+            raise ValueError(f"expected a size such as 20GB, got {value!r}")
+        if number < 0:
+            raise ValueError(f"must not be negative, got {value!r}")
+        return cls(int(number * cls._UNITS[unit]))
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """The tiered cache (see ``docs/cache.md``). Sizes accept units: ``20GB``, ``512MiB``."""
+
+    enabled: bool = True
+    """Read through the cache; ``false`` (or ``cache=False`` in the API) bypasses it."""
+    memory_size: ByteSize = ByteSize(256 * 1024**2)
+    """Per-process memory tier; 0 switches it off."""
+    local_dir: str = ""
+    """Node-local disk tier; default ``$XDG_CACHE_HOME/htpdata`` (``~/.cache/htpdata``);
+    ``off`` switches it off."""
+    local_size: ByteSize = ByteSize(20 * 1000**3)
+    shared_dir: str = ""
+    """The shared volume tier (CephFS, NFS, Lustre mounted on every node); unset means none."""
+    shared_size: ByteSize = ByteSize(0)
+    """Size of the shared tier; 0 means as large as its filesystem allows."""
+    high_watermark: float = 0.95
+    """Eviction starts when a tier is fuller than this fraction of its size..."""
+    low_watermark: float = 0.90
+    """... and removes entries until it is below this one."""
+    policy: str = "lru"
+    """Which entries eviction takes first: ``lru``, ``lfu`` or ``size`` (largest first)."""
+    max_extent: ByteSize = ByteSize(4 * 1024**2)
+    """Largest piece stored in one cache file (each carries its own adler32)."""
+    merge_gap: ByteSize = ByteSize(64 * 1024)
+    """Missing ranges closer than this are fetched as one range."""
+    head: ByteSize = ByteSize(64 * 1024)
+    """Bytes at the start of a file fetched and kept with its first read (ROOT header)."""
+    tail: ByteSize = ByteSize(1024**2)
+    """Bytes at the end of a file fetched and kept with its first read (ROOT keys, streamers)."""
+    user: str = ""
+    """Whom cache usage is accounted to; default the OS user."""
+    group: str = ""
+    """The group accounted; default the user's primary group."""
+
+
 @dataclass(frozen=True)
 class CatalogSettings:
     path: tuple[str, ...] = ()
@@ -92,6 +157,7 @@ class Settings:
     timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
     replicas: ReplicaSettings = field(default_factory=ReplicaSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     """``"section.key" -> "default" | "file PATH" | "env NAME" | "argument"``."""
 
@@ -134,6 +200,8 @@ def _coerce(value: Any, typ: Any, source: str, key: str) -> Any:
             if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(f"expected true or false, got {value!r}")
+        if typ is ByteSize:
+            return ByteSize.parse(value)
         if typ is float or typ is int:
             if isinstance(value, bool):
                 raise ValueError(f"expected a number, got {value!r}")

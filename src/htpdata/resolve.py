@@ -67,6 +67,13 @@ class Resolver:
                 return FileEntry(str(n), entry.size, entry.adler32)
         return FileEntry(str(n))
 
+    def dataset_of(self, name: Name | str) -> str | None:
+        """The catalog dataset that lists this file (for accounting), if any."""
+        n = parse_name(name)
+        if isinstance(n, LogicalName):
+            return self.catalogs.file_dataset.get((n.namespace, n.path))
+        return None
+
     # -- a file -> replicas ---------------------------------------------------------------
     def resolve(self, name: Name | str) -> ResolvedFile:
         """Ordered replicas of one file. Raises if the name is unknown or has no usable replica."""

@@ -125,6 +125,7 @@ def parse_catalog(text: str, path: str = "<string>") -> CatalogSet:
         out.datasets[(dataset.namespace, dataset.name)] = dataset
         for f in dataset.files:
             out.files[(dataset.namespace, f.name)] = f
+            out.file_dataset[(dataset.namespace, f.name)] = f"{dataset.namespace}:{dataset.name}"
     return out
 
 

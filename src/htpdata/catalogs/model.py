@@ -120,6 +120,8 @@ class CatalogSet:
     sites: dict[str, Site] = field(default_factory=dict)
     datasets: dict[tuple[str, str], Dataset] = field(default_factory=dict)
     files: dict[tuple[str, str], FileEntry] = field(default_factory=dict)
+    file_dataset: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(namespace, file path) -> the dataset listing it, for accounting."""
     sources: list[str] = field(default_factory=list)
 
     def merge(self, other: CatalogSet) -> None:
@@ -127,6 +129,7 @@ class CatalogSet:
         self.sites.update(other.sites)
         self.datasets.update(other.datasets)
         self.files.update(other.files)
+        self.file_dataset.update(other.file_dataset)
         self.sources.extend(other.sources)
 
     def sites_for(self, namespace: str) -> list[Site]:

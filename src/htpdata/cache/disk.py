@@ -1,0 +1,376 @@
+"""A disk tier: node-local disk or the shared volume, same code, no cross-process locks.
+
+Correctness rests on three filesystem operations that POSIX, NFS (close-to-open) and CephFS
+all provide: ``rename`` within a folder is atomic, ``open(O_CREAT | O_EXCL)`` fails for the
+second creator, and ``unlink`` does not disturb a reader that already opened the file. No
+SQLite, no ``fcntl`` locks. Each extent file carries its adler32 in its name and is checked
+on every read from disk, so a torn write (a crash, a full disk, a bad sector) is detected,
+dropped and fetched again, never served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .identity import Identity
+from .layout import FORMAT, Layout, claim_name, extent_name, parse_claim_name, parse_extent_name
+from .ranges import Range
+
+__all__ = ["CacheWriteError", "Claim", "DiskTier", "EntryInfo"]
+
+log = logging.getLogger("htpdata.cache")
+HOST = socket.gethostname()
+
+
+class CacheWriteError(OSError):
+    """Internal: the tier could not store bytes (full, read-only, gone). Reads go on uncached."""
+
+
+def adler32_hex(data: bytes | memoryview) -> str:
+    return f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    path: Path
+    range: Range
+
+
+@dataclass(frozen=True)
+class EntryInfo:
+    """What eviction and reports need of one entry, read from names and a few small files."""
+
+    key: str
+    bytes: int
+    last_access: float
+    meta: dict[str, Any]
+    complete: bool
+    readers: int
+
+
+class DiskTier:
+    """One cache folder. ``shared`` marks the tier on the shared volume (group-writable)."""
+
+    def __init__(self, name: str, root: str | Path, size: int, *, shared: bool = False,
+                 claim_timeout: float = 120.0) -> None:
+        self.name = name
+        self.root = Path(root).expanduser()
+        self.size = size
+        self.shared = shared
+        self.layout = Layout(self.root)
+        self.claim_timeout = claim_timeout
+        # Shared tier: group-writable folders with setgid (files keep the tier's group) and the
+        # sticky bit (only a file's owner may delete or replace it); files never world-writable.
+        self.dir_mode = 0o3775 if shared else 0o755
+        self.file_mode = 0o644
+        self._known_entries: set[str] = set()
+
+    # -- set-up ----------------------------------------------------------------------------
+    def ensure(self) -> None:
+        """Create the tier's folder and format marker if missing; raise CacheWriteError if we
+        cannot."""
+        try:
+            self._mkdir(self.root)
+            if not self.layout.marker.exists():
+                self._publish(self.layout.marker, json.dumps(
+                    {"format": FORMAT, "tier": self.name, "created": time.time()}).encode())
+        except OSError as exc:
+            raise CacheWriteError(exc.errno, f"cache tier {self.name} at {self.root}: "
+                                  f"{exc.strerror or exc}") from exc
+
+    def _mkdir(self, path: Path) -> None:
+        if path.is_dir():
+            return
+        self._mkdir(path.parent) if not path.parent.is_dir() else None
+        try:
+            path.mkdir(mode=self.dir_mode)
+        except FileExistsError:
+            return
+        with contextlib.suppress(OSError):
+            path.chmod(self.dir_mode)  # mkdir's mode is filtered by the umask
+
+    def _publish(self, target: Path, data: bytes) -> None:
+        """Write ``data`` beside ``target`` under a dot-name, then rename it into place."""
+        tmp = target.parent / f".{target.name}.{HOST}.{os.getpid()}.{secrets.token_hex(4)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+
+    # -- extents -----------------------------------------------------------------------------
+    def extents(self, key: str) -> dict[Range, str]:
+        """The extents held for ``key``: range -> adler32."""
+        try:
+            names = os.listdir(self.layout.extents(key))
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        out = {}
+        for n in names:
+            parsed = parse_extent_name(n)
+            if parsed is not None:
+                out[parsed[0]] = parsed[1]
+        return out
+
+    def read_extent(self, key: str, r: Range, adler32: str) -> bytes | None:
+        """The extent's bytes, verified; None if gone or corrupt (a corrupt one is removed)."""
+        path = self.layout.extents(key) / extent_name(r, adler32)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("cache %s: cannot read %s: %s", self.name, path, exc)
+            return None
+        if len(data) != r[1] - r[0] or adler32_hex(data) != adler32:
+            log.warning("cache %s: corrupt extent %s (%d bytes, adler32 %s); dropped, will "
+                        "fetch again", self.name, path, len(data), adler32_hex(data))
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
+        return data
+
+    def write_extent(self, ident: Identity, start: int, data: bytes, meta: dict[str, Any]
+                     ) -> Range:
+        """Store ``data`` as the extent at ``start``; returns its range."""
+        r = (start, start + len(data))
+        key = ident.key
+        try:
+            if key not in self._known_entries:
+                self._create_entry(ident, meta)
+            self._publish(self.layout.extents(key) / extent_name(r, adler32_hex(data)), data)
+        except OSError as exc:
+            raise CacheWriteError(exc.errno or errno.EIO,
+                                  f"cache tier {self.name}: {exc.strerror or exc}") from exc
+        return r
+
+    def _create_entry(self, ident: Identity, meta: dict[str, Any]) -> None:
+        key = ident.key
+        self._mkdir(self.layout.extents(key))
+        if not self.layout.meta(key).exists():
+            self._publish(self.layout.meta(key),
+                          json.dumps({**ident.as_dict(), **meta, "created": time.time()}).encode())
+        self._point_name(ident)
+        self._known_entries.add(key)
+
+    def _point_name(self, ident: Identity) -> None:
+        """Record ``ident`` as the current identity of its name; drop the entry it replaces."""
+        pointer = self.layout.name_pointer(ident.name_key)
+        try:
+            old = pointer.read_text().strip()
+        except OSError:
+            old = ""
+        if old == ident.key:
+            return
+        self._mkdir(pointer.parent)
+        self._publish(pointer, ident.key.encode())
+        if old:
+            log.info("cache %s: %s changed (size or adler32); dropping the stale entry",
+                     self.name, ident.name)
+            self.remove_entry(old)
+
+    def current_key(self, name_key: str) -> str | None:
+        try:
+            return self.layout.name_pointer(name_key).read_text().strip() or None
+        except OSError:
+            return None
+
+    # -- whole files ---------------------------------------------------------------------------
+    def mark_complete(self, key: str, adler32: str) -> None:
+        self._publish(self.layout.entry(key) / f"complete.{adler32}", b"")
+
+    def is_complete(self, key: str) -> bool:
+        try:
+            return any(n.startswith("complete.") for n in os.listdir(self.layout.entry(key)))
+        except OSError:
+            return False
+
+    # -- single flight ---------------------------------------------------------------------------
+    def claim(self, key: str, r: Range) -> Claim | None:
+        """Claim the fetch of ``r``; None if a live claim for exactly ``r`` exists."""
+        folder = self.layout.claims(key)
+        path = folder / claim_name(r)
+        body = json.dumps({"host": HOST, "pid": os.getpid(), "t": time.time()}).encode()
+        for _ in range(2):
+            try:
+                self._mkdir(folder)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
+            except FileExistsError:
+                if not self._claim_is_stale(path):
+                    return None
+                with contextlib.suppress(OSError):
+                    path.unlink()  # its owner died: take it over
+                continue
+            except OSError:
+                return None  # cannot claim (read-only, full): fetch without single flight
+            try:
+                os.write(fd, body)
+            finally:
+                os.close(fd)
+            return Claim(path, r)
+        return None
+
+    def release(self, claim: Claim) -> None:
+        with contextlib.suppress(OSError):
+            claim.path.unlink()
+
+    def live_claims(self, key: str) -> list[Range]:
+        folder = self.layout.claims(key)
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return []
+        out = []
+        for n in names:
+            r = parse_claim_name(n)
+            if r is not None and not self._claim_is_stale(folder / n):
+                out.append(r)
+        return out
+
+    def _claim_is_stale(self, path: Path) -> bool:
+        try:
+            st = path.stat()
+            info = json.loads(path.read_bytes() or b"{}")
+        except (OSError, ValueError):
+            return True
+        if time.time() - st.st_mtime > self.claim_timeout:
+            return True
+        if info.get("host") == HOST and isinstance(info.get("pid"), int):
+            return not _pid_alive(info["pid"])
+        return False
+
+    # -- readers and access ------------------------------------------------------------------
+    def touch(self, key: str) -> None:
+        with contextlib.suppress(OSError):
+            path = self.layout.access(key)
+            try:
+                os.utime(path)
+            except FileNotFoundError:
+                path.touch(mode=self.file_mode)
+
+    @contextlib.contextmanager
+    def reading(self, key: str) -> Iterator[None]:
+        """Mark the entry as open by this process; eviction skips it meanwhile."""
+        marker = self.layout.readers(key) / f"{HOST}.{os.getpid()}"
+        made = False
+        with contextlib.suppress(OSError):
+            self._mkdir(marker.parent)
+            marker.touch(mode=self.file_mode)
+            made = True
+        try:
+            yield
+        finally:
+            if made:
+                with contextlib.suppress(OSError):
+                    marker.unlink()
+
+    def live_readers(self, key: str) -> int:
+        folder = self.layout.readers(key)
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return 0
+        live = 0
+        for n in names:
+            host, _, pid = n.rpartition(".")
+            if host == HOST and pid.isdigit():
+                if _pid_alive(int(pid)):
+                    live += 1
+                else:
+                    with contextlib.suppress(OSError):
+                        (folder / n).unlink()
+            else:
+                try:  # another node: trust markers touched within a day
+                    live += time.time() - (folder / n).stat().st_mtime < 86400
+                except OSError:
+                    pass
+        return live
+
+    # -- whole entries -----------------------------------------------------------------------
+    def remove_entry(self, key: str) -> int:
+        """Delete an entry (extents first, so no reader ever sees meta without data); returns
+        the bytes freed."""
+        freed = 0
+        entry = self.layout.entry(key)
+        for r, adler in self.extents(key).items():
+            with contextlib.suppress(FileNotFoundError):
+                (self.layout.extents(key) / extent_name(r, adler)).unlink()
+                freed += r[1] - r[0]
+        for sub in ("x", "claims", "readers"):
+            folder = entry / sub
+            with contextlib.suppress(OSError):
+                for n in os.listdir(folder):
+                    with contextlib.suppress(OSError):
+                        (folder / n).unlink()
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        with contextlib.suppress(OSError):
+            for n in os.listdir(entry):
+                with contextlib.suppress(OSError):
+                    (entry / n).unlink()
+        with contextlib.suppress(OSError):
+            entry.rmdir()
+        self._known_entries.discard(key)
+        return freed
+
+    def keys(self) -> Iterator[str]:
+        """Every entry key (walks the fan-out folders; for eviction and reports)."""
+        base = self.layout.entries
+        with contextlib.suppress(OSError):
+            for a in sorted(os.listdir(base)):
+                with contextlib.suppress(OSError):
+                    for b in sorted(os.listdir(base / a)):
+                        with contextlib.suppress(OSError):
+                            yield from sorted(os.listdir(base / a / b))
+
+    def entry_info(self, key: str) -> EntryInfo | None:
+        entry = self.layout.entry(key)
+        try:
+            meta = json.loads(self.layout.meta(key).read_bytes())
+        except (OSError, ValueError):
+            meta = {}
+        extents = self.extents(key)
+        if not extents and not meta and not entry.exists():
+            return None
+        try:
+            last = self.layout.access(key).stat().st_mtime
+        except OSError:
+            last = meta.get("created", 0.0)
+        return EntryInfo(key, sum(e - s for s, e in extents), last, meta,
+                         self.is_complete(key), self.live_readers(key))
+
+    def usage(self) -> int:
+        """Bytes held (walks entries; see :mod:`htpdata.cache.evict` for the cost)."""
+        return sum(e - s for key in self.keys() for s, e in self.extents(key))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
