@@ -35,15 +35,21 @@ _QUEUE_CHUNKS = 512  # in-flight chunks per direction and connection (a window, 
 
 @dataclass(frozen=True)
 class WanCounters:
-    """Bytes that crossed the emulated WAN; ``up`` is client to server, ``down`` the reverse."""
+    """What crossed the emulated WAN; ``up`` is client to server, ``down`` the reverse.
+
+    ``sends_up`` counts the bursts the clients sent (one socket read each): requests that go
+    out one after another each show as a burst, and each costs a round trip.
+    """
 
     up: int = 0
     down: int = 0
     connections: int = 0
+    sends_up: int = 0
 
     def __sub__(self, other: WanCounters) -> WanCounters:
         return WanCounters(self.up - other.up, self.down - other.down,
-                           self.connections - other.connections)
+                           self.connections - other.connections,
+                           self.sends_up - other.sends_up)
 
     @property
     def total(self) -> int:
@@ -58,10 +64,13 @@ class _Link:
         self.rate = rate
         self.busy_until = 0.0
         self.bytes = 0
+        self.sends = 0
 
     def release_time(self, arrival: float, size: int) -> float:
         """When a chunk that arrived at ``arrival`` comes out of the far end."""
         self.bytes += size
+        if size:
+            self.sends += 1
         if not self.rate:
             return arrival + self.delay
         start = max(arrival, self.busy_until)
@@ -94,7 +103,7 @@ class WanProxy:
     # -- counters ------------------------------------------------------------------------
     @property
     def counters(self) -> WanCounters:
-        return WanCounters(self._up.bytes, self._down.bytes, self._connections)
+        return WanCounters(self._up.bytes, self._down.bytes, self._connections, self._up.sends)
 
     @property
     def bytes_up(self) -> int:
@@ -169,6 +178,8 @@ class WanProxy:
         try:
             await asyncio.gather(self._pump(client_r, server_w, self._up),
                                  self._pump(server_r, client_w, self._down))
+        except asyncio.CancelledError:
+            pass  # stop(): end quietly (a cancelled handler task is reported as an error)
         finally:
             for w in (client_w, server_w):
                 w.close()

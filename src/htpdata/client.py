@@ -78,6 +78,11 @@ class Client:
             return upstream
         return self.cache.wrap(upstream, self.resolver.dataset_of(name))
 
+    def forget(self, name: str | Name) -> None:
+        """Drop what the cache holds for ``name`` (after it was written through htpdata)."""
+        if self._cache is not None or self.settings.cache.enabled:
+            self.cache.forget(str(parse_name(name)))
+
     # -- reading -------------------------------------------------------------------------
     def open(self, name: str | Name, mode: str = "rb", cache: bool | None = None,
              **kwargs: Any) -> BinaryIO:

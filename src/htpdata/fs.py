@@ -14,7 +14,9 @@ request (an XRootD vector read, or parallel HTTP range requests). Writes (``put`
 from __future__ import annotations
 
 import os
-from collections import defaultdict
+import threading
+import time
+from collections import OrderedDict, defaultdict
 from typing import Any
 
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
@@ -26,6 +28,8 @@ from .transports import translate
 __all__ = ["HtpdataFile", "HtpdataFileSystem"]
 
 PROTOCOL = "htpdata"
+_MAX_READERS = 256
+_READER_TTL = 300.0  # seconds a file's size learnt from a stat is trusted
 
 
 class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
@@ -39,6 +43,10 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
             client = Client(**overrides)
         self._client = client
         self.use_cache = cache
+        # One reader per file and filesystem: uproot calls cat_ranges many times per file, and
+        # each new reader would stat the file upstream again (a WAN round trip).
+        self._readers: OrderedDict[tuple[str, bool | None], tuple[float, Reader]] = OrderedDict()
+        self._readers_lock = threading.Lock()
 
     @property
     def client(self) -> Client:
@@ -71,12 +79,38 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
         return str(HtpdataFileSystem._strip_protocol(to_fsspec_url(name)))
 
     def _reader(self, path: str, cache: bool | None = None) -> Reader:
-        return self.client.reader(self.name_of(path),
-                                  cache=self.use_cache if cache is None else cache)
+        use = self.use_cache if cache is None else cache
+        key = (self._strip_protocol(path), use)
+        now = time.monotonic()
+        with self._readers_lock:
+            hit = self._readers.get(key)
+            if hit is not None and now - hit[0] < _READER_TTL:
+                self._readers.move_to_end(key)
+                return hit[1]
+        reader = self.client.reader(self.name_of(path), cache=use)
+        with self._readers_lock:
+            self._readers[key] = (now, reader)
+            while len(self._readers) > _MAX_READERS:
+                self._readers.popitem(last=False)
+        return reader
+
+    def invalidate_cache(self, path: str | None = None) -> None:
+        """Forget per-file readers (and the sizes they learnt)."""
+        with self._readers_lock:
+            self._readers.clear()
 
     # -- reading -------------------------------------------------------------------------
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        info = self.client.info(self.name_of(path))
+        name = self.name_of(path)
+        if self.client.resolver.dataset(name) is not None:
+            info = self.client.info(name)
+        else:
+            reader = self._reader(path)
+            try:
+                info = {**reader.stat(), "adler32": reader.resolved.adler32}
+            except Exception:
+                self._drop_reader(path)  # never keep a reader whose replicas all failed
+                raise
         info["name"] = self._strip_protocol(path)
         return info
 
@@ -91,7 +125,15 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None,
                  **kwargs: Any) -> bytes:
-        return self.client.cat(self.name_of(path), start, end)
+        reader = self._reader(path)
+        try:
+            size = reader.size()
+        except Exception:
+            self._drop_reader(path)
+            raise
+        s = 0 if start is None else (start if start >= 0 else max(0, size + start))
+        e = size if end is None else (end if end >= 0 else max(0, size + end))
+        return reader.read(s, min(e, size)) if e > s else b""
 
     def cat_ranges(self, paths: list[str], starts: list[int] | int, ends: list[int] | int,
                    max_gap: int | None = None, on_error: str = "return",
@@ -115,6 +157,7 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
                            min(ends[i] if ends[i] >= 0 else size + ends[i], size)) for i in idx]
                 data = reader.read_ranges(ranges)
             except Exception as exc:
+                self._drop_reader(p)
                 if on_error == "raise":
                     raise
                 data = [exc] * len(idx)
@@ -150,7 +193,19 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
         fs, target = self.client.transports.for_url(url).filesystem(url)
         return fs, target, url, name
 
+    def _drop_reader(self, path: str) -> None:
+        stripped = self._strip_protocol(path)
+        with self._readers_lock:
+            for key in [k for k in self._readers if k[0] == stripped]:
+                del self._readers[key]
+
+    def _forget(self, path: str) -> None:
+        """After a write: no reader or cache entry of the old content may answer for path."""
+        self._drop_reader(path)
+        self.client.forget(self.name_of(path))
+
     def _pass(self, op: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        self._forget(path)
         fs, target, url, name = self._write_target(path)
         try:
             return getattr(fs, op)(target, *args, **kwargs)

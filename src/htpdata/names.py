@@ -206,7 +206,12 @@ def parse_name(text: str | os.PathLike[str] | Name) -> Name:
         raise InvalidNameError(text, "a namespace is a letter then letters, digits, '_', '-', '.'",
                                part=head)
     # A plain local path: the user's own filesystem, so '..' is allowed and resolved here.
-    return PhysicalURL("file://" + str(Path(text).expanduser().absolute().resolve()))
+    path = Path(text)
+    try:
+        path = path.expanduser()
+    except RuntimeError:  # "~nobody-such": keep it literal, like the shell does
+        pass
+    return PhysicalURL("file://" + str(path.absolute().resolve()))
 
 
 def from_fsspec_path(path: str) -> Name:

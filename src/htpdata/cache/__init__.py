@@ -103,5 +103,17 @@ class Cache:
         return CachedReader(upstream, usable, self.memory, self.settings, self.journal,
                             dataset=dataset, warn=self._warn)
 
+    def forget(self, name: str) -> int:
+        """Remove every tier's current entry for ``name``; returns the bytes freed."""
+        name_key = Identity(name, 0).name_key
+        freed = 0
+        for tier in self.tiers:
+            key = tier.current_key(name_key)
+            if key is not None:
+                if self.memory is not None:
+                    self.memory.drop(key)
+                freed += tier.remove_entry(key)
+        return freed
+
     def close(self) -> None:
         self.journal.flush()

@@ -76,6 +76,8 @@ class DiskTier:
         self.dir_mode = 0o3775 if shared else 0o755
         self.file_mode = 0o644
         self._known_entries: set[str] = set()
+        self.claimable = True
+        """False once creating a claim failed for another reason than an existing claim."""
 
     # -- set-up ----------------------------------------------------------------------------
     def ensure(self) -> None:
@@ -107,10 +109,7 @@ class DiskTier:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
             try:
-                view = memoryview(data)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
+                _write_all(fd, data)
             finally:
                 os.close(fd)
             os.replace(tmp, target)
@@ -224,7 +223,8 @@ class DiskTier:
                     path.unlink()  # its owner died: take it over
                 continue
             except OSError:
-                return None  # cannot claim (read-only, full): fetch without single flight
+                self.claimable = False  # read-only or full: fetch without single flight
+                return None
             try:
                 os.write(fd, body)
             finally:
@@ -364,6 +364,14 @@ class DiskTier:
     def usage(self) -> int:
         """Bytes held (walks entries; see :mod:`htpdata.cache.evict` for the cost)."""
         return sum(e - s for key in self.keys() for s, e in self.extents(key))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """The one place cache bytes hit the disk (tests inject a full disk here)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
 
 
 def _pid_alive(pid: int) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 from ..config import CacheSettings
 from ..reader import ReplicaReader
 from .accounting import Journal
-from .disk import CacheWriteError, DiskTier
+from .disk import CacheWriteError, Claim, DiskTier
 from .identity import Identity
 from .memory import MemoryTier
 from .ranges import Range, cover, merge, split, subtract
@@ -199,7 +199,8 @@ class CachedReader:
                         (max(0, ident.size - self.settings.tail), ident.size)]
         want = merge(missing, gap=self.settings.merge_gap)
         authority = self._authority()
-        claimed, waiting = [], []
+        claimed: list[tuple[Range, Claim | None]] = []
+        waiting: list[Range] = []
         others = authority.live_claims(ident.key) if authority is not None else []
         for r in want:
             busy = [c for c in others if c[0] < r[1] and r[0] < c[1]]
@@ -207,12 +208,26 @@ class CachedReader:
             if busy:
                 waiting += [(max(r[0], c[0]), min(r[1], c[1])) for c in busy]
             for t in todo:
-                claim = authority.claim(ident.key, t) if authority is not None else None
-                if claim is None and authority is not None and not getattr(
-                        authority, "broken", False) and t in authority.live_claims(ident.key):
+                if authority is None:
+                    claimed.append((t, None))
+                    continue
+                claim = authority.claim(ident.key, t)
+                if claim is not None:
+                    claimed.append((t, claim))
+                elif authority.claimable:
                     waiting.append(t)  # someone claimed exactly this a moment ago
                 else:
-                    claimed.append((t, claim))
+                    claimed.append((t, None))  # the tier takes no claims: fetch alone
+        if claimed and authority is not None:
+            # Re-check after claiming: a fetcher publishes its extents before it releases its
+            # claim, so bytes that landed between our listing and our claim are found here.
+            landed = list(authority.extents(ident.key))
+            done = [(t, c) for t, c in claimed if cover(t, landed) is not None]
+            for t, c in done:
+                if c is not None:
+                    authority.release(c)
+                waiting.append(t)
+            claimed = [(t, c) for t, c in claimed if (t, c) not in done]
         try:
             if claimed:
                 datas = self.upstream.read_ranges([t for t, _ in claimed])
@@ -246,7 +261,11 @@ class CachedReader:
                 return
             claims = authority.live_claims(ident.key)
             if not any(c[0] < r[1] and r[0] < c[1] for c in claims for r in left):
-                break  # the fetcher is gone (or failed): take over
+                # No claim left: the fetcher published (look once more) or gave up.
+                left = self._from_tier(ident, authority,
+                                       [t for t in self.tiers if t is not authority],
+                                       left, avail, served)
+                break
             time.sleep(delay)
             delay = min(delay * 2, _WAIT_STEP[1])
         if left:

@@ -88,7 +88,7 @@ class XRootDServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.cert: Path | None = None
         self.ca_dir: Path | None = None
-        self.log = self.work / "logs" / "xrootd.log"
+        self.log = self.work / "logs" / name / "xrootd.log"  # xrootd -n NAME adds NAME/
 
     # -- URLs --------------------------------------------------------------------------
     @property
@@ -153,8 +153,8 @@ class XRootDServer:
         self.port = self.port or free_port()
         self.http_port = self.http_port or free_port()
         cfg = self._config(uid, gid)
-        self.log.parent.mkdir(exist_ok=True)
-        os.chown(self.log.parent, uid, gid)
+        self.log.parent.parent.mkdir(exist_ok=True)
+        os.chown(self.log.parent.parent, uid, gid)
         cmd = [exe, "-c", str(cfg), "-l", str(self.log), "-n", self.name]
         if os.getuid() == 0:
             cmd[1:1] = ["-R", user]
