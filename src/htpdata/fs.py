@@ -203,6 +203,10 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
         """After a write: no reader or cache entry of the old content may answer for path."""
         self._drop_reader(path)
         self.client.forget(self.name_of(path))
+        for rep in self.client.resolve(self.name_of(path)).replicas:
+            forget = getattr(self.client.transports.for_url(rep.url), "forget", None)
+            if forget is not None:
+                forget(rep.url)
 
     def _pass(self, op: str, path: str, *args: Any, **kwargs: Any) -> Any:
         self._forget(path)

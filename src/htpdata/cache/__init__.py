@@ -14,11 +14,15 @@ file's :class:`~htpdata.reader.ReplicaReader` in a :class:`CachedReader`. Module
 
 from __future__ import annotations
 
+import atexit
 import grp
 import logging
 import os
 import pwd
+import shutil
 import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ from ..config import CacheSettings
 from ..reader import ReplicaReader
 from .accounting import Journal
 from .disk import CacheWriteError, DiskTier
+from .evict import EvictionReport, evict, lease
 from .identity import Identity
 from .memory import MemoryTier
 from .reader import CachedReader
@@ -35,6 +40,16 @@ __all__ = ["Cache", "CachedReader", "DiskTier", "Identity", "MemoryTier", "defau
 log = logging.getLogger("htpdata.cache")
 _warned: set[tuple[str, str]] = set()
 _warned_lock = threading.Lock()
+
+
+_writers: weakref.WeakSet[Cache] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_writers() -> None:
+    """Let queued cache writes land before the interpreter goes (they hold claims)."""
+    for cache in list(_writers):
+        cache.flush()
 
 
 def default_local_dir() -> Path:
@@ -74,12 +89,17 @@ class Cache:
             try:
                 tier.ensure()
             except CacheWriteError as exc:
-                tier.broken = True  # type: ignore[attr-defined]
+                tier.broken = True
                 self._warn(tier, exc)
         self.user, self.group = _who(settings)
         journal_tier = self.tiers[-1] if self.tiers else None
         self.journal = Journal(journal_tier.layout.journal if journal_tier else None,
                                self.user, self.group)
+        self._writer: ThreadPoolExecutor | None = None
+        self._writer_lock = threading.Lock()
+        self._evict_lock = threading.Lock()
+        self._evicting: set[str] = set()
+        self._check_every = max(1, min(64 * 1024**2, settings.local_size // 100 or 1))
 
     def tier(self, name: str) -> DiskTier:
         for t in self.tiers:
@@ -99,12 +119,141 @@ class Cache:
                     getattr(tier, "name", "?"), exc)
 
     def wrap(self, upstream: ReplicaReader, dataset: str | None = None) -> CachedReader:
-        usable = [t for t in self.tiers if not getattr(t, "broken", False)]
-        return CachedReader(upstream, usable, self.memory, self.settings, self.journal,
-                            dataset=dataset, warn=self._warn)
+        usable = [t for t in self.tiers if not t.broken]
+        reader = CachedReader(upstream, usable, self.memory, self.settings, self.journal,
+                              dataset=dataset, warn=self._warn)
+        reader.on_insert = self.note_inserted
+        reader._submit = self._write_later
+        return reader
+
+    def _write_later(self, fn: Any) -> None:
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="htpdata-cache-write")
+                _writers.add(self)
+            self._writer.submit(self._guarded, fn)
+
+    @staticmethod
+    def _guarded(fn: Any) -> None:
+        try:
+            fn()
+        except Exception as exc:  # a cache write never breaks anything
+            log.warning("cache write failed: %s", exc)
+
+    def flush(self) -> None:
+        """Wait until every background cache write of this process has landed."""
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.shutdown(wait=True)
+
+    # -- bounds -------------------------------------------------------------------------------
+    def note_inserted(self, tier: DiskTier, nbytes: int) -> None:
+        """Called after bytes land in ``tier``; starts an eviction pass in the background when
+        the tier may be past its high watermark (estimated from the last pass's usage plus
+        what this process added since, or from the filesystem's own fullness)."""
+        tier.added += nbytes
+        tier.added_total += nbytes
+        if tier.added < self._check_every:
+            return
+        tier.added = 0
+        if not self._over_high(tier):
+            return
+        with self._evict_lock:
+            if tier.name in self._evicting:
+                return
+            self._evicting.add(tier.name)
+        threading.Thread(target=self._evict_in_background, args=(tier,), daemon=True,
+                         name=f"htpdata-evict-{tier.name}").start()
+
+    def _over_high(self, tier: DiskTier) -> bool:
+        s = self.settings
+        if tier.size > 0:
+            usage = tier.read_usage()
+            estimate = int(usage.get("total", 0)) + tier.added_total
+            if estimate > s.high_watermark * tier.size or not usage:
+                return True
+        try:
+            du = shutil.disk_usage(tier.root)
+        except OSError:
+            return False
+        return du.used > s.high_watermark * du.total
+
+    def _evict_in_background(self, tier: DiskTier) -> None:
+        try:
+            self.evict(tier.name)
+        except Exception as exc:  # never let eviction break reads
+            log.warning("cache tier %s: eviction failed: %s", tier.name, exc)
+        finally:
+            with self._evict_lock:
+                self._evicting.discard(tier.name)
+
+    def evict(self, tier_name: str, need: int | None = None,
+              dry_run: bool = False) -> EvictionReport | None:
+        """One eviction pass (None if another process holds the tier's eviction lease)."""
+        tier = self.tier(tier_name)
+        with lease(tier, "evict") as got:
+            if not got:
+                return None
+            report = evict(tier, high=self.settings.high_watermark,
+                           low=self.settings.low_watermark, policy=self.settings.policy,
+                           need=need, dry_run=dry_run)
+        tier.added_total = 0
+        if report.removed:
+            log.info("cache tier %s: evicted %d entries, %d bytes", tier.name, report.removed,
+                     report.freed)
+        return report
+
+    def pin(self, name: str, size: int, adler32: str | None, until: float) -> None:
+        key = Identity(name, size, adler32).key
+        for tier in self.tiers:
+            tier.pin(key, until, self.user)
+
+    def unpin(self, name: str, size: int, adler32: str | None) -> None:
+        key = Identity(name, size, adler32).key
+        for tier in self.tiers:
+            tier.unpin(key)
+
+    def info(self, name: str) -> list[dict[str, Any]]:
+        """What each tier holds of ``name`` (its current identity), without contacting storage."""
+        name_key = Identity(name, 0).name_key
+        out = []
+        for tier in self.tiers:
+            key = tier.current_key(name_key)
+            info = tier.entry_info(key) if key else None
+            if info is None:
+                out.append({"tier": tier.name, "root": str(tier.root), "held": False})
+                continue
+            extents = sorted(tier.extents(info.key))
+            size = int(info.meta.get("size") or 0)
+            out.append({
+                "tier": tier.name, "root": str(tier.root), "held": True, "key": info.key,
+                "size": size, "adler32": info.meta.get("adler32"), "bytes": info.bytes,
+                "fraction": info.bytes / size if size else None, "extents": len(extents),
+                "complete": info.complete, "pinned_until": tier.pinned_until(info.key) or None,
+                "last_access": info.last_access, "opens": info.meta.get("opens", 0),
+                "readers": info.readers, "owner": info.meta.get("user"),
+                "dataset": info.meta.get("dataset"),
+                "ranges": [list(r) for r in extents[:50]],
+            })
+        return out
+
+    def clear(self, tier_name: str | None = None) -> tuple[int, int]:
+        """Remove every entry of a tier (default: every tier); returns (entries, bytes)."""
+        entries = freed = 0
+        for tier in self.tiers:
+            if tier_name is not None and tier.name != tier_name:
+                continue
+            for key in list(tier.keys()):
+                freed += tier.remove_entry(key)
+                entries += 1
+        if self.memory is not None:
+            self.memory = MemoryTier(self.memory.size)
+        return entries, freed
 
     def forget(self, name: str) -> int:
         """Remove every tier's current entry for ``name``; returns the bytes freed."""
+        self.flush()  # a queued write of the old content must not land after this
         name_key = Identity(name, 0).name_key
         freed = 0
         for tier in self.tiers:
@@ -116,4 +265,5 @@ class Cache:
         return freed
 
     def close(self) -> None:
+        self.flush()
         self.journal.flush()

@@ -76,6 +76,12 @@ class DiskTier:
         self.dir_mode = 0o3775 if shared else 0o755
         self.file_mode = 0o644
         self._known_entries: set[str] = set()
+        self.broken = False
+        """True once a write failed (full, read-only): this process stops writing to it."""
+        self.added = 0
+        """Bytes this process stored since its last watermark check."""
+        self.added_total = 0
+        """Bytes this process stored since the last eviction pass."""
         self.claimable = True
         """False once creating a claim failed for another reason than an existing claim."""
 
@@ -263,12 +269,53 @@ class DiskTier:
 
     # -- readers and access ------------------------------------------------------------------
     def touch(self, key: str) -> None:
+        """Record an open: the ``access`` file's mtime is the last access, its length the
+        number of opens (one appended byte each; for the ``lfu`` policy)."""
+        if not self.layout.entry(key).is_dir():
+            return
         with contextlib.suppress(OSError):
-            path = self.layout.access(key)
+            fd = os.open(self.layout.access(key), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                         self.file_mode)
             try:
-                os.utime(path)
-            except FileNotFoundError:
-                path.touch(mode=self.file_mode)
+                os.write(fd, b".")
+            finally:
+                os.close(fd)
+
+    # -- pins --------------------------------------------------------------------------------
+    def pin(self, key: str, until: float, who: str) -> None:
+        path = self.layout.pin(key)
+        self._mkdir(path.parent)
+        self._publish(path, json.dumps({"until": until, "by": who}).encode())
+
+    def unpin(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.layout.pin(key).unlink()
+
+    def pinned_until(self, key: str) -> float:
+        try:
+            return float(json.loads(self.layout.pin(key).read_bytes())["until"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0.0
+
+    def pins(self) -> dict[str, float]:
+        folder = self.layout.root / "pins"
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return {}
+        return {n: self.pinned_until(n) for n in names if not n.startswith(".")}
+
+    # -- usage summary -------------------------------------------------------------------------
+    def write_usage(self, summary: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):
+            self._publish(self.root / "usage.json", json.dumps(summary).encode())
+
+    def read_usage(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.root / "usage.json").read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
 
     @contextlib.contextmanager
     def reading(self, key: str) -> Iterator[None]:
@@ -355,7 +402,8 @@ class DiskTier:
         if not extents and not meta and not entry.exists():
             return None
         try:
-            last = self.layout.access(key).stat().st_mtime
+            st = self.layout.access(key).stat()
+            last, meta["opens"] = st.st_mtime, st.st_size
         except OSError:
             last = meta.get("created", 0.0)
         return EntryInfo(key, sum(e - s for s, e in extents), last, meta,

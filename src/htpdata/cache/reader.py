@@ -46,6 +46,8 @@ class CachedReader:
         self.resolved = upstream.resolved
         self._identity: Identity | None = None
         self._warn = warn or (lambda tier, exc: log.warning("%s", exc))
+        self.on_insert: Any = None
+        self._submit: Any = lambda fn: fn()  # the Cache hands in its writer thread
         self.stats: dict[str, int] = {"memory": 0, "local": 0, "shared": 0, "upstream": 0,
                                       "inserted": 0, "requests": 0}
 
@@ -164,7 +166,7 @@ class CachedReader:
 
     def _store(self, tier: DiskTier, ident: Identity, start: int, data: bytes) -> int:
         """Write into a tier; a failing tier is reported once and skipped from then on."""
-        if getattr(tier, "broken", False):
+        if tier.broken:
             return 0
         stored = 0
         for s, e in split((start, start + len(data)), self.settings.max_extent):
@@ -172,9 +174,11 @@ class CachedReader:
                 tier.write_extent(ident, s, data[s - start:e - start], self._meta())
                 stored += e - s
             except CacheWriteError as exc:
-                tier.broken = True  # type: ignore[attr-defined]
+                tier.broken = True
                 self._warn(tier, exc)
                 break
+        if stored and self.on_insert is not None:
+            self.on_insert(tier, stored)
         return stored
 
     def _meta(self) -> dict[str, Any]:
@@ -184,7 +188,7 @@ class CachedReader:
     def _authority(self) -> DiskTier | None:
         """The tier whose claims every process sees: the shared one, else the local one."""
         for tier in reversed(self.tiers):
-            if not getattr(tier, "broken", False):
+            if not tier.broken:
                 return tier
         return None
 
@@ -228,6 +232,7 @@ class CachedReader:
                     authority.release(c)
                 waiting.append(t)
             claimed = [(t, c) for t, c in claimed if (t, c) not in done]
+        handed_over = False
         try:
             if claimed:
                 datas = self.upstream.read_ranges([t for t, _ in claimed])
@@ -236,16 +241,33 @@ class CachedReader:
                     served["upstream"] += len(data)
                     if self.memory is not None:
                         self.memory.put(ident.key, t, data)
-                    inserted = 0
-                    for tier in reversed(self.tiers):  # shared first: others wait on it
-                        inserted = max(inserted, self._store(tier, ident, t[0], data))
-                    served["inserted"] = served.get("inserted", 0) + inserted
+                # The caller has its bytes now; the disk writes (and then the claims' release,
+                # which other processes wait on) happen on the cache's writer thread.
+                batch = [(t, c, data) for (t, c), data in zip(claimed, datas, strict=True)]
+                self._submit(lambda: self._store_and_release(ident, batch, authority))
+                handed_over = True
         finally:
-            for _, claim in claimed:
-                if claim is not None and authority is not None:
-                    authority.release(claim)
+            if not handed_over:
+                for _, claim in claimed:
+                    if claim is not None and authority is not None:
+                        authority.release(claim)
         if waiting:
             self._wait_for(ident, merge(waiting), avail, served)
+
+    def _store_and_release(self, ident: Identity,
+                           batch: list[tuple[Range, Claim | None, bytes]],
+                           authority: DiskTier | None) -> None:
+        try:
+            for t, _, data in batch:
+                inserted = 0
+                for tier in reversed(self.tiers):  # shared first: others wait on it
+                    inserted = max(inserted, self._store(tier, ident, t[0], data))
+                self.journal.add(ident.key, self.name, self.dataset, inserted=inserted)
+                self.stats["inserted"] += inserted
+        finally:
+            for _, claim, _ in batch:
+                if claim is not None and authority is not None:
+                    authority.release(claim)
 
     def _wait_for(self, ident: Identity, ranges: list[Range], avail: dict[Range, bytes],
                   served: dict[str, int]) -> None:

@@ -115,6 +115,68 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- cache -----------------------------------------------------------------------------------
+def _cache_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    info = sub.add_parser("info", help="what each tier holds of a file")
+    info.add_argument("name")
+    info.add_argument("--json", action="store_true")
+    clear = sub.add_parser("clear", help="remove a file's entries, or everything in a tier")
+    clear.add_argument("name", nargs="?")
+    clear.add_argument("--tier", choices=["local", "shared"], help="only this tier")
+    evict = sub.add_parser("evict", help="run an eviction pass now (watermarks, quotas, pins)")
+    evict.add_argument("--tier", choices=["local", "shared"], required=True)
+    evict.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    evict.add_argument("--json", action="store_true")
+
+
+def _cache(args: argparse.Namespace) -> int:
+    client = _client()
+    cache = client.cache
+    if args.cache_command == "info":
+        name = str(parse_name(args.name))
+        rows = cache.info(name)
+        if args.json:
+            print_json({"name": name, "tiers": rows})
+            return 0
+        print_table(f"cache: {name}", ["tier", "held", "bytes", "extents", "complete", "pinned",
+                                       "last access"],
+                    [[r["tier"], "yes" if r["held"] else "no",
+                      f"{human_bytes(r.get('bytes'))} of {human_bytes(r.get('size'))}"
+                      if r["held"] else "", r.get("extents", ""),
+                      "yes" if r.get("complete") else "", _when(r.get("pinned_until")),
+                      _when(r.get("last_access"))] for r in rows])
+        return 0
+    if args.cache_command == "clear":
+        if args.name:
+            freed = cache.forget(str(parse_name(args.name)))
+            print(f"removed {human_bytes(freed)} held for {args.name}", file=sys.stderr)
+        else:
+            entries, freed = cache.clear(args.tier)
+            print(f"removed {entries} entries, {human_bytes(freed)}", file=sys.stderr)
+        return 0
+    report = cache.evict(args.tier, dry_run=args.dry_run)
+    if report is None:
+        print("htpdata: another process is evicting this tier now", file=sys.stderr)
+        return 0
+    if args.json:
+        print_json(report.as_dict())
+    else:
+        verb = "would free" if args.dry_run else "freed"
+        print(f"{args.tier}: {verb} {human_bytes(report.freed)} in {report.removed} entries "
+              f"of {report.entries} ({human_bytes(report.total_before)} held, "
+              f"{report.pinned} pinned, {report.skipped_busy} busy) in {report.seconds:.1f} s")
+    return 0
+
+
+def _when(t: float | None) -> str:
+    if not t:
+        return ""
+    import datetime
+
+    return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M")
+
+
 # -- demo ------------------------------------------------------------------------------------
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-running", action="store_true",
@@ -135,5 +197,6 @@ COMMANDS: dict[str, Command] = {
     "ls": ("list datasets, a dataset's files, or a storage folder", _ls_args, _ls),
     "cat": ("write a file's bytes to standard output", _cat_args, _cat),
     "config": ("print the effective settings and where each came from", _config_args, _config),
+    "cache": ("inspect, clear or evict the cache", _cache_args, _cache),
     "demo": ("run the demo: a local XRootD origin, read by logical name", _demo_args, _demo),
 }

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..config import TimeoutSettings
@@ -40,12 +43,85 @@ def _configure_client(timeouts: TimeoutSettings) -> None:
         _env_applied = (connect, read)
 
 
+_HANDLE_TTL = 300.0  # seconds an open handle (and the size it reported) is reused
+_ASK = ThreadPoolExecutor(4, thread_name_prefix="htpdata-xrootd-query")
+
+
+class _Handles:
+    """Open files, kept per URL and shared by threads (the XRootD client is thread-safe).
+
+    Opening returns the file's stat in the same round trip, so a fresh file costs one round
+    trip before its first read, as with uproot's own XRootD source.
+    """
+
+    def __init__(self, timeout: int, limit: int = 64) -> None:
+        self.timeout = timeout
+        self.limit = limit
+        self._files: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, url: str) -> Any:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._files.get(url)
+            if hit is not None and now - hit[1] < _HANDLE_TTL:
+                self._files.move_to_end(url)
+                return hit[0]
+            stale = self._files.pop(url, None)
+        if stale is not None:
+            _close_quietly(stale[0])
+        from XRootD.client import File  # type: ignore[attr-defined]
+        from XRootD.client.flags import OpenFlags
+
+        f = File()
+        status, _ = f.open(url, OpenFlags.READ, timeout=self.timeout)
+        if not status.ok:
+            raise OSError(f"open failed: {status.message}")
+        with self._lock:
+            if url in self._files:  # another thread won the race; use its handle
+                _close_quietly(f)
+                return self._files[url][0]
+            self._files[url] = (f, now)
+            while len(self._files) > self.limit:
+                _close_quietly(self._files.popitem(last=False)[1][0])
+        return f
+
+    def drop(self, url: str) -> None:
+        with self._lock:
+            hit = self._files.pop(url, None)
+        if hit is not None:
+            _close_quietly(hit[0])
+
+    def close(self) -> None:
+        with self._lock:
+            files, self._files = list(self._files.values()), OrderedDict()
+        for f, _ in files:
+            _close_quietly(f)
+
+
+def _close_quietly(f: Any) -> None:
+    try:
+        f.close(timeout=1)
+    except Exception:  # the server may be gone; the handle is dropped either way
+        pass
+
+
 class XRootDTransport:
     schemes: tuple[str, ...] = ("root",)
 
     def __init__(self, timeouts: TimeoutSettings) -> None:
         _configure_client(timeouts)
         self.timeout = max(1, round(timeouts.read))
+        self._handles = _Handles(self.timeout)
+        self._limits: dict[str, tuple[int, int]] = {}
+        self._limits_lock = threading.Lock()
+
+    def close(self) -> None:
+        self._handles.close()
+
+    def forget(self, url: str) -> None:
+        """Close the open handle of ``url`` (it was rewritten: the handle holds the old stat)."""
+        self._handles.drop(url)
 
     def filesystem(self, url: str) -> tuple[Any, str]:
         from fsspec_xrootd import XRootDFileSystem
@@ -57,6 +133,19 @@ class XRootDTransport:
         return fs, XRootDFileSystem._strip_protocol(url)
 
     def info(self, url: str) -> dict[str, Any]:
+        try:
+            f = self._handles.get(url)
+            status, st = f.stat(timeout=self.timeout)  # from the open response: no round trip
+            if not status.ok:
+                self._handles.drop(url)
+                raise OSError(f"stat failed: {status.message}")
+            return {"name": url, "size": int(st.size), "type": "file"}
+        except OSError as exc:
+            if "[3016]" in str(exc) or "is a directory" in str(exc).lower():
+                return self._stat_path(url)
+            raise translate(exc, url, what="stat") from exc
+
+    def _stat_path(self, url: str) -> dict[str, Any]:
         fs, path = self.filesystem(url)
         try:
             info = fs.info(path)
@@ -64,22 +153,66 @@ class XRootDTransport:
             raise translate(exc, url, what="stat") from exc
         return {"name": url, "size": info["size"], "type": info["type"]}
 
+    def _readv_limits(self, url: str) -> tuple[int, int]:
+        """(max chunks, max chunk size) of a vector read; asked once per server."""
+        host = url.split("//", 2)[1]
+        with self._limits_lock:
+            if host in self._limits:
+                return self._limits[host]
+        from XRootD.client import FileSystem  # type: ignore[attr-defined]
+        from XRootD.client.flags import QueryCode
+
+        limits = (1024, 2097136)  # XRootD's protocol defaults (kXR_readv)
+        status, result = FileSystem(f"root://{host}").query(
+            QueryCode.CONFIG, "readv_iov_max readv_ior_max", timeout=self.timeout)
+        if status.ok and result:
+            try:
+                iov, ior = (int(x) for x in result.split(b"\n")[:2])
+                limits = (iov, ior)
+            except ValueError:
+                pass
+        with self._limits_lock:
+            self._limits[host] = limits
+        return limits
+
     def cat_ranges(self, url: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         if not ranges:
             return []
-        fs, path = self.filesystem(url)
+        host = url.split("//", 2)[1]
+        limits = None
+        if len(ranges) > 1 and host not in self._limits:
+            # Ask the server's vector-read limits while the file opens: one round trip, not two.
+            limits = _ASK.submit(self._readv_limits, url)
         try:
+            f = self._handles.get(url)
             if len(ranges) == 1:
                 start, end = ranges[0]
-                return [fs.cat_file(path, start=start, end=end)]
-            out = fs.cat_ranges([path] * len(ranges), [r[0] for r in ranges],
-                                [r[1] for r in ranges])
+                status, data = f.read(start, max(0, end - start), timeout=self.timeout)
+                if not status.ok:
+                    raise OSError(f"read failed: {status.message}")
+                return [bytes(data)]
+            iov_max, ior_max = limits.result() if limits is not None \
+                else self._readv_limits(url)
+            pieces: list[tuple[int, int]] = []
+            for start, end in ranges:
+                pieces += [(s, min(s + ior_max, end)) for s in range(start, end, ior_max)]
+            got: dict[tuple[int, int], bytes] = {}
+            for i in range(0, len(pieces), iov_max):
+                batch = pieces[i:i + iov_max]
+                status, info = f.vector_read([(s, e - s) for s, e in batch],
+                                             timeout=self.timeout)
+                if not status.ok:
+                    raise OSError(f"vector read failed: {status.message}")
+                for (s, e), chunk in zip(batch, info.chunks, strict=True):
+                    got[(s, e)] = bytes(chunk.buffer)
         except Exception as exc:
+            self._handles.drop(url)  # a broken connection must not poison later reads
             raise translate(exc, url) from exc
-        for item in out:
-            if isinstance(item, BaseException):
-                raise translate(item, url) from item
-        return list(out)
+        out = []
+        for start, end in ranges:
+            out.append(b"".join(got[(s, min(s + ior_max, end))]
+                                for s in range(start, end, ior_max)))
+        return out
 
     def ls(self, url: str) -> list[dict[str, Any]]:
         fs, path = self.filesystem(url)
