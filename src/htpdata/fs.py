@@ -279,6 +279,15 @@ class HtpdataFile(AbstractBufferedFile):  # type: ignore[misc]
                  **kwargs: Any) -> None:
         self.reader = reader
         super().__init__(fs, path, size=reader.size(), **kwargs)
+        hold = getattr(reader, "hold", None)
+        if hold is not None:
+            hold()  # eviction leaves this file's cache entry alone while it is open
+
+    def close(self) -> None:
+        release = getattr(self.reader, "release", None)
+        if release is not None:
+            release()
+        super().close()
 
     @property
     def name(self) -> str:  # uproot and people print this

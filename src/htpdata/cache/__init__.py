@@ -99,6 +99,7 @@ class Cache:
         self._writer_lock = threading.Lock()
         self._evict_lock = threading.Lock()
         self._evicting: set[str] = set()
+        self._pending: set[str] = set()
         self._check_every = max(1, min(64 * 1024**2, settings.local_size // 100 or 1))
 
     def tier(self, name: str) -> DiskTier:
@@ -160,6 +161,7 @@ class Cache:
         if not self._over_high(tier):
             return
         with self._evict_lock:
+            self._pending.add(tier.name)  # a running pass will go round once more
             if tier.name in self._evicting:
                 return
             self._evicting.add(tier.name)
@@ -171,8 +173,7 @@ class Cache:
         if tier.size > 0:
             usage = tier.read_usage()
             estimate = int(usage.get("total", 0)) + tier.added_total
-            if estimate > s.high_watermark * tier.size or not usage:
-                return True
+            return estimate > s.high_watermark * tier.size or not usage
         try:
             du = shutil.disk_usage(tier.root)
         except OSError:
@@ -181,12 +182,27 @@ class Cache:
 
     def _evict_in_background(self, tier: DiskTier) -> None:
         try:
-            self.evict(tier.name)
+            while True:  # bytes that landed while a pass ran ask for one more
+                with self._evict_lock:
+                    if tier.name not in self._pending:
+                        break
+                    self._pending.discard(tier.name)
+                if self.evict(tier.name) is None:
+                    break  # another process holds the lease: it does the work
         except Exception as exc:  # never let eviction break reads
             log.warning("cache tier %s: eviction failed: %s", tier.name, exc)
         finally:
             with self._evict_lock:
                 self._evicting.discard(tier.name)
+
+    def wait_for_eviction(self, timeout: float = 60.0) -> None:
+        """Block until background eviction passes of this process are done (for tests and
+        ``htpdata stage``)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self._evicting and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def evict(self, tier_name: str, need: int | None = None,
               dry_run: bool = False) -> EvictionReport | None:

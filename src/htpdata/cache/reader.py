@@ -121,6 +121,9 @@ class CachedReader:
             pieces = cover(r, ext)
             datas = [self.memory.get(key, p.extent) for p in pieces] if pieces is not None else []
             if pieces is None or any(d is None for d in datas):
+                for e in ext:  # partly here: keep the overlapping pieces
+                    if e[0] < r[1] and r[0] < e[1] and (d := self.memory.get(key, e)):
+                        avail[e] = d
                 left.append(r)
                 continue
             for p, d in zip(pieces, datas, strict=True):
@@ -139,6 +142,12 @@ class CachedReader:
         for r in pending:
             pieces = cover(r, list(extents))
             if pieces is None:
+                # Partly here: load the overlapping extents, so only the gaps go upstream.
+                for ext, adler in list(extents.items()):
+                    if ext[0] < r[1] and r[0] < ext[1] and ext not in avail:
+                        data = tier.read_extent(ident.key, ext, adler)
+                        if data is not None:
+                            avail[ext] = data
                 left.append(r)
                 continue
             ok = True
@@ -297,6 +306,19 @@ class CachedReader:
                 served["upstream"] += len(data)
                 for tier in reversed(self.tiers):
                     self._store(tier, ident, r[0], data)
+
+    # -- open files -----------------------------------------------------------------------------
+    def hold(self) -> None:
+        """Mark the entry open in every tier until :meth:`release` (eviction skips it)."""
+        key = self.identity().key
+        self._held = [tier.reading(key) for tier in self.tiers]
+        for ctx in self._held:
+            ctx.__enter__()
+
+    def release(self) -> None:
+        for ctx in getattr(self, "_held", []):
+            ctx.__exit__(None, None, None)
+        self._held = []
 
     # -- whole files ----------------------------------------------------------------------------
     def is_complete(self) -> bool:
