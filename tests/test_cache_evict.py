@@ -108,6 +108,22 @@ def test_hard_quota_evicts_that_owner_first(catalog_dir: Path, tmp_path: Path) -
 
 
 @pytest.mark.xrootd
+def test_past_hard_quota_reads_go_on_uncached(catalog_dir: Path, tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "quota.json").write_text(json.dumps({"groups": {"physics": {"hard": 1000}}}))
+    (shared / "usage.json").write_text(json.dumps({"by_group": {"physics": 5000}}))
+    name = f"test:/store/test/{TEST_FILES[0]}"
+    with htpdata.Client(cache={"local_dir": "off", "shared_dir": str(shared),
+                               "user": "carol", "group": "physics"}) as c:
+        assert c.cat(name) == (TESTDATA / TEST_FILES[0]).read_bytes()
+        c.cache.flush()
+        assert not {e["tier"]: e for e in c.cache.info(name)}["shared"]["held"]
+    assert "hard quota" in caplog.text
+
+
+@pytest.mark.xrootd
 def test_cache_cli_info_clear_evict(catalog_dir: Path, tmp_path: Path) -> None:
     env = {**os.environ, "HTPDATA_CACHE_LOCAL_DIR": str(tmp_path / "local")}
     name = f"test:/store/test/{TEST_FILES[0]}"

@@ -30,7 +30,7 @@ from ..config import CacheSettings
 from ..reader import ReplicaReader
 from .accounting import Journal
 from .disk import CacheWriteError, DiskTier
-from .evict import EvictionReport, evict, lease
+from .evict import EvictionReport, evict, lease, over_quota, read_quotas
 from .identity import Identity
 from .memory import MemoryTier
 from .reader import CachedReader
@@ -100,6 +100,7 @@ class Cache:
         self._evict_lock = threading.Lock()
         self._evicting: set[str] = set()
         self._pending: set[str] = set()
+        self._admit_cache: dict[str, tuple[float, bool]] = {}
         self._check_every = max(1, min(64 * 1024**2, settings.local_size // 100 or 1))
 
     def tier(self, name: str) -> DiskTier:
@@ -124,6 +125,7 @@ class Cache:
         reader = CachedReader(upstream, usable, self.memory, self.settings, self.journal,
                               dataset=dataset, warn=self._warn)
         reader.on_insert = self.note_inserted
+        reader.admits = self.admits
         reader._submit = self._write_later
         return reader
 
@@ -219,6 +221,44 @@ class Cache:
             log.info("cache tier %s: evicted %d entries, %d bytes", tier.name, report.removed,
                      report.freed)
         return report
+
+    def admits(self, tier: DiskTier) -> bool:
+        """May this process's user and group store more in ``tier``? Past a hard quota, no:
+        reads go on uncached (a quota never fails a read). Past a soft one: yes, with a warning.
+        Decided from the tier's last usage summary, re-read at most once a minute."""
+        import time
+
+        now = time.monotonic()
+        cached = self._admit_cache.get(tier.name)
+        if cached is not None and now - cached[0] < 60.0:
+            return cached[1]
+        quotas = read_quotas(tier)
+        verdict = True
+        if quotas["users"] or quotas["groups"]:
+            usage = tier.read_usage()
+            by_user = {self.user: int((usage.get("by_user") or {}).get(self.user, 0))
+                       + tier.added_total}
+            by_group = {self.group: int((usage.get("by_group") or {}).get(self.group, 0))
+                        + tier.added_total}
+            hard = over_quota(quotas, by_user, by_group, "hard")
+            soft = over_quota(quotas, by_user, by_group, "soft")
+            if hard:
+                verdict = False
+                self._warn(tier, RuntimeError(
+                    f"over the hard quota ({', '.join(hard)}); reading on without caching"))
+                self._evict_soon(tier)
+            elif soft:
+                self._warn(tier, RuntimeError(f"over the soft quota ({', '.join(soft)})"))
+        self._admit_cache[tier.name] = (now, verdict)
+        return verdict
+
+    def _evict_soon(self, tier: DiskTier) -> None:
+        with self._evict_lock:
+            self._pending.add(tier.name)
+            if tier.name in self._evicting:
+                return
+            self._evicting.add(tier.name)
+        threading.Thread(target=self._evict_in_background, args=(tier,), daemon=True).start()
 
     def pin(self, name: str, size: int, adler32: str | None, until: float) -> None:
         key = Identity(name, size, adler32).key

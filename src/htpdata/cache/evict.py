@@ -21,8 +21,8 @@ from typing import Any
 
 from .disk import DiskTier, EntryInfo
 
-__all__ = ["POLICIES", "EvictionReport", "Quota", "choose_victims", "evict", "needed_bytes",
-           "read_quotas", "scan"]
+__all__ = ["POLICIES", "EvictionReport", "Quota", "choose_victims", "evict", "lease",
+           "needed_bytes", "over_quota", "read_quotas", "scan"]
 
 POLICIES: dict[str, Callable[[EntryInfo], tuple[float, ...]]] = {
     # least recently used first
@@ -72,7 +72,8 @@ def choose_victims(entries: Sequence[EntryInfo], need: int, policy: str, now: fl
     chosen: list[EntryInfo] = []
     taken: set[str] = set()
     for owner, excess in sorted((over_quota or {}).items()):
-        for e in sorted((e for e in free if _owner(e) == owner), key=key):
+        for e in sorted((e for e in free if owner in _owners(e) and e.key not in taken),
+                        key=key):
             if excess <= 0:
                 break
             chosen.append(e)
@@ -88,8 +89,22 @@ def choose_victims(entries: Sequence[EntryInfo], need: int, policy: str, now: fl
     return chosen
 
 
-def _owner(e: EntryInfo) -> str:
-    return f"user:{e.meta.get('user', '?')}"
+def _owners(e: EntryInfo) -> tuple[str, str]:
+    return f"user:{e.meta.get('user', '?')}", f"group:{e.meta.get('group', '?')}"
+
+
+def over_quota(quotas: Mapping[str, Mapping[str, Quota]], by_user: Mapping[str, int],
+               by_group: Mapping[str, int], limit: str = "hard") -> dict[str, int]:
+    """Owners past their ``limit`` (``hard`` or ``soft``) and by how many bytes:
+    ``{"user:jdoe": 1234, "group:cms": 99}``."""
+    out = {}
+    for kind, usage in (("users", by_user), ("groups", by_group)):
+        for who, q in quotas.get(kind, {}).items():
+            cap = q.hard if limit == "hard" else q.soft
+            used = usage.get(who, 0)
+            if cap and used > cap:
+                out[f"{kind[:-1]}:{who}"] = used - cap
+    return out
 
 
 @dataclass
@@ -138,8 +153,8 @@ def evict(tier: DiskTier, *, high: float, low: float, policy: str, now: float | 
     want = needed_bytes(total, size, high, low) if need is None else need
     quotas = read_quotas(tier)
     by_user = _usage_by(entries, "user")
-    over = {f"user:{u}": used - q.hard for u, q in quotas["users"].items()
-            if q.hard and (used := by_user.get(u, 0)) > q.hard}
+    by_group = _usage_by(entries, "group")
+    over = over_quota(quotas, by_user, by_group)
     victims = choose_victims(entries, want, policy, now, pins, over)
     report = EvictionReport(tier.name, total_before=total, entries=len(entries),
                             pinned=sum(1 for d in pins.values() if d > now), by_user=by_user)
@@ -156,8 +171,7 @@ def evict(tier: DiskTier, *, high: float, low: float, policy: str, now: float | 
     report.seconds = time.monotonic() - t0
     if not dry_run:
         tier.write_usage({"t": now, "total": total - report.freed, "entries": len(entries)
-                          - report.removed, "by_user": by_user,
-                          "by_group": _usage_by(entries, "group")})
+                          - report.removed, "by_user": by_user, "by_group": by_group})
     return report
 
 

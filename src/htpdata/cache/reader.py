@@ -47,6 +47,7 @@ class CachedReader:
         self._identity: Identity | None = None
         self._warn = warn or (lambda tier, exc: log.warning("%s", exc))
         self.on_insert: Any = None
+        self.admits: Any = lambda tier: True
         self._submit: Any = lambda fn: fn()  # the Cache hands in its writer thread
         self.stats: dict[str, int] = {"memory": 0, "local": 0, "shared": 0, "upstream": 0,
                                       "inserted": 0, "requests": 0}
@@ -175,7 +176,7 @@ class CachedReader:
 
     def _store(self, tier: DiskTier, ident: Identity, start: int, data: bytes) -> int:
         """Write into a tier; a failing tier is reported once and skipped from then on."""
-        if tier.broken:
+        if tier.broken or not self.admits(tier):
             return 0
         stored = 0
         for s, e in split((start, start + len(data)), self.settings.max_extent):
