@@ -69,6 +69,7 @@ __all__ = [
     "default_client",
     "errors",
     "files",
+    "fileset",
     "load_settings",
     "ls",
     "open",
@@ -83,9 +84,18 @@ def open(name: str | Name, mode: str = "rb", **kwargs: Any) -> BinaryIO:
     return default_client().open(name, mode, **kwargs)
 
 
-def resolve(name: str | Name) -> ResolvedFile:
-    """The ordered replicas of a file (URL, site, protocol)."""
-    return default_client().resolve(name)
+def resolve(name: str | Name) -> ResolvedFile | list[ResolvedFile]:
+    """The ordered replicas (URL, site, protocol) of a file; for a dataset or container, of
+    every file in it (a list, resolved in bulk)."""
+    client = default_client()
+    if client.resolver.is_collection(name):
+        return client.resolve_all(name)
+    return client.resolve(name)
+
+
+def fileset(*datasets: str | Name, tree: str = "Events") -> dict[str, Any]:
+    """The coffea / ``uproot.dask`` fileset of datasets, with ``htpdata://`` URLs."""
+    return default_client().fileset(*datasets, tree=tree)
 
 
 def files(name: str | Name) -> list[FileEntry]:

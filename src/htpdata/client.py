@@ -15,7 +15,7 @@ from .catalogs import FileEntry
 from .config import Settings, load_settings
 from .errors import Attempt as _Attempt
 from .errors import InvalidNameError, NameNotFoundError, StorageError, exhausted
-from .names import LogicalName, Name, PhysicalURL, parse_name
+from .names import DID, LogicalName, Name, PhysicalURL, parse_name
 from .reader import ReplicaReader
 from .resolve import ResolvedFile, Resolver
 from .transports import Transports
@@ -65,6 +65,25 @@ class Client:
         """The replicas of a file, in the order they will be tried."""
         return self.resolver.resolve(name)
 
+    def resolve_all(self, name: str | Name) -> list[ResolvedFile]:
+        """Every file of a dataset or container (or the one file) with its replicas, in bulk."""
+        return self.resolver.resolve_all(name)
+
+    def fileset(self, *datasets: str | Name, tree: str = "Events") -> dict[str, Any]:
+        """The mapping coffea and ``uproot.dask`` expect, with ``htpdata://`` URLs so their
+        reads go through the cache: ``{dataset: {"files": {url: tree}}}``."""
+        from .names import to_fsspec_url
+
+        out: dict[str, Any] = {}
+        for ds in datasets:
+            files = self.files(ds)
+            out[str(parse_name(ds))] = {
+                "files": {to_fsspec_url(parse_name(f.name)): tree for f in files},
+                "metadata": {"nfiles": len(files),
+                             "bytes": sum(f.size or 0 for f in files)},
+            }
+        return out
+
     def files(self, name: str | Name) -> list[FileEntry]:
         """The files a name stands for (a dataset's files, or the file itself)."""
         return self.resolver.files(name)
@@ -103,9 +122,10 @@ class Client:
 
     def info(self, name: str | Name) -> dict[str, Any]:
         n = parse_name(name)
-        ds = self.resolver.dataset(n)
-        if ds is not None:
-            return {"name": str(n), "size": ds.size, "type": "directory", "files": len(ds.files)}
+        if self.resolver.is_collection(n):
+            files = self.files(n)
+            return {"name": str(n), "size": sum(f.size or 0 for f in files),
+                    "type": "directory", "files": len(files)}
         reader = self.reader(n)
         info = reader.stat()
         return {"name": str(n), "size": info["size"], "type": info.get("type", "file"),
@@ -129,6 +149,9 @@ class Client:
                 return under
         if isinstance(n, PhysicalURL):
             return self.transports.for_url(n.url).ls(n.url)
+        if isinstance(n, DID):
+            return [{"name": f.name, "size": f.size, "type": "file", "adler32": f.adler32}
+                    for f in self.files(n)]
         return self._ls_storage(n)
 
     def _ls_namespace(self, namespace: str, prefix: str) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ __all__ = [
     "CacheSettings",
     "CatalogSettings",
     "ReplicaSettings",
+    "RucioSettings",
     "Settings",
     "TimeoutSettings",
     "config_path",
@@ -144,6 +145,26 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class RucioSettings:
+    """Rucio (see ``docs/rucio.md``). The server, account and credentials come from the Rucio
+    client's own configuration (``rucio.cfg``, ``RUCIO_CONFIG``, ``RUCIO_HOME``)."""
+
+    enabled: bool = True
+    """Resolve ``rucio:`` names through Rucio (needs the ``rucio-clients`` package)."""
+    cms_via_rucio: bool = False
+    """Resolve ``cms:/store/...`` through Rucio first (scope ``cms_scope``), catalogs second."""
+    cms_scope: str = "cms"
+    rse_expression: str = ""
+    """Only replicas on RSEs matching this Rucio RSE expression (e.g. ``tier=2&country=IT``)."""
+    metadata_ttl: float = 3600.0
+    """Seconds a listing or replica list from Rucio is reused without asking again."""
+    offline: bool = True
+    """When Rucio cannot be reached, use the last answer however old (and say so)."""
+    batch: int = 500
+    """DIDs per ``list_replicas`` call."""
+
+
+@dataclass(frozen=True)
 class CatalogSettings:
     path: tuple[str, ...] = ()
     """Extra catalog files or folders, searched after the user folder
@@ -159,6 +180,7 @@ class Settings:
     replicas: ReplicaSettings = field(default_factory=ReplicaSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    rucio: RucioSettings = field(default_factory=RucioSettings)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     """``"section.key" -> "default" | "file PATH" | "env NAME" | "argument"``."""
 

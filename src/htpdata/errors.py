@@ -8,7 +8,9 @@ catch ``FileNotFoundError``, ``PermissionError``, ``TimeoutError``, ``OSError``)
     │   └── UnknownNamespaceError                      ``foo:/x`` where no catalog declares ``foo``
     ├── CatalogError                (ValueError)       a malformed catalog file (file, key, line)
     ├── ConfigError                 (ValueError)       a malformed setting (source, key)
-    ├── NameNotFoundError           (FileNotFoundError) no catalog rule or dataset for a name
+    ├── NameNotFoundError           (FileNotFoundError) no catalog rule, DID or dataset for a name
+    ├── ServiceUnavailableError     (ConnectionError)  Rucio unreachable or failing
+    ├── AuthenticationError         (PermissionError)  Rucio refused our credentials
     ├── StorageError                (OSError)          a storage server refused or failed
     │   ├── StorageNotFoundError    (FileNotFoundError)
     │   ├── StoragePermissionError  (PermissionError)
@@ -32,6 +34,7 @@ from ._redact import redact
 
 __all__ = [
     "Attempt",
+    "AuthenticationError",
     "CatalogError",
     "ChecksumMismatchError",
     "ConfigError",
@@ -40,6 +43,7 @@ __all__ = [
     "NameNotFoundError",
     "NoReplicaFoundError",
     "ReplicasExhaustedError",
+    "ServiceUnavailableError",
     "StorageError",
     "StorageExistsError",
     "StorageNotFoundError",
@@ -124,6 +128,18 @@ class ConfigError(HtpdataError, ValueError):
         self.source = source
         self.key = key
         super().__init__(f"config {source}: {key}: {problem}")
+
+
+class ServiceUnavailableError(HtpdataError, ConnectionError):
+    """A catalog service (Rucio) could not be reached or failed."""
+
+    exit_code = 6
+
+
+class AuthenticationError(HtpdataError, PermissionError):
+    """A service refused our credentials (wrong password, expired token or proxy)."""
+
+    exit_code = 4
 
 
 class NameNotFoundError(HtpdataError, FileNotFoundError):

@@ -1,22 +1,38 @@
 """From a name to ordered replicas, and from a dataset name to its files.
 
-The :class:`Resolver` joins the catalogs (and, later, Rucio) with the replica policy. It does
-no storage I/O: only catalog lookups and the pure ordering in :mod:`htpdata.replicas`.
+The :class:`Resolver` joins the local catalogs and Rucio with the replica policy. It does no
+storage I/O: catalog lookups, Rucio calls (cached), and the pure ordering in
+:mod:`htpdata.replicas`.
+
+- ``rucio:SCOPE:NAME`` goes to Rucio.
+- ``cms:/store/...`` goes to Rucio first when ``rucio.cms_via_rucio`` is set (scope
+  ``rucio.cms_scope``), and to the local catalogs when Rucio does not know the name or cannot be
+  reached (said once).
+- Other logical names go to the local catalogs; physical URLs are their own single replica.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from .catalogs import CatalogSet, Dataset, FileEntry, load_catalogs
 from .config import Settings
-from .errors import InvalidNameError, NameNotFoundError, UnknownNamespaceError
+from .errors import (
+    InvalidNameError,
+    NameNotFoundError,
+    ServiceUnavailableError,
+    UnknownNamespaceError,
+)
 from .names import DID, LogicalName, Name, PhysicalURL, parse_name
 from .replicas import Replica, order_replicas
 
 __all__ = ["ResolvedFile", "Resolver"]
+
+log = logging.getLogger("htpdata.resolve")
 
 
 @dataclass(frozen=True)
@@ -32,6 +48,9 @@ class ResolvedFile:
         return {"name": str(self.name), "size": self.size, "adler32": self.adler32,
                 "replicas": [r.as_dict() for r in self.replicas]}
 
+    def entry(self) -> FileEntry:
+        return FileEntry(str(self.name), self.size, self.adler32)
+
 
 class Resolver:
     def __init__(self, settings: Settings, catalogs: CatalogSet | None = None,
@@ -39,6 +58,38 @@ class Resolver:
         self.settings = settings
         self.environ = os.environ if environ is None else environ
         self.catalogs = catalogs if catalogs is not None else load_catalogs(settings, self.environ)
+        self._rucio: object | None = None
+        self._fallback_said = False
+
+    # -- Rucio ----------------------------------------------------------------------------------
+    @property
+    def rucio(self):  # type: ignore[no-untyped-def]  # RucioService, imported lazily
+        if self._rucio is None:
+            from .cache import default_local_dir
+            from .rucio import RucioService
+
+            base = Path(self.settings.cache.local_dir).expanduser() if \
+                self.settings.cache.local_dir not in ("", "off") else default_local_dir()
+            self._rucio = RucioService(self.settings.rucio, base / "rucio-metadata")
+        return self._rucio
+
+    def _did_for(self, n: Name) -> DID | None:
+        """The DID to ask Rucio about for ``n``, if any."""
+        if isinstance(n, DID):
+            if not self.settings.rucio.enabled:
+                raise NameNotFoundError(str(n), "Rucio is switched off (rucio.enabled = false)")
+            return n
+        r = self.settings.rucio
+        if isinstance(n, LogicalName) and n.namespace == "cms" and r.enabled and r.cms_via_rucio:
+            return DID(r.cms_scope, n.path)
+        return None
+
+    def _fallback(self, n: Name, exc: Exception) -> None:
+        if not isinstance(n, LogicalName) or n.namespace not in self.catalogs.namespaces:
+            raise exc
+        if not self._fallback_said:
+            self._fallback_said = True
+            log.warning("Rucio could not answer for %s (%s); using the local catalogs", n, exc)
 
     # -- names -> files -------------------------------------------------------------------
     def dataset(self, name: Name | str) -> Dataset | None:
@@ -49,9 +100,27 @@ class Resolver:
             return self.catalogs.dataset(n.namespace, n.path)
         return None
 
+    def is_collection(self, name: Name | str) -> bool:
+        """True for catalog datasets and Rucio datasets and containers."""
+        n = parse_name(name)
+        if self.dataset(n) is not None:
+            return True
+        did = self._did_for(n) if isinstance(n, DID) else None
+        return did is not None and self.rucio.did_type(did.scope, did.name) != "FILE"
+
     def files(self, name: Name | str) -> list[FileEntry]:
         """The files a name stands for: a dataset's files, or the one file itself."""
         n = parse_name(name)
+        did = self._did_for(n)
+        if did is not None:
+            try:
+                entries: list[FileEntry] = self.rucio.files(did.scope, did.name)
+                if isinstance(n, LogicalName):  # keep CMS names as the user wrote them
+                    entries = [FileEntry(f"cms:{e.name.split(':', 2)[2]}", e.size, e.adler32)
+                               for e in entries]
+                return entries
+            except (NameNotFoundError, ServiceUnavailableError) as exc:
+                self._fallback(n, exc)
         ds = self.dataset(n)
         if ds is not None:
             return [FileEntry(f"{ds.namespace}:{f.name}", f.size, f.adler32) for f in ds.files]
@@ -59,8 +128,10 @@ class Resolver:
         return [FileEntry(str(n), meta.size, meta.adler32)]
 
     def metadata(self, name: Name | str) -> FileEntry:
-        """Size and adler32 of a file as the catalogs know them (None where unknown)."""
+        """Size and adler32 of a file as the catalogs (or Rucio) know them (None: unknown)."""
         n = parse_name(name)
+        if isinstance(n, DID):
+            return self.resolve(n).entry()
         if isinstance(n, LogicalName):
             entry = self.catalogs.file(n.namespace, n.path)
             if entry is not None:
@@ -74,15 +145,46 @@ class Resolver:
             return self.catalogs.file_dataset.get((n.namespace, n.path))
         return None
 
-    # -- a file -> replicas ---------------------------------------------------------------
+    # -- files -> replicas ----------------------------------------------------------------
+    def resolve_all(self, name: Name | str) -> list[ResolvedFile]:
+        """Every file of a dataset or container (or the one file), with ordered replicas,
+        resolved in bulk: one Rucio call per ``rucio.batch`` files."""
+        n = parse_name(name)
+        did = self._did_for(n)
+        if did is not None:
+            try:
+                entries = self.files(n)
+                dids = [_did_of(e.name, self.settings.rucio.cms_scope) for e in entries]
+                found = self.rucio.replicas(dids, dict(zip(dids, (e.name for e in entries),
+                                                           strict=True)))
+                return [self._ordered(parse_name(e.name), found[d][1], found[d][0])
+                        for e, d in zip(entries, dids, strict=True)]
+            except (NameNotFoundError, ServiceUnavailableError) as exc:
+                self._fallback(n, exc)
+        if self.dataset(n) is not None:
+            return [self.resolve(f.name) for f in self.files(n)]
+        return [self.resolve(n)]
+
     def resolve(self, name: Name | str) -> ResolvedFile:
         """Ordered replicas of one file. Raises if the name is unknown or has no usable replica."""
         n = parse_name(name)
         if isinstance(n, PhysicalURL):
             rep = Replica(n.url, site="direct", protocol=_protocol(n.scheme), name=str(n))
             return ResolvedFile(n, (rep,))
-        if isinstance(n, DID):
-            raise NameNotFoundError(str(n), "Rucio DIDs need a Rucio server; none is configured")
+        did = self._did_for(n)
+        if did is not None:
+            try:
+                if self.rucio.did_type(did.scope, did.name) != "FILE":
+                    raise InvalidNameError(str(n), "this is a Rucio dataset or container, not a "
+                                           "file; use 'htpdata ls' or htpdata.files()",
+                                           part=did.name)
+                found = self.rucio.replicas([(did.scope, did.name)],
+                                            {(did.scope, did.name): str(n)})
+                entry, reps = found[(did.scope, did.name)]
+                return self._ordered(n, reps, entry)
+            except (NameNotFoundError, ServiceUnavailableError) as exc:
+                self._fallback(n, exc)
+        assert isinstance(n, LogicalName)
         self._check_namespace(n)
         if self.catalogs.dataset(n.namespace, n.path) is not None:
             raise InvalidNameError(str(n), "this is a dataset, not a file; use 'htpdata ls' or "
@@ -99,18 +201,30 @@ class Resolver:
                 phys = parse_name(url)
                 candidates.append(Replica(str(phys), site.name, proto.scheme, str(n),
                                           site.preference, site.role, site.tape))
+        meta = self.metadata(n)
+        return self._ordered(n, candidates, meta, "no site rule matches this path")
+
+    def _ordered(self, n: Name, candidates: list[Replica], meta: FileEntry,
+                 none_found: str = "Rucio lists no replica for it") -> ResolvedFile:
         ordered = order_replicas(candidates, self.settings.replicas)
         if not ordered:
-            why = ("no site rule matches this path" if not candidates else
-                   f"all {len(candidates)} replica(s) excluded by the replica settings "
+            why = (none_found if not candidates else
+                   f"no usable replica: all {len(candidates)} excluded by the replica settings "
                    "(protocols, allow/block lists, tape)")
             raise NameNotFoundError(str(n), why)
-        meta = self.metadata(n)
         return ResolvedFile(n, tuple(ordered), meta.size, meta.adler32)
 
     def _check_namespace(self, n: LogicalName) -> None:
         if n.namespace not in self.catalogs.namespaces:
             raise UnknownNamespaceError(str(n), n.namespace, list(self.catalogs.namespaces))
+
+
+def _did_of(name: str, cms_scope: str) -> tuple[str, str]:
+    n = parse_name(name)
+    if isinstance(n, DID):
+        return n.scope, n.name
+    assert isinstance(n, LogicalName)
+    return cms_scope, n.path
 
 
 def _protocol(scheme: str) -> str:

@@ -31,11 +31,10 @@ def _resolve_args(p: argparse.ArgumentParser) -> None:
 def _resolve(args: argparse.Namespace) -> int:
     client = _client()
     name = parse_name(args.name)
-    ds = client.resolver.dataset(name)
-    targets = [f.name for f in client.files(name)] if ds is not None else [name]
-    resolved = [client.resolve(t) for t in targets]
+    many = client.resolver.is_collection(name)
+    resolved = client.resolve_all(name) if many else [client.resolve(name)]
     if args.json:
-        print_json(resolved[0].as_dict() if ds is None else [r.as_dict() for r in resolved])
+        print_json([r.as_dict() for r in resolved] if many else resolved[0].as_dict())
         return 0
     rows: list[list[Any]] = []
     for r in resolved:
@@ -86,6 +85,30 @@ def _cat(args: argparse.Namespace) -> int:
         out.write(block)
         pos += len(block)
     out.flush()
+    return 0
+
+
+# -- fileset ---------------------------------------------------------------------------------
+def _fileset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("datasets", nargs="+", metavar="DATASET", help="dataset or container names")
+    p.add_argument("-o", "--output", help="write to this file (default: standard output)")
+    p.add_argument("--tree", default="Events", help="the tree name in every file")
+
+
+def _fileset(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    data = _client().fileset(*args.datasets, tree=args.tree)
+    if args.output is None:
+        print_json(data)
+        return 0
+    tmp = f"{args.output}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:  # never leave a half-written fileset
+        json.dump(data, fh, indent=2)
+    os.replace(tmp, args.output)
+    n = sum(len(v["files"]) for v in data.values())
+    print(f"wrote {args.output}: {len(data)} dataset(s), {n} file(s)", file=sys.stderr)
     return 0
 
 
@@ -196,6 +219,8 @@ COMMANDS: dict[str, Command] = {
                 _resolve),
     "ls": ("list datasets, a dataset's files, or a storage folder", _ls_args, _ls),
     "cat": ("write a file's bytes to standard output", _cat_args, _cat),
+    "fileset": ("write a coffea/uproot fileset (htpdata:// URLs) for datasets", _fileset_args,
+                _fileset),
     "config": ("print the effective settings and where each came from", _config_args, _config),
     "cache": ("inspect, clear or evict the cache", _cache_args, _cache),
     "demo": ("run the demo: a local XRootD origin, read by logical name", _demo_args, _demo),

@@ -1,0 +1,231 @@
+"""Talking to a Rucio server through the real ``rucio-clients``, with a metadata cache.
+
+The Rucio client is configured exactly as the user's other Rucio tools are (``rucio.cfg``,
+``RUCIO_CONFIG``, ``RUCIO_HOME``, account, userpass / x509 proxy / OIDC token): htpdata adds no
+second place to configure it. Answers (DID types, file lists, replica lists) are kept on disk for
+``rucio.metadata_ttl`` seconds, so opening 5000 files of a dataset costs one bulk call, and the
+last answer is used when the server cannot be reached (``rucio.offline``), with one warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..catalogs import FileEntry
+from ..config import RucioSettings
+from ..errors import AuthenticationError, HtpdataError, NameNotFoundError, ServiceUnavailableError
+from ..replicas import Replica
+from .convert import did_name, file_entry, replicas_of
+
+__all__ = ["MetadataCache", "RucioService"]
+
+log = logging.getLogger("htpdata.rucio")
+T = TypeVar("T")
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning("%s", message)
+
+
+class MetadataCache:
+    """JSON answers on disk, one small file per question, written atomically."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, key: str) -> Path:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return self.folder / digest[:2] / f"{digest}.json"
+
+    def get(self, key: str, ttl: float | None) -> tuple[Any, float] | None:
+        """(value, age in seconds), or None if absent or older than ``ttl`` (None: any age)."""
+        try:
+            raw = json.loads(self._path(key).read_bytes())
+        except (OSError, ValueError):
+            return None
+        age = time.time() - float(raw.get("t", 0))
+        if ttl is not None and age > ttl:
+            return None
+        return raw.get("value"), age
+
+    def put(self, key: str, value: Any) -> None:
+        path = self._path(key)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"t": time.time(), "key": key, "value": value}))
+            os.replace(tmp, path)
+
+
+class RucioService:
+    def __init__(self, settings: RucioSettings, cache_dir: Path,
+                 client_factory: Callable[[], Any] | None = None) -> None:
+        self.settings = settings
+        self.meta = MetadataCache(cache_dir)
+        self._factory = client_factory
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    # -- the rucio client, and its errors ---------------------------------------------------
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._call(self._make_client, "connect to Rucio", "")
+            return self._client
+
+    def _make_client(self) -> Any:
+        if self._factory is not None:
+            return self._factory()
+        try:
+            from rucio.client import Client
+        except ImportError as exc:
+            raise ServiceUnavailableError(
+                "Rucio DIDs need the Rucio client: pip install 'htpdata[rucio]'") from exc
+        return Client()
+
+    @property
+    def host(self) -> str:
+        return str(getattr(self._client, "host", "") or os.environ.get("RUCIO_CONFIG", ""))
+
+    def _call(self, fn: Callable[[], T], what: str, did: str) -> T:
+        """Run ``fn`` and turn Rucio's exceptions into htpdata's, in this one place."""
+        try:
+            return fn()
+        except HtpdataError:
+            raise
+        except Exception as exc:
+            raise _translate(exc, what, did) from exc
+
+    # -- cached questions -----------------------------------------------------------------------
+    def _ask(self, key: str, fetch: Callable[[], T], what: str, did: str) -> T:
+        hit = self.meta.get(f"{self.host}|{key}", self.settings.metadata_ttl)
+        if hit is not None:
+            return hit[0]  # type: ignore[no-any-return]
+        try:
+            value = self._call(fetch, what, did)
+        except ServiceUnavailableError as exc:
+            stale = self.meta.get(f"{self.host}|{key}", None) if self.settings.offline else None
+            if stale is None:
+                raise
+            _warn_once("offline", f"Rucio unreachable ({exc}); using answers up to "
+                       f"{stale[1] / 3600:.1f} h old from the metadata cache")
+            return stale[0]  # type: ignore[no-any-return]
+        self.meta.put(f"{self.host}|{key}", value)
+        return value
+
+    def did_type(self, scope: str, name: str) -> str:
+        """``FILE``, ``DATASET`` or ``CONTAINER``."""
+        did = did_name(scope, name)
+        return str(self._ask(f"type|{scope}:{name}",
+                             lambda: str(self.client().get_did(scope, name)["type"]).upper(),
+                             "look up", did))
+
+    def files(self, scope: str, name: str) -> list[FileEntry]:
+        """Every file of a dataset or container (one streamed call), or the file itself."""
+        did = did_name(scope, name)
+
+        def fetch() -> list[dict[str, Any]]:
+            return [{"scope": r["scope"], "name": r["name"], "bytes": r.get("bytes"),
+                     "adler32": r.get("adler32")}
+                    for r in self.client().list_files(scope, name)]
+
+        if self.did_type(scope, name) == "FILE":
+            return [self.replicas([(scope, name)])[(scope, name)][0]]
+        rows = self._ask(f"files|{scope}:{name}", fetch, "list the files of", did)
+        return [file_entry(r) for r in rows]
+
+    def replicas(self, dids: Sequence[tuple[str, str]], logical: dict[tuple[str, str], str]
+                 | None = None) -> dict[tuple[str, str], tuple[FileEntry, list[Replica]]]:
+        """Replicas of many files in bulk (``rucio.batch`` DIDs per call), from the metadata
+        cache where fresh."""
+        out: dict[tuple[str, str], tuple[FileEntry, list[Replica]]] = {}
+        missing: list[tuple[str, str]] = []
+        for d in dids:
+            hit = self.meta.get(self._replica_key(d),
+                                self.settings.metadata_ttl)
+            if hit is None:
+                missing.append(d)
+            else:
+                out[d] = self._row(hit[0], logical)
+        for i in range(0, len(missing), max(1, self.settings.batch)):
+            batch = missing[i:i + self.settings.batch]
+
+            def ask(b: list[tuple[str, str]] = batch) -> list[dict[str, Any]]:
+                return self._list_replicas(b)
+
+            try:
+                rows = self._call(ask, "list replicas of", did_name(*batch[0])
+                                  if len(batch) == 1 else f"{len(batch)} files")
+            except ServiceUnavailableError:
+                if not self.settings.offline:
+                    raise
+                rows = []
+                for d in batch:
+                    stale = self.meta.get(self._replica_key(d), None)
+                    if stale is None:
+                        raise
+                    rows.append(stale[0])
+                _warn_once("offline", "Rucio unreachable; using replica lists from the "
+                           "metadata cache")
+            for row in rows:
+                d = (row["scope"], row["name"])
+                self.meta.put(self._replica_key(d),
+                              row)
+                out[d] = self._row(row, logical)
+        for d in dids:
+            if d not in out:
+                raise NameNotFoundError(did_name(*d), "no such file DID in Rucio")
+        return out
+
+    def _replica_key(self, d: tuple[str, str]) -> str:
+        return f"{self.host}|replicas|{d[0]}:{d[1]}|{self.settings.rse_expression}"
+
+    def _list_replicas(self, batch: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"sort": "random"}  # geoip sorting costs ~1.5 ms per file
+        if self.settings.rse_expression:
+            kwargs["rse_expression"] = self.settings.rse_expression
+        rows = self.client().list_replicas([{"scope": s, "name": n} for s, n in batch], **kwargs)
+        return [{"scope": r["scope"], "name": r["name"], "bytes": r.get("bytes"),
+                 "adler32": r.get("adler32"), "pfns": r.get("pfns") or {},
+                 "rses": r.get("rses") or {}} for r in rows]
+
+    @staticmethod
+    def _row(row: dict[str, Any], logical: dict[tuple[str, str], str] | None
+             ) -> tuple[FileEntry, list[Replica]]:
+        d = (row["scope"], row["name"])
+        name = (logical or {}).get(d)
+        entry = file_entry(row)
+        if name is not None:
+            entry = FileEntry(name, entry.size, entry.adler32)
+        return entry, replicas_of(row, name)
+
+
+def _translate(exc: BaseException, what: str, did: str) -> HtpdataError:
+    kind = type(exc).__name__
+    text = str(exc).strip().replace("\n", " ") or kind
+    where = f" {did}" if did else ""
+    if kind in ("DataIdentifierNotFound", "RSENotFound"):
+        return NameNotFoundError(did or "?", f"not found in Rucio ({text})")
+    if kind == "ScopeNotFound":
+        return NameNotFoundError(did or "?", f"unknown Rucio scope ({text})")
+    if kind in ("CannotAuthenticate", "AccessDenied", "CannotAuthorize"):
+        return AuthenticationError(f"Rucio refused the credentials when trying to {what}"
+                                   f"{where}: {text}")
+    if kind in ("ServiceUnavailable", "ServerConnectionException", "ConnectionError",
+                "ConnectTimeout", "ReadTimeout", "MissingClientParameter") or isinstance(
+                    exc, OSError | ConnectionError | TimeoutError):
+        return ServiceUnavailableError(f"could not {what}{where}: Rucio is not reachable "
+                                       f"({kind}: {text})")
+    return ServiceUnavailableError(f"could not {what}{where}: Rucio said {kind}: {text}")

@@ -1,0 +1,80 @@
+"""Turning Rucio's answers into htpdata's types, and Rucio's errors into htpdata's (pure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from htpdata.config import ReplicaSettings, RucioSettings
+from htpdata.errors import AuthenticationError, NameNotFoundError, ServiceUnavailableError
+from htpdata.replicas import order_replicas
+from htpdata.rucio import MetadataCache, RucioService, file_entry, replicas_of
+from htpdata.rucio.service import _translate
+
+ROW = {
+    "scope": "cms", "name": "/store/mc/x.root", "bytes": 1234, "adler32": "abc",
+    "pfns": {
+        "root://se.lnl.infn.it:1094//store/mc/x.root": {"rse": "T2_IT_Legnaro", "type": "DISK",
+                                                         "priority": 2},
+        "davs://se.lnl.infn.it:8443/store/mc/x.root": {"rse": "T2_IT_Legnaro", "type": "DISK",
+                                                        "priority": 3},
+        "root://se.de:1094//store/mc/x.root": {"rse": "T2_DE_DESY", "type": "DISK",
+                                               "priority": 1},
+        "root://tape.cnaf.infn.it//store/mc/x.root": {"rse": "T1_IT_CNAF_Tape", "type": "TAPE",
+                                                      "priority": 1},
+    },
+}
+
+
+def test_file_entry_pads_adler32() -> None:
+    e = file_entry(ROW)
+    assert (e.name, e.size, e.adler32) == ("rucio:cms:/store/mc/x.root", 1234, "00000abc")
+
+
+def test_replicas_keep_the_logical_name_and_order_by_policy() -> None:
+    reps = replicas_of(ROW, logical="cms:/store/mc/x.root")
+    assert all(r.name == "cms:/store/mc/x.root" for r in reps)
+    ordered = order_replicas(reps, ReplicaSettings(prefer_sites=("T2_IT_*", "T1_IT_CNAF*")))
+    assert [(r.site, r.protocol) for r in ordered] == [
+        ("T2_IT_Legnaro", "root"), ("T2_IT_Legnaro", "davs"), ("T2_DE_DESY", "root")]
+    assert "T1_IT_CNAF_Tape" not in {r.site for r in ordered}  # tape never streams
+
+
+@pytest.mark.parametrize(("name", "cls"), [
+    ("DataIdentifierNotFound", NameNotFoundError),
+    ("ScopeNotFound", NameNotFoundError),
+    ("CannotAuthenticate", AuthenticationError),
+    ("ServiceUnavailable", ServiceUnavailableError),
+    ("ConnectionError", ServiceUnavailableError),
+    ("SomethingElse", ServiceUnavailableError),
+])
+def test_error_translation(name: str, cls: type[Exception]) -> None:
+    exc = type(name, (Exception,), {})("details")
+    err = _translate(exc, "list", "rucio:cms:/x")
+    assert isinstance(err, cls)
+    assert "details" in str(err)
+
+
+def test_metadata_cache_ttl_and_offline(tmp_path: Path) -> None:
+    m = MetadataCache(tmp_path)
+    m.put("k", {"a": 1})
+    assert m.get("k", 10) == ({"a": 1}, pytest.approx(0, abs=1))
+    assert m.get("k", -1) is None  # expired for a TTL...
+    assert m.get("k", None) is not None  # ...but usable offline
+
+
+def test_unreachable_server_uses_the_last_answer(tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """The server going away is a fault a real server cannot be made to produce on demand
+    between two calls of one test cheaply; a client factory that fails stands in for it."""
+    class Down:
+        def get_did(self, scope: str, name: str) -> dict[str, str]:
+            raise ConnectionError("connection refused")
+
+    svc = RucioService(RucioSettings(metadata_ttl=0), tmp_path, client_factory=Down)
+    with pytest.raises(ServiceUnavailableError, match="not reachable"):
+        svc.did_type("cms", "/x")
+    svc.meta.put(f"{svc.host}|type|cms:/x", "FILE")
+    assert svc.did_type("cms", "/x") == "FILE"
+    assert "Rucio unreachable" in caplog.text
