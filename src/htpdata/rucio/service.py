@@ -76,6 +76,7 @@ class RucioService:
         self.meta = MetadataCache(cache_dir)
         self._factory = client_factory
         self._client: Any = None
+        self._host: str | None = None
         self._lock = threading.Lock()
 
     # -- the rucio client, and its errors ---------------------------------------------------
@@ -97,7 +98,10 @@ class RucioService:
 
     @property
     def host(self) -> str:
-        return str(getattr(self._client, "host", "") or os.environ.get("RUCIO_CONFIG", ""))
+        """Which Rucio server (and account) answers are cached for, known without connecting."""
+        if self._host is None:
+            self._host = _server_id()
+        return self._host
 
     def _call(self, fn: Callable[[], T], what: str, did: str) -> T:
         """Run ``fn`` and turn Rucio's exceptions into htpdata's, in this one place."""
@@ -210,6 +214,27 @@ class RucioService:
         if name is not None:
             entry = FileEntry(name, entry.size, entry.adler32)
         return entry, replicas_of(row, name)
+
+
+def _server_id() -> str:
+    """``rucio_host`` and account from the client configuration Rucio itself would read
+    (``$RUCIO_CONFIG``, else ``$RUCIO_HOME/etc/rucio.cfg``, else ``/opt/rucio/etc/rucio.cfg``)."""
+    import configparser
+
+    candidates = [os.environ.get("RUCIO_CONFIG", "")]
+    if os.environ.get("RUCIO_HOME"):
+        candidates.append(os.path.join(os.environ["RUCIO_HOME"], "etc", "rucio.cfg"))
+    candidates.append("/opt/rucio/etc/rucio.cfg")
+    for path in candidates:
+        if path and os.path.isfile(path):
+            cp = configparser.ConfigParser(interpolation=None)
+            with contextlib.suppress(configparser.Error, OSError):
+                cp.read(path)
+                host = cp.get("client", "rucio_host", fallback="")
+                account = os.environ.get("RUCIO_ACCOUNT") or cp.get("client", "account",
+                                                                      fallback="")
+                return f"{host}#{account}"
+    return os.environ.get("RUCIO_HOST", "")
 
 
 def _translate(exc: BaseException, what: str, did: str) -> HtpdataError:
