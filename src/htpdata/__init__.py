@@ -76,6 +76,7 @@ __all__ = [
     "parse_name",
     "reset_default_client",
     "resolve",
+    "stage",
 ]
 
 
@@ -91,6 +92,13 @@ def resolve(name: str | Name) -> ResolvedFile | list[ResolvedFile]:
     if client.resolver.is_collection(name):
         return client.resolve_all(name)
     return client.resolve(name)
+
+
+def stage(names: Any, **kwargs: Any) -> Any:
+    """Prefetch files or datasets into the cache (see :func:`htpdata.stage.stage`)."""
+    from .stage import stage as _stage
+
+    return _stage(names, **kwargs)
 
 
 def fileset(*datasets: str | Name, tree: str = "Events") -> dict[str, Any]:

@@ -88,6 +88,109 @@ def _cat(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- stage, pin, unpin, evict ------------------------------------------------------------------
+def _stage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="+", metavar="NAME", help="files, datasets or containers")
+    p.add_argument("--tier", choices=["local", "shared"],
+                   help="target tier (default: shared if configured, else local)")
+    p.add_argument("--pin", metavar="DURATION", help="keep from eviction for e.g. 7d, 12h")
+    p.add_argument("--dry-run", action="store_true",
+                   help="plan only: files, bytes, already cached, headroom")
+    p.add_argument("--jobs", type=int, default=8, help="files at once (default 8)")
+    p.add_argument("--streams", type=int, default=4, help="parallel pieces per file (4)")
+    p.add_argument("--site-limit", type=int, default=None, help="files at once per site")
+    p.add_argument("--evict", action="store_true",
+                   help="make room by evicting unpinned entries if it would not fit")
+    p.add_argument("--dask", metavar="SCHEDULER", help="run on a Dask cluster (tcp://host:port)")
+    p.add_argument("--json", action="store_true", help="a JSON summary on stdout, no progress")
+
+
+def _stage(args: argparse.Namespace) -> int:
+    from ..stage import parse_duration, stage
+
+    pin = None
+    if args.pin:
+        try:
+            pin = parse_duration(args.pin)
+        except ValueError as exc:
+            print(f"htpdata: error: --pin: {exc}", file=sys.stderr)
+            return 2
+    summary = stage(args.names, client=_client(), tier=args.tier, pin=pin, jobs=args.jobs,
+                    streams=args.streams, site_limit=args.site_limit, dry_run=args.dry_run,
+                    evict=args.evict, dask=args.dask,
+                    progress="none" if args.json else "auto")
+    if args.json:
+        print_json(summary.as_dict())
+    else:
+        p = summary.plan
+        if args.dry_run:
+            print(f"plan ({p.tier} tier): {len(p.to_fetch)} file(s) to fetch "
+                  f"({human_bytes(p.fetch_bytes)}, {human_bytes(p.partial_bytes)} already "
+                  f"there from earlier runs), {len(p.cached)} already cached "
+                  f"({human_bytes(p.cached_bytes)}); headroom "
+                  f"{human_bytes(p.headroom) if p.headroom is not None else 'unbounded'}"
+                  + (f"; WOULD NOT FIT: {p.problem}" if p.problem else ""))
+        else:
+            d = summary.as_dict()
+            rate = f", {d['rate_mb_s']:.1f} MB/s" if d["rate_mb_s"] else ""
+            print(f"staged {d['staged']}, already cached {d['already_cached']}, failed "
+                  f"{d['failed']}: {human_bytes(d['bytes_fetched'])} in "
+                  f"{summary.seconds:.1f} s{rate}", file=sys.stderr)
+            for f in summary.failed:
+                print(f"  failed: {f.name}: {f.error}", file=sys.stderr)
+    if args.dry_run:
+        return 0 if summary.plan.fits else 9
+    return 0 if summary.ok else 1
+
+
+def _pin_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--for", dest="duration", default="7d", help="how long (default 7d)")
+
+
+def _pin(args: argparse.Namespace) -> int:
+    import time
+
+    from ..stage import parse_duration
+
+    client = _client()
+    until = time.time() + parse_duration(args.duration)
+    n = 0
+    for name in args.names:
+        for f in client.files(name):
+            if f.size is not None:
+                client.cache.pin(str(parse_name(f.name)), f.size, f.adler32, until)
+                n += 1
+    print(f"pinned {n} file(s) for {args.duration}", file=sys.stderr)
+    return 0
+
+
+def _unpin(args: argparse.Namespace) -> int:
+    client = _client()
+    n = 0
+    for name in args.names:
+        for f in client.files(name):
+            if f.size is not None:
+                client.cache.unpin(str(parse_name(f.name)), f.size, f.adler32)
+                n += 1
+    print(f"unpinned {n} file(s)", file=sys.stderr)
+    return 0
+
+
+def _evict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="+", metavar="NAME")
+
+
+def _evict(args: argparse.Namespace) -> int:
+    client = _client()
+    freed = 0
+    for name in args.names:
+        for f in client.files(name):
+            freed += client.cache.forget(str(parse_name(f.name)))
+    print(f"evicted {human_bytes(freed)}", file=sys.stderr)
+    return 0
+
+
 # -- fileset ---------------------------------------------------------------------------------
 def _fileset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("datasets", nargs="+", metavar="DATASET", help="dataset or container names")
@@ -223,5 +326,10 @@ COMMANDS: dict[str, Command] = {
                 _fileset),
     "config": ("print the effective settings and where each came from", _config_args, _config),
     "cache": ("inspect, clear or evict the cache", _cache_args, _cache),
+    "stage": ("prefetch files or datasets into the cache, verified (and pinned)", _stage_args,
+              _stage),
+    "pin": ("keep files or datasets from eviction", _pin_args, _pin),
+    "unpin": ("let files or datasets be evicted again", _pin_args, _unpin),
+    "evict": ("remove files or datasets from the cache now", _evict_args, _evict),
     "demo": ("run the demo: a local XRootD origin, read by logical name", _demo_args, _demo),
 }

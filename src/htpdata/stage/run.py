@@ -1,0 +1,241 @@
+"""``htpdata stage``: plan, then transfer many files in parallel, on one node or a Dask cluster.
+
+Parallelism is bounded by ``jobs`` (files at once) and ``site_limit`` (files at once per
+site); each file moves in ``streams`` parallel pieces. With a ``distributed.Client`` the files
+are spread over the cluster's workers (Dask schedules; htpdata does not), each writing into the
+shared tier.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..cache.disk import DiskTier
+from ..cache.evict import read_quotas
+from ..cache.identity import Identity
+from ..catalogs import FileEntry
+from ..client import Client
+from ..config import Settings
+from ..errors import HtpdataError
+from ..names import Name, parse_name
+from .plan import Plan, make_plan
+from .progress import Progress
+from .transfer import FileResult, stage_file
+
+__all__ = ["StageRefusedError", "StageSummary", "parse_duration", "stage"]
+
+
+class StageRefusedError(HtpdataError, OSError):
+    """The stage would not fit in the tier or the user's quota."""
+
+    exit_code = 9
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``7d``, ``12h``, ``30m``, ``90s`` or a plain number of seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([smhdw]?)\s*", text)
+    if m is None:
+        raise ValueError(f"expected a duration such as 7d, 12h or 30m, got {text!r}")
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}[m.group(2)]
+    return float(m.group(1)) * unit
+
+
+@dataclass
+class StageSummary:
+    plan: Plan
+    results: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+    dry_run: bool = False
+    pinned_until: float | None = None
+
+    @property
+    def staged(self) -> list[FileResult]:
+        return [r for r in self.results if r.status == "staged"]
+
+    @property
+    def cached(self) -> list[FileResult]:
+        return [r for r in self.results if r.status == "cached"]
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def as_dict(self) -> dict[str, Any]:
+        fetched = sum(r.fetched for r in self.results)
+        return {"plan": self.plan.as_dict(), "dry_run": self.dry_run,
+                "staged": len(self.staged), "already_cached": len(self.cached) + len(
+                    self.plan.cached), "failed": len(self.failed),
+                "bytes_fetched": fetched, "seconds": self.seconds,
+                "rate_mb_s": fetched / self.seconds / 1e6 if self.seconds else None,
+                "pinned_until": self.pinned_until,
+                "failures": [{"name": r.name, "error": r.error} for r in self.failed],
+                "files": [r.as_dict() for r in self.results]}
+
+
+def _target_tier(client: Client, tier: str | None) -> DiskTier:
+    if tier is None:
+        tier = "shared" if any(t.name == "shared" for t in client.cache.tiers) else "local"
+    return client.cache.tier(tier)
+
+
+def _bounds(client: Client, tier: DiskTier) -> tuple[int | None, int | None]:
+    tier_free: int | None = None
+    usage = tier.read_usage()
+    if tier.size > 0:
+        tier_free = max(0, int(client.settings.cache.high_watermark * tier.size)
+                        - int(usage.get("total", 0)))
+    try:
+        disk_free = shutil.disk_usage(tier.root).free
+        tier_free = disk_free if tier_free is None else min(tier_free, disk_free)
+    except OSError:
+        pass
+    quota_free: int | None = None
+    q = read_quotas(tier)["users"].get(client.cache.user)
+    if q is not None and q.hard:
+        used = int((usage.get("by_user") or {}).get(client.cache.user, 0))
+        quota_free = max(0, q.hard - used)
+    return tier_free, quota_free
+
+
+def plan_stage(client: Client, names: list[str | Name], tier: DiskTier) -> Plan:
+    files: dict[str, FileEntry] = {}
+    for n in names:
+        for f in client.files(n):
+            files.setdefault(f.name, f)
+    complete: dict[str, bool] = {}
+    partial: dict[str, int] = {}
+    for f in files.values():
+        if f.size is None:
+            continue
+        key = Identity(str(parse_name(f.name)), f.size, f.adler32).key
+        complete[f.name] = tier.is_complete(key)
+        partial[f.name] = sum(e - s for s, e in tier.extents(key))
+    tier_free, quota_free = _bounds(client, tier)
+    return make_plan(files.values(), complete, partial, tier.name, tier_free, quota_free)
+
+
+def stage(names: list[str | Name] | str | Name, *, client: Client | None = None,
+          tier: str | None = None, pin: float | str | None = None, jobs: int = 8,
+          streams: int = 4, site_limit: int | None = None, dry_run: bool = False,
+          evict: bool = False, progress: str = "none", dask: Any = None,
+          retries: int = 3) -> StageSummary:
+    """Prefetch whole files (datasets expand) into a cache tier, verified and pinned.
+
+    ``pin`` is a duration (``"7d"`` or seconds) to keep them from eviction. ``dask`` is a
+    ``distributed.Client`` or a scheduler address; files then move on its workers.
+    """
+    from ..client import default_client
+
+    client = client or default_client()
+    todo: list[str | Name] = list(names) if isinstance(names, list) else [names]
+    target = _target_tier(client, tier)
+    plan = plan_stage(client, todo, target)
+    if not plan.fits and evict and not dry_run:
+        need = plan.fetch_bytes - (plan.headroom or 0)
+        client.cache.evict(target.name, need=need)
+        plan = plan_stage(client, todo, target)
+    summary = StageSummary(plan, dry_run=dry_run)
+    if dry_run:
+        return summary
+    if not plan.fits:
+        raise StageRefusedError(f"stage refused: {plan.problem} (use --evict to make room "
+                                "from unpinned entries, or stage less)")
+    until = time.time() + (parse_duration(pin) if isinstance(pin, str) else pin) if pin \
+        else None
+    summary.pinned_until = until
+    t0 = time.monotonic()
+    with Progress(len(plan.to_fetch), plan.fetch_bytes, progress) as bar:
+        if dask is not None:
+            summary.results = _stage_on_dask(dask, client.settings, plan.to_fetch, target.name,
+                                             streams, retries, bar)
+        else:
+            summary.results = _stage_here(client, plan.to_fetch, target, jobs, streams,
+                                          site_limit or jobs, retries, bar)
+    summary.seconds = time.monotonic() - t0
+    if until is not None:
+        for f in [*plan.cached, *(FileEntry(r.name, r.size, r.adler32)
+                                  for r in summary.results if r.status != "failed")]:
+            if f.size is not None:
+                client.cache.pin(str(parse_name(f.name)), f.size, f.adler32, until)
+    client.cache.journal.flush()
+    return summary
+
+
+def _stage_here(client: Client, files: list[FileEntry], tier: DiskTier, jobs: int, streams: int,
+                site_limit: int, retries: int, bar: Progress) -> list[FileResult]:
+    cancel = threading.Event()
+    per_site: dict[str, threading.Semaphore] = defaultdict(
+        lambda: threading.Semaphore(site_limit))
+
+    def one(f: FileEntry) -> FileResult:
+        try:
+            site = client.resolve(f.name).replicas[0].site
+        except HtpdataError:
+            site = "?"
+        with per_site[site]:
+            return stage_file(client, f, tier, streams=streams, retries=retries,
+                              on_bytes=bar.add_bytes, cancel=cancel)
+
+    results: list[FileResult] = []
+    pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="htpdata-stage-file")
+    try:
+        pending = {pool.submit(one, f) for f in files}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                r = fut.result()
+                results.append(r)
+                bar.file_done(r.status != "failed")
+    except KeyboardInterrupt:
+        cancel.set()  # running transfers stop at their next piece; stored pieces stay
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return results
+
+
+# -- Dask ---------------------------------------------------------------------------------------
+_worker_clients: dict[int, Client] = {}
+
+
+def _remote_stage(settings: Settings, entry: FileEntry, tier: str, streams: int,
+                  retries: int) -> FileResult:
+    """Runs on a Dask worker: one htpdata client per worker process and settings."""
+    key = hash(repr(settings))
+    client = _worker_clients.get(key)
+    if client is None:
+        client = _worker_clients[key] = Client(settings)
+    return stage_file(client, entry, client.cache.tier(tier), streams=streams, retries=retries)
+
+
+def _stage_on_dask(dask: Any, settings: Settings, files: list[FileEntry], tier: str,
+                   streams: int, retries: int, bar: Progress) -> list[FileResult]:
+    from distributed import Client as DaskClient
+    from distributed import as_completed
+
+    own = isinstance(dask, str)
+    dc = DaskClient(dask) if own else dask
+    try:
+        futures = [dc.submit(_remote_stage, settings, f, tier, streams, retries, pure=False,
+                             key=f"htpdata-stage-{i}-{f.name}") for i, f in enumerate(files)]
+        results = []
+        for fut in as_completed(futures):
+            r = fut.result()
+            results.append(r)
+            bar.add_bytes(r.fetched)
+            bar.file_done(r.status != "failed")
+        return results
+    finally:
+        if own:
+            dc.close()

@@ -1,0 +1,193 @@
+"""Staging: the pure pieces, then real stages against real XRootD origins (and Dask)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import zlib
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import htpdata
+from htpdata.catalogs import FileEntry
+from htpdata.stage import StageRefusedError, make_plan, parse_duration, stage, stage_file
+from htpdata.stage.checksum import adler32_combine, combine_all
+from htpdata.testing import XRootDServer
+
+from .conftest import TEST_FILES, TESTDATA, catalog_text
+
+
+@given(st.binary(max_size=3000), st.binary(max_size=3000))
+def test_adler32_combine_matches_zlib(a: bytes, b: bytes) -> None:
+    assert adler32_combine(zlib.adler32(a), zlib.adler32(b), len(b)) == zlib.adler32(a + b)
+
+
+@given(st.lists(st.binary(max_size=500), max_size=8))
+def test_combine_all(parts: list[bytes]) -> None:
+    assert combine_all((zlib.adler32(p), len(p)) for p in parts) == zlib.adler32(b"".join(parts))
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("7d") == 7 * 86400
+    assert parse_duration("12h") == 43200
+    assert parse_duration("90") == 90
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration("soon")
+
+
+def test_plan() -> None:
+    files = [FileEntry("a", 100, "x"), FileEntry("b", 200, "y"), FileEntry("c", None, None)]
+    p = make_plan(files, {"a": True}, {"b": 50}, "shared", tier_free=1000, quota_free=None)
+    assert [f.name for f in p.cached] == ["a"]
+    assert p.fetch_bytes == 150
+    assert p.partial_bytes == 50
+    assert p.unknown_size == 1
+    assert p.fits
+    p = make_plan(files, {}, {}, "shared", tier_free=1000, quota_free=120)
+    assert not p.fits
+    assert "quota" in (p.problem or "")
+
+
+pytestmark_real = pytest.mark.xrootd
+
+
+def _dirs(tmp_path: Path) -> dict[str, dict[str, object]]:
+    return {"cache": {"local_dir": str(tmp_path / "local"), "shared_dir": str(tmp_path / "shared")}}
+
+
+@pytest.mark.xrootd
+def test_stage_dataset_verified_pinned_and_served_without_origin(
+        catalog_dir: Path, tmp_path: Path, origin: XRootDServer) -> None:
+    with htpdata.Client(**_dirs(tmp_path)) as client:
+        s = stage("test:/Test/All", client=client, pin="1d")
+        assert s.ok
+        assert len(s.staged) == len(TEST_FILES)
+        assert all(r.verified for r in s.staged)
+        assert s.pinned_until is not None
+        again = stage("test:/Test/All", client=client)
+        assert not again.plan.to_fetch
+        assert len(again.plan.cached) == len(TEST_FILES)
+        info = {t["tier"]: t for t in client.cache.info(f"test:/store/test/{TEST_FILES[0]}")}
+        assert info["shared"]["complete"]
+        assert info["shared"]["pinned_until"]
+    origin.stop()
+    try:
+        with htpdata.Client(**{"cache": {"local_dir": "off",
+                                         "shared_dir": str(tmp_path / "shared")}}) as c:
+            for n in TEST_FILES:
+                assert c.cat(f"test:/store/test/{n}") == (TESTDATA / n).read_bytes()
+    finally:
+        origin.start()
+
+
+@pytest.mark.xrootd
+def test_interrupted_stage_resumes_without_refetching(catalog_dir: Path,
+                                                     tmp_path: Path) -> None:
+    name = "test:/store/test/nanoAOD_2015_CMS_Open_Data_ttbar.root"
+    settings = {"cache": {**_dirs(tmp_path)["cache"], "max_extent": 16384}}
+    with htpdata.Client(**settings) as client:
+        tier = client.cache.tier("shared")
+        entry = client.files(name)[0]
+        stop = threading.Event()
+        first = stage_file(client, entry, tier, streams=1, on_bytes=lambda n: stop.set(),
+                           cancel=stop)  # Ctrl-C after the first piece
+        assert first.status == "failed"
+        assert "interrupted" in (first.error or "")
+        assert 0 < first.fetched < entry.size  # type: ignore[operator]
+        second = stage_file(client, entry, tier)
+        assert second.status == "staged"
+        assert second.verified
+        assert second.resumed == first.fetched
+        assert second.fetched == entry.size - first.fetched  # type: ignore[operator]
+
+
+@pytest.mark.xrootd
+def test_wrong_checksum_fails_and_nothing_is_complete(tmp_path: Path,
+                                                      origin: XRootDServer) -> None:
+    cat = tmp_path / "bad.toml"
+    good = catalog_text([("SITE_A", origin, 1)])
+    real = f"{zlib.adler32((TESTDATA / TEST_FILES[0]).read_bytes()) & 0xFFFFFFFF:08x}"
+    cat.write_text(good.replace(f'adler32 = "{real}"', 'adler32 = "00000001"'))
+    settings = {"catalogs": {"path": [str(cat)]}, "auth": {"ca_file": str(origin.cert)},
+                **_dirs(tmp_path)}
+    with htpdata.Client(**settings) as client:
+        s = stage(f"test:/store/test/{TEST_FILES[0]}", client=client)
+        assert not s.ok
+        assert "adler32 mismatch" in (s.failed[0].error or "")
+        assert not client.cache.tier("shared").is_complete(
+            client.reader(f"test:/store/test/{TEST_FILES[0]}").identity().key)
+
+
+@pytest.mark.xrootd
+def test_refuses_when_it_would_not_fit(catalog_dir: Path, tmp_path: Path) -> None:
+    settings = {"cache": {"local_dir": str(tmp_path / "local"), "local_size": 1000}}
+    with htpdata.Client(**settings) as client, pytest.raises(StageRefusedError,
+                                                             match=r"needs \d+ bytes"):
+        stage("test:/Test/All", client=client, tier="local")
+
+
+@pytest.mark.xrootd
+def test_stage_cli_dry_run_json_and_refusal(catalog_dir: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "HTPDATA_CACHE_LOCAL_DIR": str(tmp_path / "local")}
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "htpdata", *args], capture_output=True,
+                              env={**env, **extra}, timeout=120)
+
+    dry = run("stage", "test:/Test/All", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    plan = json.loads(dry.stdout)["plan"]
+    assert plan["to_fetch"] == len(TEST_FILES)
+    assert plan["fits"]
+    done = run("stage", "test:/Test/All", "--json", "--pin", "2h")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["staged"] == len(TEST_FILES)
+    assert summary["failed"] == 0
+    assert done.stderr == b""  # --json: nothing but the summary
+    refused = run("stage", "test:/Test/All", "--tier", "local",
+                  HTPDATA_CACHE_LOCAL_DIR=str(tmp_path / "tiny"), HTPDATA_CACHE_LOCAL_SIZE="10")
+    assert refused.returncode == 9
+    assert b"stage refused" in refused.stderr
+    bad = run("stage", "test:/Test/All", "--pin", "forever")
+    assert bad.returncode == 2
+
+
+@pytest.mark.xrootd
+def test_stage_fails_over_when_an_origin_dies(tmp_path: Path) -> None:
+    from .conftest import _need_xrootd
+
+    _need_xrootd()
+    a, b = XRootDServer(name="stageA", tls=False), XRootDServer(name="stageB", tls=False)
+    from .conftest import lay_out
+
+    for s in (a, b):
+        lay_out(s.data)
+    with a, b:
+        cat = tmp_path / "two.toml"
+        cat.write_text(catalog_text([("SITE_A", a, 1), ("SITE_B", b, 2)]))
+        a.kill()
+        with htpdata.Client(catalogs={"path": [str(cat)]}, replicas={"protocols": ["root"]},
+                            timeouts={"connect": 2, "read": 5}, **_dirs(tmp_path)) as client:
+            s = stage("test:/Test/All", client=client, retries=0)
+            assert s.ok, [r.error for r in s.failed]
+            assert all(f"localhost:{b.port}" in (r.replica or "") for r in s.staged)
+
+
+@pytest.mark.xrootd
+@pytest.mark.slow
+def test_stage_on_a_dask_cluster(catalog_dir: Path, tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as dc, htpdata.Client(**_dirs(tmp_path)) as client:
+        s = stage("test:/Test/All", client=client, dask=dc)
+        assert s.ok
+        assert len(s.staged) == len(TEST_FILES)
+        assert all(r.verified for r in s.staged)
