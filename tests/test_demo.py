@@ -21,6 +21,7 @@ def test_demo_runs() -> None:
     out = proc.stdout
     assert "MISMATCH" not in out
     assert out.count(" ok ") == 4  # every sample's adler32 matched the catalog
-    assert "warm:" in out and "bytes from upstream 0," in out
+    assert "warm:" in out
+    assert "bytes from upstream 0," in out
     assert "staged 2, already cached 0, failed 0" in out
     assert "complete pinned" in out

@@ -38,6 +38,8 @@ def test_replicas_keep_the_logical_name_and_order_by_policy() -> None:
     ordered = order_replicas(reps, ReplicaSettings(prefer_sites=("T2_IT_*", "T1_IT_CNAF*")))
     assert [(r.site, r.protocol) for r in ordered] == [
         ("T2_IT_Legnaro", "root"), ("T2_IT_Legnaro", "davs"), ("T2_DE_DESY", "root")]
+    plain = order_replicas(reps, ReplicaSettings())  # no preference: protocol, then URL
+    assert [r.protocol for r in plain] == ["root", "root", "davs"]
     assert "T1_IT_CNAF_Tape" not in {r.site for r in ordered}  # tape never streams
 
 

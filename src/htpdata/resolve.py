@@ -70,7 +70,8 @@ class Resolver:
 
             base = Path(self.settings.cache.local_dir).expanduser() if \
                 self.settings.cache.local_dir not in ("", "off") else default_local_dir()
-            self._rucio = RucioService(self.settings.rucio, base / "rucio-metadata")
+            self._rucio = RucioService(self.settings.rucio, base / "rucio-metadata",
+                                       schemes=self.settings.replicas.protocols)
         return self._rucio
 
     def _did_for(self, n: Name) -> DID | None:
@@ -87,6 +88,9 @@ class Resolver:
     def _fallback(self, n: Name, exc: Exception) -> None:
         if not isinstance(n, LogicalName) or n.namespace not in self.catalogs.namespaces:
             raise exc
+        if isinstance(exc, NameNotFoundError):  # not every LFN is in Rucio: not news
+            log.debug("%s is not in Rucio; using the local catalogs", n)
+            return
         if not self._fallback_said:
             self._fallback_said = True
             log.warning("Rucio could not answer for %s (%s); using the local catalogs", n, exc)

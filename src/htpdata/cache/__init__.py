@@ -187,15 +187,17 @@ class Cache:
             while True:  # bytes that landed while a pass ran ask for one more
                 with self._evict_lock:
                     if tier.name not in self._pending:
-                        break
+                        # Stop and say so under the same lock note_inserted takes: a request
+                        # arriving now starts a new pass instead of being lost.
+                        self._evicting.discard(tier.name)
+                        return
                     self._pending.discard(tier.name)
                 if self.evict(tier.name) is None:
                     break  # another process holds the lease: it does the work
         except Exception as exc:  # never let eviction break reads
             log.warning("cache tier %s: eviction failed: %s", tier.name, exc)
-        finally:
-            with self._evict_lock:
-                self._evicting.discard(tier.name)
+        with self._evict_lock:
+            self._evicting.discard(tier.name)
 
     def wait_for_eviction(self, timeout: float = 60.0) -> None:
         """Block until background eviction passes of this process are done (for tests and
@@ -210,13 +212,14 @@ class Cache:
               dry_run: bool = False) -> EvictionReport | None:
         """One eviction pass (None if another process holds the tier's eviction lease)."""
         tier = self.tier(tier_name)
+        seen = tier.added_total  # bytes added after this point are not in the pass's scan
         with lease(tier, "evict") as got:
             if not got:
                 return None
             report = evict(tier, high=self.settings.high_watermark,
                            low=self.settings.low_watermark, policy=self.settings.policy,
                            need=need, dry_run=dry_run)
-        tier.added_total = 0
+        tier.added_total = max(0, tier.added_total - seen)
         if report.removed:
             log.info("cache tier %s: evicted %d entries, %d bytes", tier.name, report.removed,
                      report.freed)

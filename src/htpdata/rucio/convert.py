@@ -27,9 +27,9 @@ def file_entry(row: Mapping[str, Any]) -> FileEntry:
 def replicas_of(row: Mapping[str, Any], logical: str | None = None) -> list[Replica]:
     """The replicas in one ``list_replicas`` row, tape marked, each keeping its logical name.
 
-    Rucio's per-PFN ``priority`` (1 is best, after the server's sort) becomes the replica's
-    preference; htpdata's own ordering (:func:`htpdata.replicas.order_replicas`) then applies
-    site preferences, protocol order and drops tape.
+    Rucio's per-PFN ``priority`` is ignored: with ``sort=random`` it is only the position after
+    the shuffle. htpdata's own ordering (:func:`htpdata.replicas.order_replicas`) applies site
+    preferences and protocol order, and drops tape.
     """
     name = logical or did_name(row["scope"], row["name"])
     out = []
@@ -38,13 +38,11 @@ def replicas_of(row: Mapping[str, Any], logical: str | None = None) -> list[Repl
         scheme = pfn.split("://", 1)[0] if "://" in pfn else "file"
         out.append(Replica(
             url=pfn, site=str(info.get("rse", "?")), protocol=scheme, name=name,
-            preference=int(info.get("priority") or 100),
             tape=str(info.get("type", "DISK")).upper() == "TAPE"))
     if not pfns:  # older servers: only rses -> [pfn]
         for rse, urls in (row.get("rses") or {}).items():
-            for i, pfn in enumerate(urls, 1):
-                scheme = pfn.split("://", 1)[0]
-                out.append(Replica(pfn, rse, scheme, name, i))
+            for pfn in urls:
+                out.append(Replica(pfn, rse, pfn.split("://", 1)[0], name))
     return out
 
 

@@ -30,13 +30,6 @@ __all__ = ["MetadataCache", "RucioService"]
 
 log = logging.getLogger("htpdata.rucio")
 T = TypeVar("T")
-_warned: set[str] = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        log.warning("%s", message)
 
 
 class MetadataCache:
@@ -71,12 +64,15 @@ class MetadataCache:
 
 class RucioService:
     def __init__(self, settings: RucioSettings, cache_dir: Path,
-                 client_factory: Callable[[], Any] | None = None) -> None:
+                 client_factory: Callable[[], Any] | None = None,
+                 schemes: Sequence[str] = ("root", "davs", "https", "http")) -> None:
         self.settings = settings
+        self.schemes = [s for s in schemes if s != "file"]
         self.meta = MetadataCache(cache_dir)
         self._factory = client_factory
         self._client: Any = None
         self._host: str | None = None
+        self._warned: set[str] = set()
         self._lock = threading.Lock()
 
     # -- the rucio client, and its errors ---------------------------------------------------
@@ -94,6 +90,11 @@ class RucioService:
         except ImportError as exc:
             raise ServiceUnavailableError(
                 "Rucio DIDs need the Rucio client: pip install 'htpdata[rucio]'") from exc
+        # Rucio's client logs every failed request at ERROR on its own handler; htpdata reports
+        # the failure once, translated, so its chatter is kept for --debug only.
+        for name in ("baseclient", "rucio.client.baseclient", "rucio"):
+            logging.getLogger(name).setLevel(
+                logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.CRITICAL)
         return Client()
 
     @property
@@ -112,6 +113,11 @@ class RucioService:
         except Exception as exc:
             raise _translate(exc, what, did) from exc
 
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s", message)
+
     # -- cached questions -----------------------------------------------------------------------
     def _ask(self, key: str, fetch: Callable[[], T], what: str, did: str) -> T:
         hit = self.meta.get(f"{self.host}|{key}", self.settings.metadata_ttl)
@@ -123,7 +129,7 @@ class RucioService:
             stale = self.meta.get(f"{self.host}|{key}", None) if self.settings.offline else None
             if stale is None:
                 raise
-            _warn_once("offline", f"Rucio unreachable ({exc}); using answers up to "
+            self._warn_once("offline", f"Rucio unreachable ({exc}); using answers up to "
                        f"{stale[1] / 3600:.1f} h old from the metadata cache")
             return stale[0]  # type: ignore[no-any-return]
         self.meta.put(f"{self.host}|{key}", value)
@@ -181,7 +187,7 @@ class RucioService:
                     if stale is None:
                         raise
                     rows.append(stale[0])
-                _warn_once("offline", "Rucio unreachable; using replica lists from the "
+                self._warn_once("offline", "Rucio unreachable; using replica lists from the "
                            "metadata cache")
             for row in rows:
                 d = (row["scope"], row["name"])
@@ -194,10 +200,12 @@ class RucioService:
         return out
 
     def _replica_key(self, d: tuple[str, str]) -> str:
-        return f"{self.host}|replicas|{d[0]}:{d[1]}|{self.settings.rse_expression}"
+        return (f"{self.host}|replicas|{d[0]}:{d[1]}|{self.settings.rse_expression}|"
+                f"{','.join(self.schemes)}")
 
     def _list_replicas(self, batch: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
-        kwargs: dict[str, Any] = {"sort": "random"}  # geoip sorting costs ~1.5 ms per file
+        # geoip sorting costs ~1.5 ms per file and htpdata orders replicas itself anyway
+        kwargs: dict[str, Any] = {"sort": "random", "schemes": list(self.schemes)}
         if self.settings.rse_expression:
             kwargs["rse_expression"] = self.settings.rse_expression
         rows = self.client().list_replicas([{"scope": s, "name": n} for s, n in batch], **kwargs)
