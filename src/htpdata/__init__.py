@@ -74,6 +74,7 @@ __all__ = [
     "ls",
     "open",
     "parse_name",
+    "report",
     "reset_default_client",
     "resolve",
     "stage",
@@ -99,6 +100,19 @@ def stage(names: Any, **kwargs: Any) -> Any:
     from .stage import stage as _stage
 
     return _stage(names, **kwargs)
+
+
+def report(by: str = "user", since: float | str | None = None, refresh: bool = False) -> Any:
+    """A usage and traffic report (``.records()`` rows, ``.to_pandas()``, ``.as_dict()``).
+    ``since`` is a duration such as ``"7d"`` or a Unix time."""
+    import time
+
+    from .report import build_report
+    from .stage import parse_duration
+
+    if isinstance(since, str):
+        since = time.time() - parse_duration(since)
+    return build_report(default_client(), by=by, since=since, refresh=refresh)
 
 
 def fileset(*datasets: str | Name, tree: str = "Events") -> dict[str, Any]:

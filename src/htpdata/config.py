@@ -142,6 +142,9 @@ class CacheSettings:
     """Whom cache usage is accounted to; default the OS user."""
     group: str = ""
     """The group accounted; default the user's primary group."""
+    operators: str = ""
+    """A Unix group whose members may set quotas on the shared tier (besides its owner and
+    root)."""
 
 
 @dataclass(frozen=True)

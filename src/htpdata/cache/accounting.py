@@ -5,8 +5,8 @@ locking is needed on any filesystem. A line is a JSON object of counters for one
 the last flush::
 
     {"t": 1732540000.0, "user": "jdoe", "group": "cms", "key": "...", "name": "cms:/store/...",
-     "dataset": "cms:/TTJets/...", "memory": 0, "local": 1048576, "shared": 0,
-     "upstream": 65536, "inserted": 65536, "requests": 12}
+     "dataset": "cms:/TTJets/...", "site": "T2_IT_Legnaro", "memory": 0, "local": 1048576,
+     "shared": 0, "upstream": 65536, "inserted": 65536, "requests": 12}
 
 Reports (``htpdata report``) fold these files; nothing on the read path waits for them.
 """
@@ -38,16 +38,18 @@ class Journal:
         self.group = group
         self.flush_every = flush_every
         self._counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
-        self._labels: dict[str, tuple[str, str | None]] = {}
+        self._labels: dict[str, tuple[str, str | None, str | None]] = {}
         self._lock = threading.Lock()
         self._last = time.monotonic()
         self._path: Path | None = None
         self.totals = dict.fromkeys(COUNTERS, 0)
         _journals.add(self)
 
-    def add(self, key: str, name: str, dataset: str | None, **counts: int) -> None:
+    def add(self, key: str, name: str, dataset: str | None, site: str | None = None,
+            **counts: int) -> None:
         with self._lock:
-            self._labels[key] = (name, dataset)
+            old_site = self._labels.get(key, ("", None, None))[2]
+            self._labels[key] = (name, dataset, site or old_site)
             row = self._counts[key]
             for k, v in counts.items():
                 row[k] += v
@@ -66,9 +68,10 @@ class Journal:
         now = time.time()
         lines = []
         for key, row in counts.items():
-            name, dataset = labels.get(key, ("", None))
+            name, dataset, site = labels.get(key, ("", None, None))
             lines.append(json.dumps({"t": now, "user": self.user, "group": self.group,
-                                     "key": key, "name": name, "dataset": dataset, **row}))
+                                     "key": key, "name": name, "dataset": dataset,
+                                     "site": site, **row}))
         with contextlib.suppress(OSError):  # accounting never breaks a read
             if self._path is None:
                 self.folder.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .disk import DiskTier, EntryInfo
+from .summary import summarize
 
 __all__ = ["POLICIES", "EvictionReport", "Quota", "choose_victims", "evict", "lease",
            "needed_bytes", "over_quota", "read_quotas", "scan"]
@@ -170,8 +171,9 @@ def evict(tier: DiskTier, *, high: float, low: float, policy: str, now: float | 
         report.removed += 1
     report.seconds = time.monotonic() - t0
     if not dry_run:
-        tier.write_usage({"t": now, "total": total - report.freed, "entries": len(entries)
-                          - report.removed, "by_user": by_user, "by_group": by_group})
+        removed = {e.key for e in victims} if report.removed else set()
+        kept = [e for e in entries if e.key not in removed or tier.entry_info(e.key)]
+        tier.write_usage(summarize(kept, pins, now))
     return report
 
 

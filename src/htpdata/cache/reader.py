@@ -107,7 +107,9 @@ class CachedReader:
             assert pieces is not None, f"cache: {r} not assembled"  # _fetch guarantees it
             out.append(b"".join(avail[p.extent][p.start - p.extent[0]:p.end - p.extent[0]]
                                 for p in pieces))
-        self.journal.add(ident.key, self.name, self.dataset, requests=1, **served)
+        rep = self.upstream.replica if served["upstream"] else None
+        self.journal.add(ident.key, self.name, self.dataset, rep.site if rep else None,
+                         requests=1, **served)
         for k, v in served.items():
             self.stats[k] += v
         self.stats["requests"] += 1
@@ -272,7 +274,7 @@ class CachedReader:
                 inserted = 0
                 for tier in reversed(self.tiers):  # shared first: others wait on it
                     inserted = max(inserted, self._store(tier, ident, t[0], data))
-                self.journal.add(ident.key, self.name, self.dataset, inserted=inserted)
+                self.journal.add(ident.key, self.name, self.dataset, None, inserted=inserted)
                 self.stats["inserted"] += inserted
         finally:
             for _, claim, _ in batch:

@@ -191,6 +191,126 @@ def _evict(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- report and quota ------------------------------------------------------------------------
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--by", default="user",
+                   choices=["user", "group", "dataset", "namespace", "site"])
+    p.add_argument("--since", metavar="DURATION", help="traffic of the last e.g. 7d")
+    p.add_argument("--tier", action="append", choices=["local", "shared"],
+                   help="only this tier (repeatable)")
+    p.add_argument("--refresh", action="store_true",
+                   help="rescan the tiers instead of using the last eviction pass's summary")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
+    fmt.add_argument("--prometheus", action="store_true", help="Prometheus text format")
+    fmt.add_argument("--html", metavar="FILE", help="write a self-contained page with charts")
+
+
+def _report_of(args: argparse.Namespace) -> Any:
+    import time
+
+    from ..report import build_report
+    from ..stage import parse_duration
+
+    since = time.time() - parse_duration(args.since) if getattr(args, "since", None) else None
+    return build_report(_client(), by=getattr(args, "by", "user"), since=since,
+                        refresh=getattr(args, "refresh", False),
+                        tiers=getattr(args, "tier", None))
+
+
+def _report(args: argparse.Namespace) -> int:
+    import os
+
+    from ..report import to_csv, to_html, to_prometheus
+
+    try:
+        report = _report_of(args)
+    except ValueError as exc:
+        print(f"htpdata: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print_json(report.as_dict())
+    elif args.csv:
+        sys.stdout.write(to_csv(report))
+    elif args.prometheus:
+        sys.stdout.write(to_prometheus(report))
+    elif args.html:
+        tmp = f"{args.html}.tmp.{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(to_html(report))
+        os.replace(tmp, args.html)
+        print(f"wrote {args.html}", file=sys.stderr)
+    else:
+        for t in report.tiers:
+            size = f" of {human_bytes(t.size)}" if t.size else ""
+            print_table(f"{t.name} tier ({t.root}): {human_bytes(t.usage.get('total', 0))}"
+                        f"{size}, {t.usage.get('entries', 0)} files, "
+                        f"{human_bytes(t.usage.get('pinned', 0))} pinned", [], [])
+        rows = report.records()
+        print_table(f"by {args.by}", ["tier", args.by, "held", "files", "quota", "read from cache",
+                                      "fetched upstream", "hit ratio"],
+                    [[r["tier"], r[args.by], human_bytes(r["bytes"]), r["files"],
+                      human_bytes(r["quota_hard"]) if r["quota_hard"] else "",
+                      human_bytes(r["served_memory"] + r["served_local"] + r["served_shared"]),
+                      human_bytes(r["upstream"]),
+                      f"{r['hit_ratio']:.0%}" if r["hit_ratio"] is not None else ""]
+                     for r in rows])
+    return 0
+
+
+def _quota_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="quota_command", metavar="ACTION")
+    s = sub.add_parser("set", help="operators: set a user's or group's limit on a tier")
+    who = s.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user")
+    who.add_argument("--group")
+    s.add_argument("hard", metavar="SIZE", help="hard limit, e.g. 2TB (0 removes the limit)")
+    s.add_argument("--soft", metavar="SIZE", help="soft limit (default 90%% of hard)")
+    s.add_argument("--tier", default="shared", choices=["local", "shared"])
+    p.add_argument("--json", action="store_true")
+
+
+def _quota(args: argparse.Namespace) -> int:
+    from ..config import ByteSize
+    from ..report import set_quota
+
+    client = _client()
+    if args.quota_command == "set":
+        try:
+            hard = ByteSize.parse(args.hard)
+            soft = ByteSize.parse(args.soft) if args.soft else None
+        except ValueError as exc:
+            print(f"htpdata: error: {exc}", file=sys.stderr)
+            return 2
+        kind, name = ("users", args.user) if args.user else ("groups", args.group)
+        set_quota(client.cache.tier(args.tier), kind, name, hard, soft,
+                  client.settings.cache.operators)
+        print(f"{args.tier}: {kind[:-1]} {name}: hard {human_bytes(hard)}", file=sys.stderr)
+        return 0
+    report = _report_of(args)
+    me, group = client.cache.user, client.cache.group
+    rows = []
+    for t in report.tiers:
+        for kind, who in (("users", me), ("groups", group)):
+            used = int(t.usage.get(f"by_{kind[:-1]}", {}).get(who, 0))
+            q = t.quotas.get(kind, {}).get(who)
+            rows.append({"tier": t.name, "kind": kind[:-1], "name": who, "bytes": used,
+                         "soft": q["soft"] if q else None, "hard": q["hard"] if q else None,
+                         "tier_bytes": t.usage.get("total", 0), "tier_size": t.size})
+    if args.json:
+        print_json(rows)
+        return 0
+    print_table(f"quota for {me} ({group})", ["tier", "who", "using", "soft", "hard", "state"],
+                [[r["tier"], f"{r['kind']} {r['name']}", human_bytes(r["bytes"]),
+                  human_bytes(r["soft"]) if r["soft"] else "-",
+                  human_bytes(r["hard"]) if r["hard"] else "-",
+                  "OVER HARD" if r["hard"] and r["bytes"] > r["hard"] else
+                  "over soft" if r["soft"] and r["bytes"] > r["soft"] else "ok"]
+                 for r in rows])
+    return 0
+
+
 # -- fileset ---------------------------------------------------------------------------------
 def _fileset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("datasets", nargs="+", metavar="DATASET", help="dataset or container names")
@@ -322,6 +442,8 @@ COMMANDS: dict[str, Command] = {
                 _resolve),
     "ls": ("list datasets, a dataset's files, or a storage folder", _ls_args, _ls),
     "cat": ("write a file's bytes to standard output", _cat_args, _cat),
+    "report": ("usage, quota and hit-ratio reports of the cache tiers", _report_args, _report),
+    "quota": ("my usage and limits; operators: quota set", _quota_args, _quota),
     "fileset": ("write a coffea/uproot fileset (htpdata:// URLs) for datasets", _fileset_args,
                 _fileset),
     "config": ("print the effective settings and where each came from", _config_args, _config),

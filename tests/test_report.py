@@ -1,0 +1,165 @@
+"""Reports and quotas over real cache tiers filled by real reads from several users."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+from pathlib import Path
+
+import pytest
+
+import htpdata
+from htpdata.report import build_report, to_csv, to_html, to_prometheus
+
+from .conftest import TEST_FILES
+
+pytestmark = pytest.mark.xrootd
+WORKER = str(Path(__file__).with_name("cache_worker.py"))
+
+
+@pytest.fixture
+def filled(catalog_dir: Path, tmp_path: Path) -> dict[str, object]:
+    """A shared tier read by alice (two files, twice) and bob (one file), separate processes."""
+    shared = tmp_path / "shared"
+    base = {"local_dir": "off", "shared_dir": str(shared)}
+    plan = [("alice", "physics", TEST_FILES[0]), ("alice", "physics", TEST_FILES[1]),
+            ("bob", "astro", TEST_FILES[2]), ("alice", "physics", TEST_FILES[0])]
+    for user, group, name in plan:
+        settings = {"cache": {**base, "user": user, "group": group}}
+        proc = subprocess.run([sys.executable, WORKER, json.dumps(settings),
+                               f"test:/store/test/{name}", json.dumps([[0, 1000]])],
+                              capture_output=True, env=os.environ.copy(), timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    return {"cache": base}
+
+
+def test_report_by_user_dataset_and_hit_ratio(filled: dict[str, object]) -> None:
+    with htpdata.Client(**filled) as c:
+        rep = build_report(c, by="user", refresh=True)
+        rows = {r["user"]: r for r in rep.records()}
+        assert set(rows) == {"alice", "bob"}
+        assert rows["alice"]["files"] == 2
+        assert rows["bob"]["files"] == 1
+        assert rows["alice"]["served_shared"] >= 1000  # the second read was a hit
+        assert 0 < rows["alice"]["hit_ratio"] < 1
+        assert rows["bob"]["hit_ratio"] == 0
+        by_ds = build_report(c, by="dataset").records()
+        assert {r["dataset"] for r in by_ds} == {"test:/Test/All"}
+        data = rep.as_dict()
+        assert data["schema"] == "htpdata.report/1"
+        assert {"tiers", "records", "daily", "top_datasets", "generated"} <= set(data)
+        assert data["tiers"][0]["files"] == 3
+        assert data["tiers"][0]["coldest"]
+        assert data["daily"]
+        assert data["daily"][0]["upstream"] > 0
+        assert to_csv(rep).splitlines()[0].startswith("tier,user,bytes,files")
+        prom = to_prometheus(rep)
+        sample = re.compile(r'^htpdata_[a-z_]+\{[^}]*\} [0-9.e+-]+$')
+        for line in prom.splitlines():
+            assert line.startswith("# ") or sample.match(line), line
+        assert 'htpdata_cache_owner_bytes{tier="shared",user="bob"}' in prom
+
+
+def test_report_cli_json_csv_and_errors(filled: dict[str, object], tmp_path: Path) -> None:
+    env = {**os.environ, "HTPDATA_CACHE_LOCAL_DIR": "off",
+           "HTPDATA_CACHE_SHARED_DIR": str(filled["cache"]["shared_dir"])}  # type: ignore[index]
+
+    def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "htpdata", *args], capture_output=True,
+                              env=env, timeout=120)
+
+    out = run("report", "--json", "--since", "7d", "--by", "group")
+    assert out.returncode == 0, out.stderr
+    assert {r["group"] for r in json.loads(out.stdout)["records"]} == {"physics", "astro"}
+    assert run("report", "--csv").stdout.startswith(b"tier,user,")
+    assert run("report", "--since", "soon").returncode == 2
+    quota = json.loads(run("quota", "--json").stdout)
+    assert {r["kind"] for r in quota} == {"user", "group"}
+
+
+def test_quota_set_by_operator_and_enforced(filled: dict[str, object]) -> None:
+    env = {**os.environ, "HTPDATA_CACHE_LOCAL_DIR": "off",
+           "HTPDATA_CACHE_SHARED_DIR": str(filled["cache"]["shared_dir"])}  # type: ignore[index]
+    proc = subprocess.run([sys.executable, "-m", "htpdata", "quota", "set", "--user", "alice",
+                           "100"], capture_output=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    with htpdata.Client(**filled) as c:
+        report = c.cache.evict("shared")
+        assert report is not None
+        assert report.removed >= 1
+        rows = {r["user"]: r for r in build_report(c, by="user", refresh=True).records()}
+        assert rows.get("alice", {"bytes": 0})["bytes"] <= 100
+        assert rows["bob"]["bytes"] > 0  # others keep their data
+
+
+def test_non_operator_cannot_set_quotas(filled: dict[str, object],
+                                       monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Run as a user who neither owns the tier nor is in the operators group. Switching the
+    real user would need a Python executable another user can run, which a root-owned
+    pyenv is not, so the process's uid and groups are what is changed here."""
+    from htpdata.cli.main import main
+
+    monkeypatch.setenv("HTPDATA_CACHE_LOCAL_DIR", "off")
+    monkeypatch.setenv("HTPDATA_CACHE_SHARED_DIR", str(filled["cache"]["shared_dir"]))  # type: ignore[index]
+    monkeypatch.setenv("HTPDATA_CACHE_OPERATORS", "no-such-group-here")
+    htpdata.reset_default_client()
+    monkeypatch.setattr(os, "getuid", lambda: 65534)
+    monkeypatch.setattr(os, "getgroups", lambda: [])
+    assert main(["quota", "set", "--user", "x", "1TB"]) == 4
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("htpdata: error: only the owner of")
+    assert "\n" not in err
+
+
+def _png_pixels(data: bytes) -> tuple[int, int, bytes]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width, height = 8, b"", 0, 0
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height = struct.unpack(">II", body[:8])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    return width, height, zlib.decompress(idat)
+
+
+def test_html_report_renders_in_chromium(filled: dict[str, object], tmp_path: Path) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("HTPDATA_REQUIRE_SERVERS"):
+            pytest.fail("chromium is not installed (Debian package chromium)")
+        pytest.skip("chromium is not installed")
+    with htpdata.Client(**filled) as c:
+        page = to_html(build_report(c, by="user", refresh=True))
+    assert "<script" not in page
+    assert "http://" not in page
+    assert "https://" not in page
+    html_file = tmp_path / "report.html"
+    html_file.write_text(page)
+    shot = tmp_path / "shot.png"
+    profile = tempfile.mkdtemp(prefix="htpdata-chromium-")
+    try:
+        proc = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={profile}", "--enable-logging=stderr",
+             "--v=0", "--window-size=1000,1400", f"--screenshot={shot}",
+             html_file.as_uri()], capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    assert shot.exists(), proc.stderr[-2000:]
+    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line]
+    assert not console, console
+    width, height, raw = _png_pixels(shot.read_bytes())
+    assert (width, height) == (1000, 1400)
+    assert len(set(raw[::7])) > 10, "the screenshot is blank"
