@@ -65,7 +65,9 @@ __all__ = [
     "StorageUnavailableError",
     "UnknownNamespaceError",
     "__version__",
+    "arrays",
     "cat",
+    "converted",
     "default_client",
     "errors",
     "files",
@@ -113,6 +115,22 @@ def report(by: str = "user", since: float | str | None = None, refresh: bool = F
     if isinstance(since, str):
         since = time.time() - parse_duration(since)
     return build_report(default_client(), by=by, since=since, refresh=refresh)
+
+
+def converted(name: str | Name, format: str = "parquet",
+              columns: Any = None, **kwargs: Any) -> Any:
+    """Path of the cached Parquet or RNTuple copy of a file (converted on first use)."""
+    from .convert import converted as _converted
+
+    return _converted(name, format, columns, **kwargs)
+
+
+def arrays(name: str | Name, columns: Any = None, format: str = "parquet",
+           **kwargs: Any) -> Any:
+    """An awkward Array of ``columns`` from the converted copy of a file."""
+    from .convert import arrays as _arrays
+
+    return _arrays(name, columns, format, **kwargs)
 
 
 def fileset(*datasets: str | Name, tree: str = "Events") -> dict[str, Any]:

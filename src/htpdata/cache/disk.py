@@ -171,6 +171,31 @@ class DiskTier:
                                   f"cache tier {self.name}: {exc.strerror or exc}") from exc
         return r
 
+    def adopt(self, ident: Identity, path: Path, meta: dict[str, Any]) -> Path:
+        """Publish a whole file written elsewhere in this tier as the entry's one extent.
+
+        ``path`` must be on the same filesystem (e.g. under ``ROOT/tmp``); it is renamed, so
+        readers see the finished file or nothing. Returns the extent's path (a complete file
+        that tools such as pyarrow can open directly).
+        """
+        try:
+            self._create_entry(ident, meta)
+            target = self.layout.extents(ident.key) / extent_name((0, ident.size),
+                                                                  ident.adler32 or "00000001")
+            os.chmod(path, self.file_mode)
+            os.replace(path, target)
+            self.mark_complete(ident.key, ident.adler32 or "")
+        except OSError as exc:
+            raise CacheWriteError(exc.errno or errno.EIO,
+                                  f"cache tier {self.name}: {exc.strerror or exc}") from exc
+        return target
+
+    def scratch(self) -> Path:
+        """A folder for files being written, on the tier's filesystem (for :meth:`adopt`)."""
+        folder = self.root / "tmp"
+        self._mkdir(folder)
+        return folder
+
     def _create_entry(self, ident: Identity, meta: dict[str, Any]) -> None:
         key = ident.key
         self._mkdir(self.layout.extents(key))

@@ -311,6 +311,36 @@ def _quota(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- convert ---------------------------------------------------------------------------------
+def _convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="+", metavar="NAME", help="files or datasets")
+    p.add_argument("--to", dest="format", default="parquet", choices=["parquet", "rntuple"])
+    p.add_argument("--columns", help="comma-separated names or wildcards (default: all)")
+    p.add_argument("--tree", help="the TTree or RNTuple (default: the only one)")
+    p.add_argument("--tier", choices=["local", "shared"])
+    p.add_argument("--dask", metavar="SCHEDULER", help="convert on a Dask cluster")
+    p.add_argument("--json", action="store_true")
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from ..convert import convert_many
+
+    rows = convert_many(args.names, args.format, args.columns, client=_client(),
+                        tree=args.tree, tier=args.tier, dask=args.dask)
+    if args.json:
+        print_json(rows)
+    else:
+        for r in rows:
+            if "error" in r:
+                print(f"htpdata: error: {r['error']}", file=sys.stderr)
+            else:
+                print(r["path"])
+    failed = [r for r in rows if "error" in r]
+    if len(rows) == 1 and failed:
+        return 10
+    return 1 if failed else 0
+
+
 # -- fileset ---------------------------------------------------------------------------------
 def _fileset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("datasets", nargs="+", metavar="DATASET", help="dataset or container names")
@@ -442,6 +472,8 @@ COMMANDS: dict[str, Command] = {
                 _resolve),
     "ls": ("list datasets, a dataset's files, or a storage folder", _ls_args, _ls),
     "cat": ("write a file's bytes to standard output", _cat_args, _cat),
+    "convert": ("convert ROOT files to Parquet or RNTuple, kept in the cache", _convert_args,
+                _convert),
     "report": ("usage, quota and hit-ratio reports of the cache tiers", _report_args, _report),
     "quota": ("my usage and limits; operators: quota set", _quota_args, _quota),
     "fileset": ("write a coffea/uproot fileset (htpdata:// URLs) for datasets", _fileset_args,

@@ -1,0 +1,204 @@
+"""Conversion of ROOT to Parquet or RNTuple, kept in the cache as derived entries.
+
+A derived entry is named by its source's content identity (name, size, adler32), the columns,
+the output format and the converter version; it lives in a cache tier like any entry (one
+extent holding the whole output file), so it is accounted, quota-limited and evictable, and a
+changed source simply names another entry. Its ``meta.json`` records the provenance.
+
+- :mod:`.columns`: column selection with wildcards and near-miss hints (pure);
+- :mod:`.writer`: ROOT in, Parquet or RNTuple out, in bounded-memory steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import threading
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .._version import __version__
+from ..cache.disk import DiskTier
+from ..cache.identity import Identity
+from ..client import Client
+from ..names import Name, parse_name
+from .columns import ColumnNotFoundError, ConversionError, parse_patterns
+from .writer import CONVERTER_VERSION, choose, open_tree, write_parquet, write_rntuple
+
+__all__ = ["ColumnNotFoundError", "ConversionError", "arrays", "convert_many", "converted"]
+
+log = logging.getLogger("htpdata.convert")
+FORMATS = ("parquet", "rntuple")
+_verified: dict[str, float] = {}
+_lock = threading.Lock()
+
+
+def _adler32_file(path: Path) -> str:
+    value = 1
+    with open(path, "rb") as fh:
+        while block := fh.read(8 << 20):
+            value = zlib.adler32(block, value)
+    return f"{value & 0xFFFFFFFF:08x}"
+
+
+def _derived_name(source: Identity, columns: Sequence[str] | None, fmt: str,
+                  tree: str | None) -> str:
+    spec = "\0".join([source.key, fmt, tree or "", CONVERTER_VERSION,
+                      ",".join(sorted(columns)) if columns else "*"])
+    return f"derived:{fmt}:{hashlib.sha256(spec.encode()).hexdigest()[:32]}"
+
+
+def _tier(client: Client, tier: str | None) -> DiskTier:
+    if tier is None:
+        tier = "shared" if any(t.name == "shared" for t in client.cache.tiers) else "local"
+    return client.cache.tier(tier)
+
+
+def _lookup(tier: DiskTier, derived: str) -> Path | None:
+    key = tier.current_key(Identity(derived, 0).name_key)
+    if key is None or not tier.is_complete(key):
+        return None
+    extents = tier.extents(key)
+    if len(extents) != 1:
+        return None
+    (r, adler), = extents.items()
+    from ..cache.layout import extent_name
+
+    path = tier.layout.extents(key) / extent_name(r, adler)
+    with _lock:
+        if _verified.get(str(path)) == path.stat().st_mtime:
+            return path
+    if _adler32_file(path) != adler:  # checked once per process, like every cache read
+        log.warning("derived file %s is corrupt; converting again", path)
+        tier.remove_entry(key)
+        return None
+    with _lock:
+        _verified[str(path)] = path.stat().st_mtime
+    tier.touch(key)
+    return path
+
+
+def converted(name: str | Name, format: str = "parquet",
+              columns: str | Sequence[str] | None = None, *, client: Client | None = None,
+              tree: str | None = None, tier: str | None = None) -> Path:
+    """The path of ``name`` converted to ``format`` (``parquet`` or ``rntuple``) with
+    ``columns`` (wildcards allowed); converts on first use, then serves the cached copy."""
+    from ..client import default_client
+
+    if format not in FORMATS:
+        raise ConversionError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
+    client = client or default_client()
+    n = parse_name(name)
+    patterns = parse_patterns(columns)
+    reader = client.reader(n)
+    source = reader.identity() if hasattr(reader, "identity") else Identity(
+        str(n), reader.size(), reader.resolved.adler32)
+    derived = _derived_name(source, patterns, format, tree)
+    target = _tier(client, tier)
+    found = _lookup(target, derived)
+    if found is not None:
+        return found
+    tmp = target.scratch() / f".convert-{os.getpid()}-{secrets.token_hex(4)}.{format}"
+    t0 = time.monotonic()
+    try:
+        with client.open(n) as f:
+            obj = open_tree(f, tree, str(n))
+            cols = choose(obj, patterns, str(n))
+            if format == "parquet":
+                entries = write_parquet(obj, cols, tmp, str(n))
+            else:
+                entries = write_rntuple(obj, cols, tmp, str(n), name=tree or "Events")
+        ident = Identity(derived, tmp.stat().st_size, _adler32_file(tmp))
+        meta = _provenance(n, source, cols, patterns, format, tree, entries,
+                           time.monotonic() - t0, client)
+        path = target.adopt(ident, tmp, meta)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # never leave a partial output behind
+    with _lock:
+        _verified[str(path)] = path.stat().st_mtime
+    return path
+
+
+def _provenance(n: Name, source: Identity, cols: Sequence[str], patterns: Any, fmt: str,
+                tree: str | None, entries: int, seconds: float, client: Client) -> dict[str, Any]:
+    import awkward
+    import pyarrow
+    import uproot
+
+    return {"derived_from": {"name": str(n), "size": source.size, "adler32": source.adler32},
+            "format": fmt, "columns": list(cols), "patterns": patterns, "tree": tree,
+            "entries": entries, "seconds": seconds, "converter": CONVERTER_VERSION,
+            "versions": {"htpdata": __version__, "uproot": uproot.__version__,
+                         "awkward": awkward.__version__, "pyarrow": pyarrow.__version__},
+            "user": client.cache.user, "group": client.cache.group,
+            "dataset": client.resolver.dataset_of(n)}
+
+
+def arrays(name: str | Name, columns: str | Sequence[str] | None = None,
+           format: str = "parquet", **kwargs: Any) -> Any:
+    """An awkward Array of ``columns`` read from the converted copy (converting on demand)."""
+    import awkward as ak
+    import uproot
+
+    path = converted(name, format, columns, **kwargs)
+    if format == "parquet":
+        return ak.from_parquet(str(path))
+    with uproot.open(str(path)) as f:
+        return f[kwargs.get("tree") or "Events"].arrays()
+
+
+def convert_many(names: Sequence[str | Name], format: str = "parquet",
+                 columns: str | Sequence[str] | None = None, *, client: Client | None = None,
+                 tree: str | None = None, tier: str | None = None,
+                 dask: Any = None) -> list[dict[str, Any]]:
+    """Convert every file of the given names (datasets expand); on a Dask cluster if given."""
+    from ..client import default_client
+
+    client = client or default_client()
+    files = [f.name for n in names for f in client.files(n)]
+    if dask is None:
+        out = []
+        for f in files:
+            t0 = time.monotonic()
+            try:
+                path = converted(f, format, columns, client=client, tree=tree, tier=tier)
+                out.append({"name": f, "path": str(path), "seconds": time.monotonic() - t0})
+            except ConversionError as exc:
+                out.append({"name": f, "error": str(exc)})
+        return out
+    from distributed import Client as DaskClient
+
+    own = isinstance(dask, str)
+    dc = DaskClient(dask) if own else dask
+    try:
+        futures = [dc.submit(_remote_convert, client.settings, f, format, columns, tree, tier,
+                             pure=False) for f in files]
+        return [fut.result() for fut in futures]
+    finally:
+        if own:
+            dc.close()
+
+
+_remote_clients: dict[int, Client] = {}
+
+
+def _remote_convert(settings: Any, name: str, fmt: str, columns: Any, tree: str | None,
+                    tier: str | None) -> dict[str, Any]:
+    key = hash(repr(settings))
+    client = _remote_clients.get(key)
+    if client is None:
+        client = _remote_clients[key] = Client(settings)
+    t0 = time.monotonic()
+    try:
+        path = converted(name, fmt, columns, client=client, tree=tree, tier=tier)
+    except ConversionError as exc:
+        return {"name": name, "error": str(exc)}
+    client.cache.journal.flush()
+    return {"name": name, "path": str(path), "seconds": time.monotonic() - t0}
