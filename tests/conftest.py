@@ -107,3 +107,12 @@ def catalog_dir(tmp_path: Path, origin: XRootDServer, monkeypatch: pytest.Monkey
 @pytest.fixture
 def client(catalog_dir: Path) -> htpdata.Client:
     return htpdata.default_client()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from .figures import FIGURES
+
+    if any(FIGURES.values()):
+        terminalreporter.write_sep("-", "reliability figures")
+        for k, v in FIGURES.items():
+            terminalreporter.write_line(f"{k}: {v}")

@@ -76,6 +76,8 @@ class DiskTier:
         self.dir_mode = 0o3775 if shared else 0o755
         self.file_mode = 0o644
         self._known_entries: set[str] = set()
+        self._safe: set[str] = set()
+        self._real_root = os.path.realpath(self.root)
         self.broken = False
         """True once a write failed (full, read-only): this process stops writing to it."""
         self.added = 0
@@ -91,6 +93,7 @@ class DiskTier:
         cannot."""
         try:
             self._mkdir(self.root)
+            self._real_root = os.path.realpath(self.root)
             if not self.layout.marker.exists():
                 self._publish(self.layout.marker, json.dumps(
                     {"format": FORMAT, "tier": self.name, "created": time.time()}).encode())
@@ -125,8 +128,29 @@ class DiskTier:
             raise
 
     # -- extents -----------------------------------------------------------------------------
+    def _inside(self, key: str) -> bool:
+        """Is the entry's extent folder really inside this tier? A symlink planted anywhere on
+        the way (fan-out folders, the entry, ``x``) must not lead reads out of the tier."""
+        if key in self._safe:
+            return True
+        folder = self.layout.extents(key)
+        try:
+            real = os.path.realpath(folder)
+        except OSError:
+            return False
+        if not os.path.isdir(real):
+            return False  # nothing cached yet: ask again next time
+        if real != os.path.join(self._real_root, os.path.relpath(folder, self.root)):
+            log.warning("cache %s: %s leads outside the tier (%s); ignored", self.name, folder,
+                        real)
+            return False
+        self._safe.add(key)
+        return True
+
     def extents(self, key: str) -> dict[Range, str]:
         """The extents held for ``key``: range -> adler32."""
+        if not self._inside(key):
+            return {}
         try:
             names = os.listdir(self.layout.extents(key))
         except (FileNotFoundError, NotADirectoryError):
@@ -142,7 +166,9 @@ class DiskTier:
         """The extent's bytes, verified; None if gone or corrupt (a corrupt one is removed)."""
         path = self.layout.extents(key) / extent_name(r, adler32)
         try:
-            with open(path, "rb") as fh:
+            # O_NOFOLLOW: an extent replaced by a symlink (to /etc/shadow, say) is not read.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as fh:
                 data = fh.read()
         except FileNotFoundError:
             return None
@@ -165,6 +191,9 @@ class DiskTier:
         try:
             if key not in self._known_entries:
                 self._create_entry(ident, meta)
+            if not self._inside(key):
+                raise PermissionError(errno.EPERM, f"{self.layout.extents(key)} leads outside "
+                                      "the tier (a planted symlink?); not writing there")
             self._publish(self.layout.extents(key) / extent_name(r, adler32_hex(data)), data)
         except OSError as exc:
             raise CacheWriteError(exc.errno or errno.EIO,
@@ -180,6 +209,8 @@ class DiskTier:
         """
         try:
             self._create_entry(ident, meta)
+            if not self._inside(ident.key):
+                raise PermissionError(errno.EPERM, "the entry leads outside the tier")
             target = self.layout.extents(ident.key) / extent_name((0, ident.size),
                                                                   ident.adler32 or "00000001")
             os.chmod(path, self.file_mode)
@@ -405,6 +436,7 @@ class DiskTier:
         with contextlib.suppress(OSError):
             entry.rmdir()
         self._known_entries.discard(key)
+        self._safe.discard(key)
         return freed
 
     def keys(self) -> Iterator[str]:

@@ -1,0 +1,416 @@
+"""The fault, load and abuse suite: real servers, real processes, every byte compared.
+
+Figures (faults tried, processes killed, bytes compared, wrong bytes, hangs) are printed at the
+end of the run and reported in docs/reliability.md. ``HTPDATA_SOAK_SECONDS`` lengthens the soak.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+import htpdata
+from htpdata.cache.layout import parse_extent_name
+from htpdata.errors import ReplicasExhaustedError
+from htpdata.testing import XRootDServer
+
+from .conftest import TEST_FILES, TESTDATA, catalog_text, lay_out
+from .figures import count
+
+pytestmark = [pytest.mark.reliability, pytest.mark.xrootd]
+
+NANO = "nanoAOD_2015_CMS_Open_Data_ttbar.root"
+NAME = f"test:/store/test/{NANO}"
+WANT = (TESTDATA / NANO).read_bytes()
+WORKER = str(Path(__file__).with_name("cache_worker.py"))
+
+
+def verify_tier(root: Path) -> int:
+    """Every extent under ``root`` holds exactly the origin's bytes; returns bytes checked."""
+    by_adler = {}
+    for n in TEST_FILES:
+        by_adler[n] = (TESTDATA / n).read_bytes()
+    checked = 0
+    for p in root.rglob("*"):
+        x = parse_extent_name(p.name)
+        if x is None or not p.is_file():
+            continue
+        (s, e), adler = x
+        data = p.read_bytes()
+        if zlib.adler32(data) & 0xFFFFFFFF != int(adler, 16):
+            count(wrong_bytes=len(data))
+            raise AssertionError(f"{p} does not match its adler32")
+        meta = json.loads((p.parent.parent / "meta.json").read_text())
+        name = str(meta.get("name", ""))
+        if name.startswith("test:/store/test/"):
+            want = by_adler[name.rsplit("/", 1)[1]][s:e]
+            wrong = sum(a != b for a, b in zip(data, want, strict=False))
+            wrong += abs(len(data) - len(want))
+            count(bytes_compared=len(data), wrong_bytes=wrong)
+            assert wrong == 0, p
+        checked += len(data)
+    return checked
+
+
+def bounded(proc: subprocess.Popen[bytes], seconds: float) -> bytes:
+    try:
+        out, _ = proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        count(hangs=1)
+        proc.kill()
+        raise
+    return out
+
+
+@pytest.fixture
+def tiers(tmp_path: Path, catalog_dir: Path) -> dict[str, dict[str, object]]:
+    return {"cache": {"local_dir": str(tmp_path / "local"), "shared_dir": str(tmp_path / "shared")}}
+
+
+# -- servers dying, restarting, hanging ---------------------------------------------------------
+def test_only_replica_killed_mid_read_then_restarted(tmp_path: Path) -> None:
+    from .conftest import _need_xrootd
+
+    _need_xrootd()
+    server = XRootDServer(name="lonely", tls=False)
+    lay_out(server.data)
+    with server:
+        cat = tmp_path / "c.toml"
+        cat.write_text(catalog_text([("ONLY", server, 1)]))
+        settings = {"catalogs": {"path": [str(cat)]}, "replicas": {"protocols": ["root"]},
+                    "timeouts": {"connect": 2, "read": 4}, "cache": {"enabled": False}}
+        with htpdata.Client(**settings) as c:
+            reader = c.reader(NAME)
+            assert reader.read(0, 1000) == WANT[:1000]
+            server.kill()
+            count(faults_tried=1)
+            t0 = time.monotonic()
+            with pytest.raises(ReplicasExhaustedError):
+                reader.read(1000, 200_000)
+            assert time.monotonic() - t0 < 30, "a dead server must fail fast, not hang"
+        server.restart()
+        count(faults_tried=1)
+        with htpdata.Client(**settings) as c:
+            got = c.cat(NAME)
+            count(bytes_compared=len(got), wrong_bytes=int(got != WANT))
+            assert got == WANT
+
+
+def test_origin_restarted_under_a_running_client(tiers: dict[str, dict[str, object]],
+                                                 origin: XRootDServer) -> None:
+    with htpdata.Client(**tiers, timeouts={"connect": 2, "read": 5}) as c:
+        r = c.reader(NAME, cache=False)
+        assert r.read(0, 100) == WANT[:100]
+        origin.restart()
+        count(faults_tried=1)
+        fresh = c.reader(NAME, cache=False)
+        got = fresh.read(1000, 300_000)
+        count(bytes_compared=len(got))
+        assert got == WANT[1000:300_000]
+
+
+# -- processes killed -----------------------------------------------------------------------------
+def _kill_loop(cmd: list[str], env: dict[str, str], times: int, seed: int) -> int:
+    rng = random.Random(seed)
+    killed = 0
+    for _ in range(times):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.05, 0.8))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait(30)
+    count(processes_killed=killed, faults_tried=times)
+    return killed
+
+
+def test_kill_9_stagers_then_resume(tiers: dict[str, dict[str, object]], tmp_path: Path) -> None:
+    env = {**os.environ, "HTPDATA_CACHE_LOCAL_DIR": "off",
+           "HTPDATA_CACHE_SHARED_DIR": str(tmp_path / "shared"),
+           "HTPDATA_CACHE_MAX_EXTENT": "4096"}
+    cmd = [sys.executable, "-m", "htpdata", "stage", "test:/Test/All", "--json", "--jobs", "2",
+           "--streams", "1"]
+    _kill_loop(cmd, env, 5, seed=11)
+    verify_tier(tmp_path / "shared")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE)
+    summary = json.loads(bounded(proc, 120))
+    assert summary["failed"] == 0
+    assert summary["staged"] + summary["already_cached"] == len(TEST_FILES)
+    verify_tier(tmp_path / "shared")
+
+
+def test_kill_9_converters_leave_no_partial_output(catalog_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    env = {**os.environ, "HTPDATA_CACHE_LOCAL_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "htpdata", "convert", f"test:/store/test/{NANO}", "--to",
+           "parquet", "--json"]
+    _kill_loop(cmd, env, 4, seed=5)
+    for meta in (tmp_path / "cache" / "entries").rglob("meta.json"):
+        entry = meta.parent
+        if json.loads(meta.read_text())["name"].startswith("derived:"):
+            assert list(entry.glob("complete.*")), f"{entry}: derived entry without its file"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE)
+    rows = json.loads(bounded(proc, 120))
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(rows[0]["path"]).num_rows == 200
+
+
+def test_kill_9_readers_then_verify(tiers: dict[str, dict[str, object]], tmp_path: Path) -> None:
+    settings = json.dumps({"cache": {**tiers["cache"], "max_extent": 8192, "memory_size": 0}})
+    ranges = json.dumps([[s, s + 40_000] for s in range(0, 300_000, 50_000)])
+    _kill_loop([sys.executable, WORKER, settings, NAME, ranges, "--loop"], os.environ.copy(), 6,
+               seed=3)
+    verify_tier(tmp_path)
+
+
+# -- damaged cache files --------------------------------------------------------------------------
+def test_garbage_sidecars_and_truncated_extents(tiers: dict[str, dict[str, object]],
+                                                tmp_path: Path) -> None:
+    with htpdata.Client(**tiers) as c:
+        assert c.cat(NAME) == WANT
+    for p in tmp_path.rglob("*"):
+        if p.is_file() and p.name in ("meta.json", "usage.json", "quota.json", "access"):
+            p.write_bytes(b"\x00garbage{")
+            count(faults_tried=1)
+        elif p.is_file() and p.parent.parent.name == "names":
+            p.write_text("not-a-key")
+            count(faults_tried=1)
+        elif p.is_file() and parse_extent_name(p.name):
+            p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])  # truncated
+            count(faults_tried=1)
+    with htpdata.Client(**tiers) as c:
+        got = c.cat(NAME)
+        count(bytes_compared=len(got), wrong_bytes=sum(a != b for a, b in zip(got, WANT,
+                                                                              strict=True)))
+        assert got == WANT
+        from htpdata.report import build_report
+
+        build_report(c, refresh=True)  # reports survive garbage too
+
+
+def test_cache_folder_deleted_under_a_running_process(tiers: dict[str, dict[str, object]],
+                                                      tmp_path: Path) -> None:
+    with htpdata.Client(**tiers) as c:
+        r = c.reader(NAME)
+        assert r.read(0, 50_000) == WANT[:50_000]
+        c.cache.flush()
+        shutil.rmtree(tmp_path / "local")
+        shutil.rmtree(tmp_path / "shared")
+        count(faults_tried=1)
+        if c.cache.memory is not None:
+            c.cache.memory.drop(r.identity().key)
+        assert r.read(0, 200_000) == WANT[:200_000]
+        count(bytes_compared=200_000)
+
+
+def test_read_only_shared_tier(catalog_dir: Path, tmp_path: Path,
+                               caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        settings = {"cache": {"local_dir": "off", "shared_dir": str(folder)}}
+        with htpdata.Client(**settings) as c:
+            c.cat(NAME, 0, 1000)
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        count(faults_tried=1)
+        other = TEST_FILES[-1]  # not cached yet: its bytes would have to be written
+        with htpdata.Client(**settings) as c:
+            got = c.cat(NAME)
+            count(bytes_compared=len(got))
+            assert got == WANT
+            assert c.cat(f"test:/store/test/{other}") == (TESTDATA / other).read_bytes()
+        assert "not usable" in caplog.text
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+# -- load -----------------------------------------------------------------------------------------
+def test_32_processes_overlapping_reads_while_eviction_runs(catalog_dir: Path,
+                                                            tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    size = 3_000_000
+    settings = {"cache": {"local_dir": "off", "shared_dir": str(shared), "shared_size": size,
+                          "head": 4096, "tail": 4096, "merge_gap": 0}}
+    # Older, unrelated entries fill the tier, so eviction has work while the readers run.
+    from htpdata.cache.identity import Identity
+
+    with htpdata.Client(**settings) as c:
+        tier = c.cache.tier("shared")
+        for i in range(40):
+            tier.write_extent(Identity(f"test:/junk/{i}", 60_000), 0, os.urandom(60_000), {})
+    ranges = [[i * 20_000, i * 20_000 + 15_000] for i in range(15)]
+    stop = threading.Event()
+    passes = 0
+
+    def evictor() -> None:
+        nonlocal passes
+        with htpdata.Client(**settings) as c:
+            while not stop.is_set():
+                if c.cache.evict("shared") is not None:
+                    passes += 1
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=evictor, daemon=True)
+    thread.start()
+    start_at = time.time() + 8.0
+    procs = [subprocess.Popen([sys.executable, WORKER, json.dumps(settings), NAME,
+                               json.dumps(ranges), "--start-at", str(start_at)],
+                              stdout=subprocess.PIPE, env=os.environ.copy()) for _ in range(32)]
+    try:
+        results = [json.loads(bounded(p, 180)) for p in procs]
+    finally:
+        stop.set()
+        thread.join(30)
+    want = [zlib.adler32(WANT[s:e]) & 0xFFFFFFFF for s, e in ranges]
+    wrong = sum(r["adler32"] != want for r in results)
+    count(bytes_compared=32 * sum(e - s for s, e in ranges), wrong_bytes=wrong)
+    assert wrong == 0
+    one = sum(e - s for s, e in ranges) + 4096 + 4096
+    upstream = sum(r["stats"]["upstream"] for r in results)
+    assert upstream <= 1.05 * one, (upstream, one)
+    assert passes >= 1
+    verify_tier(shared)
+
+
+def test_soak_memory_and_descriptors_stay_flat(tiers: dict[str, dict[str, object]],
+                                               tmp_path: Path) -> None:
+    seconds = float(os.environ.get("HTPDATA_SOAK_SECONDS", "15"))
+
+    def rss() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    from htpdata.stage import stage
+
+    with htpdata.Client(**tiers) as c:
+        for _ in range(3):  # warm up imports and pools
+            c.cat(NAME, 0, 10_000)
+        rss0, fd0 = rss(), fds()
+        deadline = time.monotonic() + seconds
+        rounds = 0
+        while time.monotonic() < deadline:
+            for n in TEST_FILES:
+                with c.open(f"test:/store/test/{n}") as f:
+                    f.seek(rounds * 997 % 10_000)
+                    f.read(5000)
+            stage("test:/Test/All", client=c)
+            c.cache.evict("shared", need=10**12)
+            c.cache.evict("local", need=10**12)
+            rounds += 1
+        c.cache.flush()
+        grew_rss, grew_fd = rss() - rss0, fds() - fd0
+    assert rounds >= 3
+    assert grew_fd <= 10, f"file descriptors grew by {grew_fd} over {rounds} rounds"
+    assert grew_rss < 64 * 1024**2, f"memory grew by {grew_rss / 1e6:.0f} MB over {rounds} rounds"
+
+
+# -- abuse ----------------------------------------------------------------------------------------
+def test_symlinks_planted_in_the_shared_tier_are_not_followed(tiers: dict[str, dict[str, object]],
+                                                              tmp_path: Path) -> None:
+    with htpdata.Client(**tiers) as c:
+        c.cat(NAME, 0, 1000)
+    secret = tmp_path / "outside"
+    secret.mkdir()
+    for tier in ("local", "shared"):
+        for x in (tmp_path / tier).rglob("x"):
+            for p in x.iterdir():
+                ext = parse_extent_name(p.name)
+                if ext:  # same name, a symlink to a file outside holding other bytes
+                    fake = secret / p.name
+                    fake.write_bytes(b"\xff" * (ext[0][1] - ext[0][0]))
+                    p.unlink()
+                    p.symlink_to(fake)
+                    count(faults_tried=1)
+    with htpdata.Client(**tiers) as c:
+        assert c.cat(NAME, 0, 1000) == WANT[:1000]
+    # a whole entry folder replaced by a symlink out of the tier
+    for tier in ("local", "shared"):
+        for x in list((tmp_path / tier).rglob("x")):
+            shutil.rmtree(x)
+            target = secret / f"x-{tier}"
+            target.mkdir()
+            x.symlink_to(target)
+            count(faults_tried=1)
+    with htpdata.Client(**tiers) as c:
+        assert c.cat(NAME, 0, 1000) == WANT[:1000]
+    assert not any(list((secret / f"x-{t}").iterdir()) for t in ("local", "shared"))
+
+
+def test_other_users_cannot_delete_entries_on_the_shared_tier(tmp_path: Path) -> None:
+    if os.getuid() != 0 or shutil.which("su") is None:
+        pytest.skip("needs root and su to act as two users")
+    from htpdata.cache.disk import DiskTier
+
+    root = Path(tempfile_dir := str(tmp_path / "shared"))
+    tier = DiskTier("shared", root, 0, shared=True)
+    tier.ensure()
+    os.chmod(tmp_path, 0o755)
+    for parent in tmp_path.parents:
+        if parent == Path("/"):
+            break
+        os.chmod(parent, os.stat(parent).st_mode | 0o011)  # let other users traverse
+    folder = root / "entries"
+    tier._mkdir(folder / "ab")
+    shared_dir = folder / "ab"
+    # On a facility the tier's folders are group-writable for the users' shared group; here
+    # the two test users share no group, so the folder is opened to all, keeping the sticky
+    # bit the tier sets: deleting then needs ownership of the file, which is the point.
+    shared_dir.chmod(0o1777)
+    made = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c",
+                           f"echo data > {shared_dir}/by-nobody"], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"su nobody failed: {made.stderr.decode().strip()}")
+    st = (shared_dir / "by-nobody").stat()
+    assert not st.st_mode & 0o002
+    attack = subprocess.run(["su", "daemon", "-s", "/bin/sh", "-c",
+                             f"rm -f {shared_dir}/by-nobody"], capture_output=True)
+    count(faults_tried=1)
+    assert (shared_dir / "by-nobody").exists(), attack.stderr
+    assert tempfile_dir
+
+
+def test_secrets_never_reach_logs_errors_reports_or_keys(tiers: dict[str, dict[str, object]],
+                                                         tmp_path: Path,
+                                                         origin: XRootDServer) -> None:
+    token = "eyJsecret-token-9f8e7d6c5b4a"
+    tok = tmp_path / "bt"
+    tok.write_text(token)
+    env = {**os.environ, "BEARER_TOKEN_FILE": str(tok), "HTPDATA_CACHE_LOCAL_DIR":
+           str(tmp_path / "local"), "HTPDATA_CACHE_SHARED_DIR": str(tmp_path / "shared")}
+    outs = []
+    for args in (["cat", f"{origin.https_url}store/test/{NANO}", "--end", "100"],
+                 ["cat", f"{origin.https_url}store/test/missing.root?authz={token}"],
+                 ["cat", "https://localhost:1/x.root"], ["config", "--json"],
+                 ["report", "--json"], ["--debug", "cat", "https://localhost:1/y.root"]):
+        p = subprocess.run([sys.executable, "-m", "htpdata", *args], capture_output=True,
+                           env={**env, "HTPDATA_AUTH_CA_FILE": str(origin.cert),
+                                "HTPDATA_TIMEOUTS_CONNECT": "1"}, timeout=120)
+        outs.append(p.stdout + p.stderr)
+        count(faults_tried=1)
+    for out in outs:
+        assert token.encode() not in out
+    for p in tmp_path.rglob("*"):
+        if p.is_file() and p != tok:
+            assert token.encode() not in p.read_bytes(), p
+            assert token not in p.name
