@@ -82,6 +82,13 @@ def test_unreachable_server_exit_6(tmp_path: Path) -> None:
     assert f"localhost:{port}" in err
 
 
+def test_unconfigured_shared_tier_is_one_line(tmp_path: Path) -> None:
+    proc = run("stage", "demo:/Demo/DiLepton/SIM", "--tier", "shared",
+               env={"HTPDATA_CACHE_LOCAL_DIR": str(tmp_path / "c")})
+    assert proc.returncode == 7
+    assert "set cache.shared_dir" in one_line_error(proc)
+
+
 def test_debug_shows_traceback() -> None:
     proc = run("--debug", "resolve", "atlas:/x")
     assert proc.returncode != 0

@@ -76,8 +76,14 @@ def test_errors_pickle_for_dask_workers() -> None:
 
 
 def test_public_api() -> None:
+    import htpdata.convert
+    import htpdata.reporting
+    import htpdata.staging  # noqa: F401  (subpackages must not shadow the functions)
+
     for name in htpdata.__all__:
         assert hasattr(htpdata, name), name
+    for fn in ("open", "resolve", "files", "fileset", "stage", "report", "converted", "arrays"):
+        assert callable(getattr(htpdata, fn)), fn
     assert htpdata.__version__
 
 

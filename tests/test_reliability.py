@@ -196,7 +196,7 @@ def test_garbage_sidecars_and_truncated_extents(tiers: dict[str, dict[str, objec
         count(bytes_compared=len(got), wrong_bytes=sum(a != b for a, b in zip(got, WANT,
                                                                               strict=True)))
         assert got == WANT
-        from htpdata.report import build_report
+        from htpdata.reporting import build_report
 
         build_report(c, refresh=True)  # reports survive garbage too
 
@@ -301,7 +301,7 @@ def test_soak_memory_and_descriptors_stay_flat(tiers: dict[str, dict[str, object
     def fds() -> int:
         return len(os.listdir("/proc/self/fd"))
 
-    from htpdata.stage import stage
+    from htpdata.staging import stage
 
     with htpdata.Client(**tiers) as c:
         for _ in range(3):  # warm up imports and pools

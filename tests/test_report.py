@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import htpdata
-from htpdata.report import build_report, to_csv, to_html, to_prometheus
+from htpdata.reporting import build_report, to_csv, to_html, to_prometheus
 
 from .conftest import TEST_FILES
 

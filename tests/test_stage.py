@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 import htpdata
 from htpdata.catalogs import FileEntry
-from htpdata.stage import StageRefusedError, make_plan, parse_duration, stage, stage_file
-from htpdata.stage.checksum import adler32_combine, combine_all
+from htpdata.staging import StageRefusedError, make_plan, parse_duration, stage, stage_file
+from htpdata.staging.checksum import adler32_combine, combine_all
 from htpdata.testing import XRootDServer
 
 from .conftest import TEST_FILES, TESTDATA, catalog_text

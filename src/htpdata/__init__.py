@@ -19,6 +19,7 @@ from .catalogs import FileEntry
 from .client import Client, default_client, reset_default_client
 from .config import Settings, load_settings
 from .errors import (
+    AuthenticationError,
     CatalogError,
     ChecksumMismatchError,
     ConfigError,
@@ -27,6 +28,7 @@ from .errors import (
     NameNotFoundError,
     NoReplicaFoundError,
     ReplicasExhaustedError,
+    ServiceUnavailableError,
     StorageError,
     StorageExistsError,
     StorageNotFoundError,
@@ -41,6 +43,7 @@ from .resolve import ResolvedFile
 
 __all__ = [
     "DID",
+    "AuthenticationError",
     "CatalogError",
     "ChecksumMismatchError",
     "Client",
@@ -56,6 +59,7 @@ __all__ = [
     "Replica",
     "ReplicasExhaustedError",
     "ResolvedFile",
+    "ServiceUnavailableError",
     "Settings",
     "StorageError",
     "StorageExistsError",
@@ -98,8 +102,8 @@ def resolve(name: str | Name) -> ResolvedFile | list[ResolvedFile]:
 
 
 def stage(names: Any, **kwargs: Any) -> Any:
-    """Prefetch files or datasets into the cache (see :func:`htpdata.stage.stage`)."""
-    from .stage import stage as _stage
+    """Prefetch files or datasets into the cache (see :func:`htpdata.staging.stage`)."""
+    from .staging import stage as _stage
 
     return _stage(names, **kwargs)
 
@@ -109,8 +113,8 @@ def report(by: str = "user", since: float | str | None = None, refresh: bool = F
     ``since`` is a duration such as ``"7d"`` or a Unix time."""
     import time
 
-    from .report import build_report
-    from .stage import parse_duration
+    from .reporting import build_report
+    from .staging import parse_duration
 
     if isinstance(since, str):
         since = time.time() - parse_duration(since)

@@ -109,8 +109,14 @@ class Resolver:
         n = parse_name(name)
         if self.dataset(n) is not None:
             return True
-        did = self._did_for(n) if isinstance(n, DID) else None
-        return did is not None and self.rucio.did_type(did.scope, did.name) != "FILE"
+        did = self._did_for(n)
+        if did is None:
+            return False
+        try:
+            return bool(self.rucio.did_type(did.scope, did.name) != "FILE")
+        except (NameNotFoundError, ServiceUnavailableError) as exc:
+            self._fallback(n, exc)  # a cms name Rucio lacks (or cannot answer for)
+            return False
 
     def files(self, name: Name | str) -> list[FileEntry]:
         """The files a name stands for: a dataset's files, or the one file itself."""

@@ -107,8 +107,11 @@ class Cache:
         for t in self.tiers:
             if t.name == name:
                 return t
-        raise KeyError(f"no cache tier {name!r} (configured: "
-                       f"{', '.join(t.name for t in self.tiers) or 'none'})")
+        from ..errors import ConfigError
+
+        hint = " (set cache.shared_dir)" if name == "shared" else ""
+        raise ConfigError("cache", f"{name} tier", "not configured or not usable; configured: "
+                          f"{', '.join(t.name for t in self.tiers) or 'none'}{hint}")
 
     @staticmethod
     def _warn(tier: Any, exc: BaseException) -> None:

@@ -106,7 +106,7 @@ def _stage_args(p: argparse.ArgumentParser) -> None:
 
 
 def _stage(args: argparse.Namespace) -> int:
-    from ..stage import parse_duration, stage
+    from ..staging import parse_duration, stage
 
     pin = None
     if args.pin:
@@ -151,7 +151,7 @@ def _pin_args(p: argparse.ArgumentParser) -> None:
 def _pin(args: argparse.Namespace) -> int:
     import time
 
-    from ..stage import parse_duration
+    from ..staging import parse_duration
 
     client = _client()
     until = time.time() + parse_duration(args.duration)
@@ -210,8 +210,8 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 def _report_of(args: argparse.Namespace) -> Any:
     import time
 
-    from ..report import build_report
-    from ..stage import parse_duration
+    from ..reporting import build_report
+    from ..staging import parse_duration
 
     since = time.time() - parse_duration(args.since) if getattr(args, "since", None) else None
     return build_report(_client(), by=getattr(args, "by", "user"), since=since,
@@ -222,7 +222,7 @@ def _report_of(args: argparse.Namespace) -> Any:
 def _report(args: argparse.Namespace) -> int:
     import os
 
-    from ..report import to_csv, to_html, to_prometheus
+    from ..reporting import to_csv, to_html, to_prometheus
 
     try:
         report = _report_of(args)
@@ -273,7 +273,7 @@ def _quota_args(p: argparse.ArgumentParser) -> None:
 
 def _quota(args: argparse.Namespace) -> int:
     from ..config import ByteSize
-    from ..report import set_quota
+    from ..reporting import set_quota
 
     client = _client()
     if args.quota_command == "set":

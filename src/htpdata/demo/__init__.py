@@ -115,7 +115,7 @@ def run_demo(keep_running: bool = False) -> int:
                           f"memory {s['memory']:,}")
 
         out.rule("stage a dataset (htpdata stage demo:/Demo/DiLepton/SIM --pin 1d)")
-        from ..stage import stage
+        from ..staging import stage
 
         summary = stage("demo:/Demo/DiLepton/SIM", client=client, pin="1d")
         d = summary.as_dict()
