@@ -9,7 +9,7 @@ from typing import Any
 
 from ..client import Client
 from ..names import parse_name
-from .output import human_bytes, print_json, print_table
+from .output import human_bytes, print_json, print_table, write_atomically
 
 __all__ = ["COMMANDS"]
 
@@ -143,6 +143,11 @@ def _stage(args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
+def _files_of(client: Client, names: list[str]) -> list[tuple[str, Any]]:
+    """(canonical name, FileEntry) of every file the names stand for (datasets expand)."""
+    return [(str(parse_name(f.name)), f) for n in names for f in client.files(n)]
+
+
 def _pin_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("--for", dest="duration", default="7d", help="how long (default 7d)")
@@ -156,11 +161,10 @@ def _pin(args: argparse.Namespace) -> int:
     client = _client()
     until = time.time() + parse_duration(args.duration)
     n = 0
-    for name in args.names:
-        for f in client.files(name):
-            if f.size is not None:
-                client.cache.pin(str(parse_name(f.name)), f.size, f.adler32, until)
-                n += 1
+    for name, f in _files_of(client, args.names):
+        if f.size is not None:
+            client.cache.pin(name, f.size, f.adler32, until)
+            n += 1
     print(f"pinned {n} file(s) for {args.duration}", file=sys.stderr)
     return 0
 
@@ -168,11 +172,10 @@ def _pin(args: argparse.Namespace) -> int:
 def _unpin(args: argparse.Namespace) -> int:
     client = _client()
     n = 0
-    for name in args.names:
-        for f in client.files(name):
-            if f.size is not None:
-                client.cache.unpin(str(parse_name(f.name)), f.size, f.adler32)
-                n += 1
+    for name, f in _files_of(client, args.names):
+        if f.size is not None:
+            client.cache.unpin(name, f.size, f.adler32)
+            n += 1
     print(f"unpinned {n} file(s)", file=sys.stderr)
     return 0
 
@@ -183,10 +186,7 @@ def _evict_args(p: argparse.ArgumentParser) -> None:
 
 def _evict(args: argparse.Namespace) -> int:
     client = _client()
-    freed = 0
-    for name in args.names:
-        for f in client.files(name):
-            freed += client.cache.forget(str(parse_name(f.name)))
+    freed = sum(client.cache.forget(name) for name, _ in _files_of(client, args.names))
     print(f"evicted {human_bytes(freed)}", file=sys.stderr)
     return 0
 
@@ -220,7 +220,6 @@ def _report_of(args: argparse.Namespace) -> Any:
 
 
 def _report(args: argparse.Namespace) -> int:
-    import os
 
     from ..reporting import to_csv, to_html, to_prometheus
 
@@ -236,10 +235,7 @@ def _report(args: argparse.Namespace) -> int:
     elif args.prometheus:
         sys.stdout.write(to_prometheus(report))
     elif args.html:
-        tmp = f"{args.html}.tmp.{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(to_html(report))
-        os.replace(tmp, args.html)
+        write_atomically(args.html, to_html(report))
         print(f"wrote {args.html}", file=sys.stderr)
     else:
         for t in report.tiers:
@@ -350,16 +346,12 @@ def _fileset_args(p: argparse.ArgumentParser) -> None:
 
 def _fileset(args: argparse.Namespace) -> int:
     import json
-    import os
 
     data = _client().fileset(*args.datasets, tree=args.tree)
     if args.output is None:
         print_json(data)
         return 0
-    tmp = f"{args.output}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:  # never leave a half-written fileset
-        json.dump(data, fh, indent=2)
-    os.replace(tmp, args.output)
+    write_atomically(args.output, json.dumps(data, indent=2))
     n = sum(len(v["files"]) for v in data.values())
     print(f"wrote {args.output}: {len(data)} dataset(s), {n} file(s)", file=sys.stderr)
     return 0

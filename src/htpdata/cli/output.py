@@ -10,7 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["console", "err_console", "human_bytes", "print_json", "print_table"]
+__all__ = ["console", "err_console", "human_bytes", "print_json", "print_table",
+           "write_atomically"]
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -43,3 +44,18 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
     console.print(table)
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write beside ``path``, then rename: never a half-written file under its name."""
+    import os
+
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
