@@ -137,6 +137,9 @@ def _fetch_missing(client: Client, resolved: object, ident: Identity, tier: Disk
 
     if not batches:
         return
+    if len(batches) == 1:  # small files: no thread pool per file
+        run(batches[0])
+        return
     with ThreadPoolExecutor(max(1, min(streams, len(batches))),
                             thread_name_prefix="htpdata-stage") as pool:
         for fut in [pool.submit(run, b) for b in batches]:

@@ -69,7 +69,7 @@ class _Handles:
                 return hit[0]
             stale = self._files.pop(url, None)
         if stale is not None:
-            _close_quietly(stale[0])
+            _ASK.submit(_close_quietly, stale[0])
         from XRootD.client import File  # type: ignore[attr-defined]
         from XRootD.client.flags import OpenFlags
 
@@ -77,13 +77,18 @@ class _Handles:
         status, _ = f.open(url, OpenFlags.READ, timeout=self.timeout)
         if not status.ok:
             raise OSError(f"open failed: {status.message}")
+        evicted = []
         with self._lock:
             if url in self._files:  # another thread won the race; use its handle
-                _close_quietly(f)
-                return self._files[url][0]
-            self._files[url] = (f, now)
+                evicted.append(f)
+                f = self._files[url][0]
+            else:
+                self._files[url] = (f, now)
             while len(self._files) > self.limit:
-                _close_quietly(self._files.popitem(last=False)[1][0])
+                evicted.append(self._files.popitem(last=False)[1][0])
+        for old in evicted:
+            # A close is a round trip: never under the lock, never on the reader's path.
+            _ASK.submit(_close_quietly, old)
         return f
 
     def drop(self, url: str) -> None:
