@@ -96,7 +96,7 @@ def _stage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pin", metavar="DURATION", help="keep from eviction for e.g. 7d, 12h")
     p.add_argument("--dry-run", action="store_true",
                    help="plan only: files, bytes, already cached, headroom")
-    p.add_argument("--jobs", type=int, default=8, help="files at once (default 8)")
+    p.add_argument("--jobs", type=int, default=16, help="files at once (default 16)")
     p.add_argument("--streams", type=int, default=4, help="parallel pieces per file (4)")
     p.add_argument("--site-limit", type=int, default=None, help="files at once per site")
     p.add_argument("--evict", action="store_true",

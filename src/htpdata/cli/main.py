@@ -71,5 +71,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def entry() -> None:
+    """The console script: run, flush what htpdata holds, and exit without the interpreter's
+    slow teardown (the XRootD client's threads can hold an exit for a second or more)."""
+    code = main()
+    try:
+        from ..cache.accounting import _flush_all
+        from ..client import reset_default_client
+
+        reset_default_client()  # closes the client: queued cache writes land, journals flush
+        _flush_all()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # pragma: no cover - never mask the command's own result
+        sys.exit(code)
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

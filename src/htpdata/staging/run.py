@@ -126,7 +126,7 @@ def plan_stage(client: Client, names: list[str | Name], tier: DiskTier) -> Plan:
 
 
 def stage(names: list[str | Name] | str | Name, *, client: Client | None = None,
-          tier: str | None = None, pin: float | str | None = None, jobs: int = 8,
+          tier: str | None = None, pin: float | str | None = None, jobs: int = 16,
           streams: int = 4, site_limit: int | None = None, dry_run: bool = False,
           evict: bool = False, progress: str = "none", dask: Any = None,
           retries: int = 3) -> StageSummary:

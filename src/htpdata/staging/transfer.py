@@ -30,7 +30,7 @@ from .checksum import combine_all
 __all__ = ["FileResult", "stage_file"]
 
 log = logging.getLogger("htpdata.stage")
-BATCH = 4  # pieces per upstream request (16 MiB with 4 MiB extents)
+BATCH = 1  # pieces per upstream request: files of a few pieces move in parallel streams
 
 
 @dataclass
