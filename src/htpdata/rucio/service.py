@@ -191,8 +191,10 @@ class RucioService:
                            "metadata cache")
             for row in rows:
                 d = (row["scope"], row["name"])
-                self.meta.put(self._replica_key(d),
-                              row)
+                self.meta.put(self._replica_key(d), row)
+                # list_replicas answers for files only: remember that, so resolving each file
+                # later does not ask Rucio for its type one by one.
+                self.meta.put(f"{self.host}|type|{d[0]}:{d[1]}", "FILE")
                 out[d] = self._row(row, logical)
         for d in dids:
             if d not in out:

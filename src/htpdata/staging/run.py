@@ -111,6 +111,8 @@ def _bounds(client: Client, tier: DiskTier) -> tuple[int | None, int | None]:
 def plan_stage(client: Client, names: list[str | Name], tier: DiskTier) -> Plan:
     files: dict[str, FileEntry] = {}
     for n in names:
+        if client.resolver.is_collection(n):
+            client.resolve_all(n)  # one bulk Rucio call fills the metadata cache for all files
         for f in client.files(n):
             files.setdefault(f.name, f)
     complete: dict[str, bool] = {}
