@@ -144,6 +144,8 @@ class DiskTier:
             log.warning("cache %s: %s leads outside the tier (%s); ignored", self.name, folder,
                         real)
             return False
+        if len(self._safe) > 65536:  # a long-lived worker opens many files: stay bounded
+            self._safe.clear()
         self._safe.add(key)
         return True
 
