@@ -130,10 +130,10 @@ def test_failover_from_a_dead_rse(world: World) -> None:
 
 
 def test_bulk_resolution_and_metadata_cache(world: World) -> None:
-    with client(world) as c:
-        svc = c.resolver.rucio
-        real = svc.client()
-        calls: list[int] = []
+    calls: list[int] = []
+
+    def counted(c: htpdata.Client) -> None:
+        real = c.resolver.rucio.client()
         original = real.list_replicas
 
         def counting(dids: list[dict[str, str]], **kw: Any) -> Any:
@@ -141,12 +141,19 @@ def test_bulk_resolution_and_metadata_cache(world: World) -> None:
             return original(dids, **kw)
 
         real.list_replicas = counting
+
+    with client(world) as c:
+        counted(c)
         resolved = c.resolve_all("rucio:cms:/Bulk/Many/NANOAOD")
         assert len(resolved) == BULK
-        assert calls == [500, 500, 200]  # bulk calls, not one per file
-        again = c.resolve_all("rucio:cms:/Bulk/Many/NANOAOD")
-        assert len(again) == BULK
-        assert len(calls) == 3
+        assert calls == [1]  # one streamed call for the whole dataset, not one per file
+        one = c.resolve(str(resolved[7].name))  # a file of it: nothing more is asked
+        assert one.replicas == resolved[7].replicas
+        assert calls == [1]
+    with client(world) as c:  # a new process: the metadata cache answers
+        counted(c)
+        assert len(c.resolve_all("rucio:cms:/Bulk/Many/NANOAOD")) == BULK
+        assert calls == [1]
 
 
 def test_cms_names_through_rucio_with_catalog_fallback(world: World, tmp_path: Path,

@@ -163,12 +163,16 @@ class Resolver:
         did = self._did_for(n)
         if did is not None:
             try:
-                entries = self.files(n)
-                dids = [_did_of(e.name, self.settings.rucio.cms_scope) for e in entries]
-                found = self.rucio.replicas(dids, dict(zip(dids, (e.name for e in entries),
-                                                           strict=True)))
-                return [self._ordered(parse_name(e.name), found[d][1], found[d][0])
-                        for e, d in zip(entries, dids, strict=True)]
+                if self.rucio.did_type(did.scope, did.name) == "FILE":
+                    return [self.resolve(n)]
+                rows = self.rucio.dataset_replicas(did.scope, did.name)
+                out = []
+                for row in sorted(rows, key=lambda r: (r["scope"], r["name"])):
+                    logical = (f"cms:{row['name']}" if isinstance(n, LogicalName)
+                               else f"rucio:{row['scope']}:{row['name']}")
+                    entry, reps = self.rucio._row(row, {(row["scope"], row["name"]): logical})
+                    out.append(self._ordered(parse_name(logical), reps, entry))
+                return out
             except (NameNotFoundError, ServiceUnavailableError) as exc:
                 self._fallback(n, exc)
         if self.dataset(n) is not None:

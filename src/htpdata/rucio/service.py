@@ -73,6 +73,8 @@ class RucioService:
         self._client: Any = None
         self._host: str | None = None
         self._warned: set[str] = set()
+        self._rows: dict[tuple[str, str], dict[str, Any]] = {}
+        """Replica rows learnt from whole-dataset answers, for resolving their files later."""
         self._lock = threading.Lock()
 
     # -- the rucio client, and its errors ---------------------------------------------------
@@ -135,8 +137,21 @@ class RucioService:
         self.meta.put(f"{self.host}|{key}", value)
         return value
 
+    def dataset_replicas(self, scope: str, name: str) -> list[dict[str, Any]]:
+        """Replica rows of every file of a dataset or container: one streamed call (Rucio
+        expands the collection), cached as one answer."""
+        did = did_name(scope, name)
+        key = f"dsreplicas|{scope}:{name}|{self.settings.rse_expression}|{','.join(self.schemes)}"
+        rows: list[dict[str, Any]] = self._ask(
+            key, lambda: self._list_replicas([(scope, name)]), "list replicas of", did)
+        for r in rows:
+            self._rows[(r["scope"], r["name"])] = r
+        return rows
+
     def did_type(self, scope: str, name: str) -> str:
         """``FILE``, ``DATASET`` or ``CONTAINER``."""
+        if (scope, name) in self._rows:
+            return "FILE"
         did = did_name(scope, name)
         return str(self._ask(f"type|{scope}:{name}",
                              lambda: str(self.client().get_did(scope, name)["type"]).upper(),
@@ -163,6 +178,10 @@ class RucioService:
         out: dict[tuple[str, str], tuple[FileEntry, list[Replica]]] = {}
         missing: list[tuple[str, str]] = []
         for d in dids:
+            known = self._rows.get(d)
+            if known is not None:
+                out[d] = self._row(known, logical)
+                continue
             hit = self.meta.get(self._replica_key(d),
                                 self.settings.metadata_ttl)
             if hit is None:
@@ -192,9 +211,7 @@ class RucioService:
             for row in rows:
                 d = (row["scope"], row["name"])
                 self.meta.put(self._replica_key(d), row)
-                # list_replicas answers for files only: remember that, so resolving each file
-                # later does not ask Rucio for its type one by one.
-                self.meta.put(f"{self.host}|type|{d[0]}:{d[1]}", "FILE")
+                self._rows[d] = row  # a file: resolving it again asks nothing
                 out[d] = self._row(row, logical)
         for d in dids:
             if d not in out:
