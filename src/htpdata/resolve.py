@@ -167,11 +167,14 @@ class Resolver:
                     return [self.resolve(n)]
                 rows = self.rucio.dataset_replicas(did.scope, did.name)
                 out = []
+                cms = isinstance(n, LogicalName)
                 for row in sorted(rows, key=lambda r: (r["scope"], r["name"])):
-                    logical = (f"cms:{row['name']}" if isinstance(n, LogicalName)
-                               else f"rucio:{row['scope']}:{row['name']}")
-                    entry, reps = self.rucio._row(row, {(row["scope"], row["name"]): logical})
-                    out.append(self._ordered(parse_name(logical), reps, entry))
+                    # Names Rucio returned for a valid DID: built directly, not re-parsed
+                    # (thousands of files; the cached warm path is mostly this loop).
+                    file: Name = (LogicalName("cms", row["name"]) if cms
+                                  else DID(row["scope"], row["name"]))
+                    entry, reps = self.rucio._row(row, {(row["scope"], row["name"]): str(file)})
+                    out.append(self._ordered(file, reps, entry))
                 return out
             except (NameNotFoundError, ServiceUnavailableError) as exc:
                 self._fallback(n, exc)
