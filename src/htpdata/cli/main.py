@@ -77,10 +77,11 @@ def entry() -> None:
     code = main()
     try:
         from ..cache.accounting import _flush_all
-        from ..client import reset_default_client
+        from ..client import _default
 
-        reset_default_client()  # closes the client: queued cache writes land, journals flush
-        _flush_all()
+        if _default is not None and _default._cache is not None:
+            _default._cache.close()  # queued cache writes land, the journal flushes
+        _flush_all()  # (open storage handles need no goodbye: the process ends here)
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:  # pragma: no cover - never mask the command's own result

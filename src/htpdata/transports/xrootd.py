@@ -44,7 +44,7 @@ def _configure_client(timeouts: TimeoutSettings) -> None:
 
 
 _HANDLE_TTL = 300.0  # seconds an open handle (and the size it reported) is reused
-_ASK = ThreadPoolExecutor(4, thread_name_prefix="htpdata-xrootd-query")
+_ASK = ThreadPoolExecutor(16, thread_name_prefix="htpdata-xrootd-query")
 
 
 class _Handles:
@@ -58,6 +58,7 @@ class _Handles:
         self.timeout = timeout
         self.limit = limit
         self._files: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+        self._opening: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def get(self, url: str) -> Any:
@@ -68,8 +69,23 @@ class _Handles:
                 self._files.move_to_end(url)
                 return hit[0]
             stale = self._files.pop(url, None)
+            opening = self._opening.setdefault(url, threading.Lock())
         if stale is not None:
             _ASK.submit(_close_quietly, stale[0])
+        # One open per URL at a time: parallel streams of one file share the first open
+        # instead of each paying a round trip and throwing the extra handles away.
+        with opening:
+            with self._lock:
+                hit = self._files.get(url)
+                if hit is not None:
+                    return hit[0]
+            try:
+                return self._open(url, now)
+            finally:
+                with self._lock:
+                    self._opening.pop(url, None)
+
+    def _open(self, url: str, now: float) -> Any:
         from XRootD.client import File  # type: ignore[attr-defined]
         from XRootD.client.flags import OpenFlags
 
@@ -97,11 +113,18 @@ class _Handles:
         if hit is not None:
             _close_quietly(hit[0])
 
-    def close(self) -> None:
+    def close(self, wait: float = 5.0) -> None:
+        """Close every handle, concurrently (each close is a round trip), waiting at most
+        ``wait`` seconds: a dead server must not hold a process open."""
         with self._lock:
             files, self._files = list(self._files.values()), OrderedDict()
-        for f, _ in files:
-            _close_quietly(f)
+        futures = [_ASK.submit(_close_quietly, f) for f, _ in files]
+        deadline = time.monotonic() + wait
+        for fut in futures:
+            try:
+                fut.result(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:
+                break
 
 
 def _close_quietly(f: Any) -> None:
