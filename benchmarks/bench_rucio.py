@@ -45,6 +45,10 @@ from typing import Any
 from htpdata.testing import free_port
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_stage import source_state  # noqa: E402  (one definition for both benchmarks)
+
 DATA = HERE / "data"
 RESULTS = HERE / "results"
 SCOPE = "bench"
@@ -457,19 +461,6 @@ def _version(dist: str) -> str | None:
         return version(dist)
     except PackageNotFoundError:
         return None
-
-
-def source_state() -> str:
-    """The checkout's commit, and whether src/ differs from it (others edit it meanwhile)."""
-    here = HERE.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, text=True,
-                              capture_output=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=here,
-                               text=True, capture_output=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return f"{head}{' + uncommitted changes in src/' if dirty else ''}"
 
 
 if __name__ == "__main__":
