@@ -109,6 +109,30 @@ def client(catalog_dir: Path) -> htpdata.Client:
     return htpdata.default_client()
 
 
+
+@pytest.fixture
+def two_origins(tmp_path: Path) -> Iterator[tuple[XRootDServer, XRootDServer, Path]]:
+    """Two origins with the same files (SITE_A preferred) and a catalog file naming both."""
+    _need_xrootd()
+    a, b = XRootDServer(name="siteA", tls=False), XRootDServer(name="siteB", tls=False)
+    for s in (a, b):
+        lay_out(s.data)
+    with a, b:
+        cat = tmp_path / "two-sites.toml"
+        cat.write_text(catalog_text([("SITE_A", a, 1), ("SITE_B", b, 2)]))
+        yield a, b, cat
+
+
+@pytest.fixture
+def dask_client() -> Iterator[object]:
+    """A distributed.Client on a LocalCluster of two worker processes."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as dc:
+        yield dc
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     from .figures import FIGURES
 

@@ -119,13 +119,10 @@ def test_convert_cli(catalog_dir: Path, tmp_path: Path) -> None:
 
 @pytest.mark.xrootd
 @pytest.mark.slow
-def test_convert_on_a_dask_cluster(catalog_dir: Path, tmp_path: Path) -> None:
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as dc, \
-            htpdata.Client(cache={"local_dir": "off",
-                                  "shared_dir": str(tmp_path / "shared")}) as c:
-        rows = convert_many(["test:/Test/All"], "parquet", "*", client=c, dask=dc)
+def test_convert_on_a_dask_cluster(catalog_dir: Path, tmp_path: Path,
+                                   dask_client: object) -> None:
+    with htpdata.Client(cache={"local_dir": "off",
+                               "shared_dir": str(tmp_path / "shared")}) as c:
+        rows = convert_many(["test:/Test/All"], "parquet", "*", client=c, dask=dask_client)
         assert len(rows) == len(TEST_FILES)
         assert all("path" in r and Path(r["path"]).exists() for r in rows), rows

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import htpdata
 from htpdata.errors import NoReplicaFoundError, ReplicasExhaustedError, StorageError
-from htpdata.testing import XRootDServer
 
-from .conftest import TESTDATA, catalog_text, lay_out
+from .conftest import TESTDATA
 
 pytestmark = pytest.mark.xrootd
 
@@ -21,20 +19,6 @@ NANO = "nanoAOD_2015_CMS_Open_Data_ttbar.root"
 FAST = {"timeouts": {"connect": 2, "read": 5}, "cache": {"enabled": False}}
 # Through the cache, with head and tail small enough that the first read does not take it all.
 CACHED = {"cache": {"enabled": True, "head": 4096, "tail": 4096, "merge_gap": 0}}
-
-
-@pytest.fixture
-def two_origins(tmp_path: Path) -> Iterator[tuple[XRootDServer, XRootDServer, Path]]:
-    from .conftest import _need_xrootd
-
-    _need_xrootd()
-    a, b = XRootDServer(name="siteA", tls=False), XRootDServer(name="siteB", tls=False)
-    for s in (a, b):
-        lay_out(s.data)
-    with a, b:
-        cat = tmp_path / "two-sites.toml"
-        cat.write_text(catalog_text([("SITE_A", a, 1), ("SITE_B", b, 2)]))
-        yield a, b, cat
 
 
 def _client(cat: Path, **extra: dict[str, object]) -> htpdata.Client:

@@ -160,34 +160,22 @@ def test_stage_cli_dry_run_json_and_refusal(catalog_dir: Path, tmp_path: Path) -
 
 
 @pytest.mark.xrootd
-def test_stage_fails_over_when_an_origin_dies(tmp_path: Path) -> None:
-    from .conftest import _need_xrootd
-
-    _need_xrootd()
-    a, b = XRootDServer(name="stageA", tls=False), XRootDServer(name="stageB", tls=False)
-    from .conftest import lay_out
-
-    for s in (a, b):
-        lay_out(s.data)
-    with a, b:
-        cat = tmp_path / "two.toml"
-        cat.write_text(catalog_text([("SITE_A", a, 1), ("SITE_B", b, 2)]))
-        a.kill()
-        with htpdata.Client(catalogs={"path": [str(cat)]}, replicas={"protocols": ["root"]},
-                            timeouts={"connect": 2, "read": 5}, **_dirs(tmp_path)) as client:
-            s = stage("test:/Test/All", client=client, retries=0)
-            assert s.ok, [r.error for r in s.failed]
-            assert all(f"localhost:{b.port}" in (r.replica or "") for r in s.staged)
+def test_stage_fails_over_when_an_origin_dies(tmp_path: Path, two_origins) -> None:  # type: ignore[no-untyped-def]
+    a, b, cat = two_origins
+    a.kill()
+    with htpdata.Client(catalogs={"path": [str(cat)]}, replicas={"protocols": ["root"]},
+                        timeouts={"connect": 2, "read": 5}, **_dirs(tmp_path)) as client:
+        s = stage("test:/Test/All", client=client, retries=0)
+        assert s.ok, [r.error for r in s.failed]
+        assert all(f"localhost:{b.port}" in (r.replica or "") for r in s.staged)
 
 
 @pytest.mark.xrootd
 @pytest.mark.slow
-def test_stage_on_a_dask_cluster(catalog_dir: Path, tmp_path: Path) -> None:
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as dc, htpdata.Client(**_dirs(tmp_path)) as client:
-        s = stage("test:/Test/All", client=client, dask=dc)
+def test_stage_on_a_dask_cluster(catalog_dir: Path, tmp_path: Path,
+                                 dask_client: object) -> None:
+    with htpdata.Client(**_dirs(tmp_path)) as client:
+        s = stage("test:/Test/All", client=client, dask=dask_client)
         assert s.ok
         assert len(s.staged) == len(TEST_FILES)
         assert all(r.verified for r in s.staged)
