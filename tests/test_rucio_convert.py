@@ -9,7 +9,9 @@ import pytest
 from htpdata.config import ReplicaSettings, RucioSettings
 from htpdata.errors import AuthenticationError, NameNotFoundError, ServiceUnavailableError
 from htpdata.replicas import order_replicas
+from htpdata.replicas import Replica, ReplicaPolicy
 from htpdata.rucio import MetadataCache, RucioService, file_entry, replicas_of
+from htpdata.rucio.convert import compact_row
 from htpdata.rucio.service import _translate
 
 ROW = {
@@ -28,12 +30,12 @@ ROW = {
 
 
 def test_file_entry_pads_adler32() -> None:
-    e = file_entry(ROW)
+    e = file_entry(compact_row(ROW))
     assert (e.name, e.size, e.adler32) == ("rucio:cms:/store/mc/x.root", 1234, "00000abc")
 
 
 def test_replicas_keep_the_logical_name_and_order_by_policy() -> None:
-    reps = replicas_of(ROW, logical="cms:/store/mc/x.root")
+    reps = replicas_of(compact_row(ROW), logical="cms:/store/mc/x.root")
     assert all(r.name == "cms:/store/mc/x.root" for r in reps)
     ordered = order_replicas(reps, ReplicaSettings(prefer_sites=("T2_IT_*", "T1_IT_CNAF*")))
     assert [(r.site, r.protocol) for r in ordered] == [
@@ -41,6 +43,26 @@ def test_replicas_keep_the_logical_name_and_order_by_policy() -> None:
     plain = order_replicas(reps, ReplicaSettings())  # no preference: protocol, then URL
     assert [r.protocol for r in plain] == ["root", "root", "davs"]
     assert "T1_IT_CNAF_Tape" not in {r.site for r in ordered}  # tape never streams
+
+
+def test_old_servers_rses_map_and_no_priority() -> None:
+    row = compact_row({"scope": "s", "name": "/f", "bytes": None, "adler32": None,
+                       "rses": {"A": ["root://a//f"], "B": ["davs://b/f"]}})
+    assert row == ["s", "/f", None, None, [["root://a//f", "A", False],
+                                            ["davs://b/f", "B", False]]]
+    assert file_entry(row).size is None
+    assert [r.site for r in replicas_of(row)] == ["A", "B"]
+
+
+def test_policy_remembers_decisions_and_matches_the_one_shot_order() -> None:
+    settings = ReplicaSettings(prefer_sites=("T2_IT_*",), block_sites=("T3_*",))
+    policy = ReplicaPolicy(settings)
+    reps = [Replica(f"root://{site}//f{i}", site, "root", "cms:/f") for i in range(3)
+            for site in ("T2_DE_X", "T2_IT_Y", "T3_US_Z")]
+    first = policy.order(reps)
+    assert [r.site for r in first[:3]] == ["T2_IT_Y"] * 3 and len(first) == 6
+    assert policy.order(reversed(reps)) == first == order_replicas(reps, settings)
+    assert len(policy._ranks) == 3  # one decision per site, not per replica
 
 
 @pytest.mark.parametrize(("name", "cls"), [

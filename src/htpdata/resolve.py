@@ -18,7 +18,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ._gc import paused
 from .catalogs import CatalogSet, Dataset, FileEntry, load_catalogs
 from .config import Settings
 from .errors import (
@@ -28,7 +30,10 @@ from .errors import (
     UnknownNamespaceError,
 )
 from .names import DID, LogicalName, Name, PhysicalURL, parse_name
-from .replicas import Replica, order_replicas
+from .replicas import Replica, ReplicaPolicy
+
+if TYPE_CHECKING:
+    from .rucio.convert import CompactRow
 
 __all__ = ["ResolvedFile", "Resolver"]
 
@@ -60,6 +65,7 @@ class Resolver:
         self.catalogs = catalogs if catalogs is not None else load_catalogs(settings, self.environ)
         self._rucio: object | None = None
         self._fallback_said = False
+        self.policy = ReplicaPolicy(settings.replicas)
 
     # -- Rucio ----------------------------------------------------------------------------------
     @property
@@ -166,16 +172,7 @@ class Resolver:
                 if self.rucio.did_type(did.scope, did.name) == "FILE":
                     return [self.resolve(n)]
                 rows = self.rucio.dataset_replicas(did.scope, did.name)
-                out = []
-                cms = isinstance(n, LogicalName)
-                for row in sorted(rows, key=lambda r: (r["scope"], r["name"])):
-                    # Names Rucio returned for a valid DID: built directly, not re-parsed
-                    # (thousands of files; the cached warm path is mostly this loop).
-                    file: Name = (LogicalName("cms", row["name"]) if cms
-                                  else DID(row["scope"], row["name"]))
-                    entry, reps = self.rucio._row(row, {(row["scope"], row["name"]): str(file)})
-                    out.append(self._ordered(file, reps, entry))
-                return out
+                return self._from_rows(rows, cms=isinstance(n, LogicalName))
             except (NameNotFoundError, ServiceUnavailableError) as exc:
                 self._fallback(n, exc)
         if self.dataset(n) is not None:
@@ -221,9 +218,30 @@ class Resolver:
         meta = self.metadata(n)
         return self._ordered(n, candidates, meta, "no site rule matches this path")
 
+    def _from_rows(self, rows: list[CompactRow], cms: bool) -> list[ResolvedFile]:
+        """Resolved files from Rucio's compact rows, sorted by name.
+
+        The warm path of a whole dataset is this loop (thousands of files): names Rucio returned
+        for a valid DID are built directly, not re-parsed, and each site's rank is decided once.
+        """
+        out = []
+        policy = self.policy
+        with paused():
+            for scope, fname, size, adler, pfns in sorted(rows, key=_scope_name):
+                file: Name = LogicalName("cms", fname) if cms else DID(scope, fname)
+                text = str(file)
+                reps = [Replica(pfn, rse, pfn[:pfn.find("://")] if "://" in pfn else "file",
+                                text, tape=tape) for pfn, rse, tape in pfns]
+                ordered = policy.order(reps)
+                if not ordered:
+                    self._ordered(file, reps, FileEntry(text))  # raises, saying why
+                out.append(ResolvedFile(file, tuple(ordered), None if size is None else
+                                        int(size), _adler32(adler)))
+        return out
+
     def _ordered(self, n: Name, candidates: list[Replica], meta: FileEntry,
                  none_found: str = "Rucio lists no replica for it") -> ResolvedFile:
-        ordered = order_replicas(candidates, self.settings.replicas)
+        ordered = self.policy.order(candidates)
         if not ordered:
             why = (none_found if not candidates else
                    f"no usable replica: all {len(candidates)} excluded by the replica settings "
@@ -234,6 +252,14 @@ class Resolver:
     def _check_namespace(self, n: LogicalName) -> None:
         if n.namespace not in self.catalogs.namespaces:
             raise UnknownNamespaceError(str(n), n.namespace, list(self.catalogs.namespaces))
+
+
+def _scope_name(row: CompactRow) -> tuple[str, str]:
+    return row[0], row[1]
+
+
+def _adler32(value: object) -> str | None:
+    return str(value).lower().rjust(8, "0") if value else None
 
 
 def _did_of(name: str, cms_scope: str) -> tuple[str, str]:

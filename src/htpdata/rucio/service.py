@@ -20,11 +20,12 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._gc import paused
 from ..catalogs import FileEntry
 from ..config import RucioSettings
 from ..errors import AuthenticationError, HtpdataError, NameNotFoundError, ServiceUnavailableError
 from ..replicas import Replica
-from .convert import did_name, file_entry, replicas_of
+from .convert import CompactRow, compact_row, did_name, file_entry, replicas_of
 
 __all__ = ["MetadataCache", "RucioService"]
 
@@ -45,7 +46,8 @@ class MetadataCache:
     def get(self, key: str, ttl: float | None) -> tuple[Any, float] | None:
         """(value, age in seconds), or None if absent or older than ``ttl`` (None: any age)."""
         try:
-            raw = json.loads(self._path(key).read_bytes())
+            with paused():
+                raw = json.loads(self._path(key).read_bytes())
         except (OSError, ValueError):
             return None
         age = time.time() - float(raw.get("t", 0))
@@ -73,7 +75,7 @@ class RucioService:
         self._client: Any = None
         self._host: str | None = None
         self._warned: set[str] = set()
-        self._rows: dict[tuple[str, str], dict[str, Any]] = {}
+        self._rows: dict[tuple[str, str], CompactRow] = {}
         """Replica rows learnt from whole-dataset answers, for resolving their files later."""
         self._lock = threading.Lock()
 
@@ -137,15 +139,16 @@ class RucioService:
         self.meta.put(f"{self.host}|{key}", value)
         return value
 
-    def dataset_replicas(self, scope: str, name: str) -> list[dict[str, Any]]:
+    def dataset_replicas(self, scope: str, name: str) -> list[CompactRow]:
         """Replica rows of every file of a dataset or container: one streamed call (Rucio
         expands the collection), cached as one answer."""
         did = did_name(scope, name)
-        key = f"dsreplicas|{scope}:{name}|{self.settings.rse_expression}|{','.join(self.schemes)}"
-        rows: list[dict[str, Any]] = self._ask(
+        key = (f"dsreplicas2|{scope}:{name}|{self.settings.rse_expression}|"
+               f"{','.join(self.schemes)}")
+        rows: list[CompactRow] = self._ask(
             key, lambda: self._list_replicas([(scope, name)]), "list replicas of", did)
         for r in rows:
-            self._rows[(r["scope"], r["name"])] = r
+            self._rows[(r[0], r[1])] = r
         return rows
 
     def did_type(self, scope: str, name: str) -> str:
@@ -161,14 +164,13 @@ class RucioService:
         """Every file of a dataset or container (one streamed call), or the file itself."""
         did = did_name(scope, name)
 
-        def fetch() -> list[dict[str, Any]]:
-            return [{"scope": r["scope"], "name": r["name"], "bytes": r.get("bytes"),
-                     "adler32": r.get("adler32")}
+        def fetch() -> list[list[Any]]:
+            return [[r["scope"], r["name"], r.get("bytes"), r.get("adler32")]
                     for r in self.client().list_files(scope, name)]
 
         if self.did_type(scope, name) == "FILE":
             return [self.replicas([(scope, name)])[(scope, name)][0]]
-        rows = self._ask(f"files|{scope}:{name}", fetch, "list the files of", did)
+        rows = self._ask(f"files2|{scope}:{name}", fetch, "list the files of", did)
         return [file_entry(r) for r in rows]
 
     def replicas(self, dids: Sequence[tuple[str, str]], logical: dict[tuple[str, str], str]
@@ -191,7 +193,7 @@ class RucioService:
         for i in range(0, len(missing), max(1, self.settings.batch)):
             batch = missing[i:i + self.settings.batch]
 
-            def ask(b: list[tuple[str, str]] = batch) -> list[dict[str, Any]]:
+            def ask(b: list[tuple[str, str]] = batch) -> list[CompactRow]:
                 return self._list_replicas(b)
 
             try:
@@ -209,7 +211,7 @@ class RucioService:
                 self._warn_once("offline", "Rucio unreachable; using replica lists from the "
                            "metadata cache")
             for row in rows:
-                d = (row["scope"], row["name"])
+                d = (row[0], row[1])
                 self.meta.put(self._replica_key(d), row)
                 self._rows[d] = row  # a file: resolving it again asks nothing
                 out[d] = self._row(row, logical)
@@ -219,23 +221,21 @@ class RucioService:
         return out
 
     def _replica_key(self, d: tuple[str, str]) -> str:
-        return (f"{self.host}|replicas|{d[0]}:{d[1]}|{self.settings.rse_expression}|"
+        return (f"{self.host}|replicas2|{d[0]}:{d[1]}|{self.settings.rse_expression}|"
                 f"{','.join(self.schemes)}")
 
-    def _list_replicas(self, batch: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+    def _list_replicas(self, batch: Iterable[tuple[str, str]]) -> list[CompactRow]:
         # geoip sorting costs ~1.5 ms per file and htpdata orders replicas itself anyway
         kwargs: dict[str, Any] = {"sort": "random", "schemes": list(self.schemes)}
         if self.settings.rse_expression:
             kwargs["rse_expression"] = self.settings.rse_expression
         rows = self.client().list_replicas([{"scope": s, "name": n} for s, n in batch], **kwargs)
-        return [{"scope": r["scope"], "name": r["name"], "bytes": r.get("bytes"),
-                 "adler32": r.get("adler32"), "pfns": r.get("pfns") or {},
-                 "rses": r.get("rses") or {}} for r in rows]
+        return [compact_row(r) for r in rows]
 
     @staticmethod
-    def _row(row: dict[str, Any], logical: dict[tuple[str, str], str] | None
+    def _row(row: CompactRow, logical: dict[tuple[str, str], str] | None
              ) -> tuple[FileEntry, list[Replica]]:
-        d = (row["scope"], row["name"])
+        d = (row[0], row[1])
         name = (logical or {}).get(d)
         entry = file_entry(row)
         if name is not None:
