@@ -859,6 +859,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=RESULTS / "stage.json")
     args = ap.parse_args(argv)
     source_at_start = source_state()
+    compile_htpdata()
     deadline = time.monotonic() + args.max_seconds
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
     if shutil.which("xrdcp") is None or shutil.which("xrootd") is None:
@@ -932,6 +933,19 @@ def main(argv: list[str] | None = None) -> int:
             data["profiles"] = profiles
             args.json.write_text(json.dumps(data, indent=1, default=str) + "\n")
     return 0
+
+
+def compile_htpdata() -> None:
+    """Write htpdata's bytecode once, as installing a wheel does.
+
+    An editable install has none, and with ``PYTHONDONTWRITEBYTECODE=1`` (set on this machine)
+    every new process would compile htpdata from source (~60 ms per CLI start); the peers'
+    packages were compiled by pip when installed. Timed commands then start as installed.
+    """
+    import htpdata
+
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(htpdata.__file__).parent)],
+                   check=False, capture_output=True, timeout=120)
 
 
 def source_state() -> str:

@@ -42,7 +42,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class LogicalName:
     """A name in a catalog namespace, e.g. CMS LFNs ``cms:/store/...``."""
 
@@ -55,7 +55,7 @@ class LogicalName:
         return f"{self.namespace}:{self.path}"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class DID:
     """A Rucio data identifier ``rucio:scope:name``."""
 
@@ -68,7 +68,7 @@ class DID:
         return f"{RUCIO_NAMESPACE}:{self.scope}:{self.name}"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class PhysicalURL:
     """A URL a transport can read directly (``root://``, ``davs://``, ``https://``, ``file://``)."""
 

@@ -7,8 +7,8 @@ exhaustively without servers. The I/O that walks the list lives in :mod:`htpdata
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 from .config import ReplicaSettings
 
@@ -48,6 +48,7 @@ class ReplicaPolicy:
         self.settings = settings
         self.protocols = list(settings.protocols)
         self._ranks: dict[tuple[str, str, int, str, bool], tuple[bool, int, int, int] | None] = {}
+        self._pfn_ranks: dict[tuple[str, str, bool], tuple[bool, int, int, int] | None] = {}
 
     def rank(self, r: Replica) -> tuple[bool, int, int, int] | None:
         """Sort key of a replica's site and protocol, or None if the replica is excluded."""
@@ -82,6 +83,34 @@ class ReplicaPolicy:
             ranked = list({url: (rank, url, r) for rank, url, r in ranked}.values())
         ranked.sort()  # URLs are unique now: the replicas themselves are never compared
         return [r for _, _, r in ranked]
+
+    def order_pfns(self, pfns: Iterable[Sequence[Any]], name: str) -> list[Replica]:
+        """:meth:`order` for Rucio's ``[pfn, rse, tape]`` triples (site role, default
+        preference), building only the replicas kept: a dataset's warm resolution is this
+        loop, so it is written for speed (two replicas sorted without a sort)."""
+        ranks = self._pfn_ranks
+        kept = []
+        for pfn, rse, tape in pfns:
+            scheme = pfn[:pfn.find("://")] if "://" in pfn else "file"
+            key = (rse, scheme, tape)
+            if key in ranks:
+                rank = ranks[key]
+            else:
+                rank = ranks[key] = self._decide((rse, scheme, 100, "site", bool(tape)))
+            if rank is not None:
+                kept.append((rank, pfn, rse, scheme))
+        n = len(kept)
+        if n == 2:
+            a, b = kept
+            if a[1] == b[1]:  # one replica per URL: the last
+                kept = [b]
+            elif b < a:
+                kept = [b, a]
+        elif n > 2:
+            if len({k[1] for k in kept}) < n:
+                kept = list({k[1]: k for k in kept}.values())
+            kept.sort()
+        return [Replica(pfn, rse, scheme, name) for _, pfn, rse, scheme in kept]
 
 
 def order_replicas(replicas: Iterable[Replica], settings: ReplicaSettings) -> list[Replica]:

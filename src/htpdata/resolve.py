@@ -40,7 +40,7 @@ __all__ = ["ResolvedFile", "Resolver"]
 log = logging.getLogger("htpdata.resolve")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ResolvedFile:
     """A file with what is known of it and its replicas in the order they will be tried."""
 
@@ -171,8 +171,9 @@ class Resolver:
             try:
                 if self.rucio.did_type(did.scope, did.name) == "FILE":
                     return [self.resolve(n)]
-                rows = self.rucio.dataset_replicas(did.scope, did.name)
-                return self._from_rows(rows, cms=isinstance(n, LogicalName))
+                with paused():  # one young collection at the end, not one per step
+                    rows = self.rucio.dataset_replicas(did.scope, did.name)
+                    return self._from_rows(rows, cms=isinstance(n, LogicalName))
             except (NameNotFoundError, ServiceUnavailableError) as exc:
                 self._fallback(n, exc)
         if self.dataset(n) is not None:
@@ -224,17 +225,18 @@ class Resolver:
         The warm path of a whole dataset is this loop (thousands of files): names Rucio returned
         for a valid DID are built directly, not re-parsed, and each site's rank is decided once.
         """
+        from .rucio.convert import replicas_of
+
         out = []
-        policy = self.policy
+        order = self.policy.order_pfns
         with paused():
             for scope, fname, size, adler, pfns in sorted(rows, key=_scope_name):
                 file: Name = LogicalName("cms", fname) if cms else DID(scope, fname)
                 text = str(file)
-                reps = [Replica(pfn, rse, pfn[:pfn.find("://")] if "://" in pfn else "file",
-                                text, tape=tape) for pfn, rse, tape in pfns]
-                ordered = policy.order(reps)
-                if not ordered:
-                    self._ordered(file, reps, FileEntry(text))  # raises, saying why
+                ordered = order(pfns, text)
+                if not ordered:  # raises, saying why
+                    self._ordered(file, replicas_of([scope, fname, size, adler, pfns], text),
+                                  FileEntry(text))
                 out.append(ResolvedFile(file, tuple(ordered), None if size is None else
                                         int(size), _adler32(adler)))
         return out
