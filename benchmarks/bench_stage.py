@@ -82,6 +82,36 @@ DEFAULT_LABEL = settings_label(*DEFAULT_SETTINGS)
 PEERS = ("xrdcp serial", "xrdcp --parallel 4", "Rucio DownloadClient")
 CAPACITY = "link capacity"
 
+# The rN link-capacity probe: argv = N, target folder, URLs. Files are opened as their first
+# piece is asked for; N pieces of 4 MiB are in flight at any time over all files.
+RAW_READS = """\
+import os, sys
+from concurrent.futures import ThreadPoolExecutor
+from XRootD.client import File
+n, target, urls = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+PIECE = 4 << 20
+def fetch(url):
+    f = File()
+    st, _ = f.open(url)
+    assert st.ok, st.message
+    st, info = f.stat()
+    size = info.size
+    fd = os.open(os.path.join(target, url.rsplit("/", 1)[1]), os.O_WRONLY | os.O_CREAT, 0o644)
+    def piece(off):
+        st, data = f.read(off, min(PIECE, size - off))
+        assert st.ok, st.message
+        os.pwrite(fd, data, off)
+    return fd, f, [(piece, off) for off in range(0, size, PIECE)]
+with ThreadPoolExecutor(min(n, len(urls))) as opener:
+    opened = list(opener.map(fetch, urls))
+with ThreadPoolExecutor(n) as pool:
+    for fut in [pool.submit(p, off) for _, _, pieces in opened for p, off in pieces]:
+        fut.result()
+for fd, f, _ in opened:
+    os.close(fd)
+os._exit(0)
+"""
+
 RUCIO_DOWNLOAD = """\
 import json, sys, time
 t0 = time.monotonic()
@@ -348,10 +378,12 @@ class Bench:
     """The servers' addresses, the environment, the clock and the results of one run."""
 
     def __init__(self, wan: WanProxy, env: dict[str, str], work: Path, rucio_config: Path,
-                 deadline: float, run_timeout: float) -> None:
+                 deadline: float, run_timeout: float, sink: Path | None = None) -> None:
         self.wan = wan
         self.env = env
         self.work = work
+        self.sink = sink or work
+        """Where every case writes (htpdata's tier, the peers' targets): --sink."""
         self.rucio_config = rucio_config
         self.deadline = deadline
         self.run_timeout = run_timeout
@@ -371,7 +403,7 @@ class Bench:
 
     def fresh(self, what: str, base: Path | None = None) -> Path:
         self._n += 1
-        path = (base or self.work) / f"{self._n:02d}-{what}"
+        path = (base or self.sink) / f"{self._n:02d}-{what}"
         path.mkdir()
         return path
 
@@ -533,6 +565,8 @@ def link_capacity(b: Bench, ds: Dataset, files: Files, kind: str) -> None:
 
     ``pN``: one ``xrdcp --parallel N`` over the whole list. ``nN``: N ``xrdcp`` processes at
     once, process i copying files i, i+N, ... (wrapping round) until each has the same count.
+    ``rN``: one process keeping N raw 4 MiB XRootD reads in flight over all files (the XRootD
+    Python bindings, each piece written at its offset; no cache, no checksum).
     Writing to tmpfs keeps the client's disk out of the figure. Also samples the emulator's
     byte counter every 0.1 s for the best 1-second window.
     """
@@ -544,6 +578,11 @@ def link_capacity(b: Bench, ds: Dataset, files: Files, kind: str) -> None:
         cmds.append(["xrdcp", "-f", "-s", "--parallel", str(n), *(b.url(f) for f in files),
                      f"{base}/"])
         total, nfiles, label = len(files) * size, len(files), f"xrdcp --parallel {n} -> tmpfs"
+    elif kind.startswith("r"):
+        cmds.append([sys.executable, "-c", RAW_READS, str(n), str(base),
+                     *(b.url(f) for f in files)])
+        total, nfiles = len(files) * size, len(files)
+        label = f"{n} raw 4 MiB reads in flight -> tmpfs"
     else:
         per = -(-len(files) // n)
         for i in range(n):
@@ -843,10 +882,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settings", default="8x4,16x4,32x4",
                     help="htpdata JOBSxSTREAMS to try after the defaults (those of "
                     "htpdata.staging.stage) unless equal to them; '' for none")
-    ap.add_argument("--capacity", default="p8,p16,n8",
+    ap.add_argument("--capacity", default="p8,p16,n8,r64",
                     help="raw stream sets for the link capacity: pN = xrdcp --parallel N, "
-                    "nN = N xrdcp processes (default p8,p16,n8)")
+                    "nN = N xrdcp processes, rN = N raw 4 MiB reads in flight in one process "
+                    "(default p8,p16,n8,r64)")
     ap.add_argument("--repeat", type=int, default=1, help="repetitions of every case (1)")
+    ap.add_argument("--sink", type=Path, default=None,
+                    help="folder every case writes into (htpdata's tier and the peers' targets; "
+                         "default: the work folder on disk). --sink /dev/shm takes this "
+                         "machine's disk out of the figures, as the link capacity does")
     ap.add_argument("--delay-ms", type=float, default=10.0, help="one-way WAN delay (10)")
     ap.add_argument("--only", choices=["a", "b"], help="one dataset only")
     ap.add_argument("--no-rucio-stage", action="store_true",
@@ -886,7 +930,12 @@ def main(argv: list[str] | None = None) -> int:
         (work / "catalogs").mkdir()
         (work / "catalogs" / "bench.toml").write_text(catalog_text(wan.port, sets))
         rucio_cfg = start_rucio(stack, wan.port, sets)
-        b = Bench(wan, base_env(work), work, rucio_cfg, deadline, args.run_timeout)
+        sink = None
+        if args.sink is not None:
+            sink = Path(tempfile.mkdtemp(prefix=f"htpdata-bench-sink-{os.getpid()}-",
+                                         dir=args.sink))
+            stack.callback(shutil.rmtree, sink, ignore_errors=True)
+        b = Bench(wan, base_env(work), work, rucio_cfg, deadline, args.run_timeout, sink)
         print(f"origin root://localhost:{origin.port}  WAN proxy 127.0.0.1:{wan.port} "
               f"({args.delay_ms} ms each way)  work {work}", flush=True)
         stopped = None
@@ -921,11 +970,13 @@ def main(argv: list[str] | None = None) -> int:
                          "xrdcp": subprocess.run(["xrdcp", "--version"], capture_output=True,
                                                  text=True).stderr.strip()},
                 "htpdata_source": {"start": source_at_start, "end": source_state()},
-                "delay_ms": args.delay_ms, "repeat": args.repeat, "statistic": "median",
+                "delay_ms": args.delay_ms, "sink": str(args.sink or "work folder (disk)"),
+                "repeat": args.repeat, "statistic": "median",
                 "quick": args.quick, "settings": [f"{j}x{s}" for j, s in settings],
                 "timing": "wall clock of the whole command, spawn to exit",
                 "link_capacity_method": "best of: one 'xrdcp --parallel N' over all files of (a) "
-                "(pN), N concurrent xrdcp processes with equal file counts (nN); into tmpfs; "
+                "(pN), N concurrent xrdcp processes with equal file counts (nN), one process "
+                "keeping N raw 4 MiB XRootD reads in flight (rN); into tmpfs; "
                 "bytes / wall time", "stopped": stopped}
         data = report(b, sets, meta, args.json)
         if profiles:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
 
-__all__ = ["console", "err_console", "human_bytes", "print_json", "print_table",
-           "write_atomically"]
+__all__ = ["console", "human_bytes", "print_json", "print_table", "write_atomically"]
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+
+@functools.cache
+def console() -> Console:
+    """The terminal console, made (and rich imported) only when a table is printed."""
+    from rich.console import Console
+
+    return Console(soft_wrap=True)
 
 
 def human_bytes(n: int | None) -> str:
@@ -33,17 +38,19 @@ def print_json(data: Any) -> None:
 
 
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    if not console.is_terminal:
+    if not console().is_terminal:
         # Plain, tab-separated lines: easy to grep, cut and awk.
         for row in rows:
             sys.stdout.write("\t".join("" if v is None else str(v) for v in row) + "\n")
         return
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", header_style="bold")
     for col in columns:
         table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
-    console.print(table)
+    console().print(table)
 
 
 def write_atomically(path: str, text: str) -> None:
