@@ -158,3 +158,38 @@ def test_disk_tier_modes_on_the_shared_volume(tmp_path: Path) -> None:
         assert not mode & 0o002, f"{p} is world-writable"
         if p.is_dir():
             assert mode & 0o1000, f"{p} lacks the sticky bit"
+
+
+def test_tier_walk_agrees_with_lookups_and_never_follows_symlinks(catalog_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    """The one-walk scan (eviction, ``report --refresh``) sees what per-key lookups see, and a
+    symlink planted as a fan-out folder, an entry or its extent folder is skipped."""
+    names = [f"test:/store/test/{n}" for n in TEST_FILES]
+    with htpdata.Client(cache={"local_dir": str(tmp_path / "local")}) as client:
+        for n in names:
+            client.cat(n, 0, 1000)
+        client.cache.flush()
+        tier = client.cache.tier("local")
+        walked = {e.key: e for e in tier.infos()}
+        keys = list(tier.keys())
+        assert sorted(walked) == sorted(keys) and len(keys) == len(names)
+        for key in keys:
+            one, w = tier.entry_info(key), walked[key]
+            assert one is not None
+            assert (w.bytes, w.complete, w.readers, w.last_access) == \
+                (one.bytes, one.complete, one.readers, one.last_access)
+            assert {k: one.meta.get(k) for k in ("name", "user", "group", "dataset", "opens")} \
+                == {k: w.meta.get(k) for k in ("name", "user", "group", "dataset", "opens")}
+        outside = tmp_path / "outside"
+        (outside / "x").mkdir(parents=True)
+        (outside / "x" / f"{0:016x}-{2**40:016x}.00000001").touch()
+        entries = tier.layout.entries
+        os.symlink(outside, entries / "ff")  # a fan-out folder
+        os.symlink(outside, entries / keys[0][:2] / keys[0][2:4] / ("e" * 40))  # an entry
+        x = tier.layout.extents(keys[1])
+        os.rename(x, x.with_name("x-moved"))
+        os.symlink(outside / "x", x)  # an extent folder
+        again = {e.key: e for e in tier.infos()}
+        assert set(again) == set(walked)
+        assert again[keys[1]].bytes == 0, "extents behind a symlink are not counted"
+        assert sum(e.bytes for e in again.values()) < 2**40

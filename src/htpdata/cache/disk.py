@@ -48,7 +48,7 @@ class Claim:
     range: Range
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EntryInfo:
     """What eviction and reports need of one entry, read from names and a few small files."""
 
@@ -468,9 +468,84 @@ class DiskTier:
         return EntryInfo(key, sum(e - s for s, e in extents), last, meta,
                          self.is_complete(key), self.live_readers(key))
 
+    def infos(self) -> Iterator[EntryInfo]:
+        """Every entry's :class:`EntryInfo`, one walk of the tree (eviction passes, reports).
+
+        Written for tiers of millions of entries: one ``scandir`` per folder, the file types it
+        reports instead of a ``realpath`` per entry (a symlink anywhere in the walk, planted
+        or not, is skipped: the walk never leaves the tier), and only the metadata reports and
+        eviction use kept, with repeated owners, groups and datasets shared (~0.4 kB each).
+        """
+        strings: dict[str, str] = {}
+
+        def dirs(path: str) -> list[str]:
+            try:
+                with os.scandir(path) as it:
+                    return sorted(e.name for e in it if e.is_dir(follow_symlinks=False))
+            except OSError:
+                return []
+
+        base = str(self.layout.entries)
+        for a in dirs(base):
+            for b in dirs(os.path.join(base, a)):
+                folder = os.path.join(base, a, b)
+                for key in dirs(folder):
+                    info = self._scan_entry(key, os.path.join(folder, key), strings)
+                    if info is not None:
+                        yield info
+
+    def _scan_entry(self, key: str, path: str, strings: dict[str, str]) -> EntryInfo | None:
+        meta: dict[str, Any] = {}
+        extents: list[str] = []
+        complete = has_readers = False
+        last: float | None = None
+        opens = 0
+        try:
+            with os.scandir(path) as it:
+                for e in it:
+                    if e.name == "meta.json" and e.is_file(follow_symlinks=False):
+                        with contextlib.suppress(OSError, ValueError):
+                            fd = os.open(e.path, os.O_RDONLY | os.O_NOFOLLOW)
+                            with os.fdopen(fd, "rb") as fh:
+                                raw = json.loads(fh.read())
+                            if isinstance(raw, dict):
+                                meta = {k: raw[k] for k in _SCAN_META if k in raw}
+                    elif e.name == "access" and e.is_file(follow_symlinks=False):
+                        with contextlib.suppress(OSError):
+                            st = e.stat(follow_symlinks=False)
+                            last, opens = st.st_mtime, st.st_size
+                    elif e.name == "x" and e.is_dir(follow_symlinks=False):
+                        with contextlib.suppress(OSError):
+                            extents = os.listdir(e.path)
+                    elif e.name.startswith("complete."):
+                        complete = True
+                    elif e.name == "readers":
+                        has_readers = True
+        except OSError:
+            return None
+        if last is not None:
+            meta["opens"] = opens  # the access file grows by a byte per open
+        for k in ("user", "group", "dataset"):
+            v = meta.get(k)
+            if isinstance(v, str):
+                meta[k] = strings.setdefault(v, v)
+        size = 0
+        for n in extents:
+            parsed = parse_extent_name(n)
+            if parsed is not None:
+                size += parsed[0][1] - parsed[0][0]
+        if last is None:
+            last = float(meta.get("created", 0.0) or 0.0)
+        return EntryInfo(key, size, last, meta, complete,
+                         self.live_readers(key) if has_readers else 0)
+
     def usage(self) -> int:
         """Bytes held (walks entries; see :mod:`htpdata.cache.evict` for the cost)."""
         return sum(e - s for key in self.keys() for s, e in self.extents(key))
+
+
+_SCAN_META = ("name", "size", "adler32", "user", "group", "dataset", "created", "staged")
+"""The meta.json fields a scan keeps (reports, quotas, eviction policies)."""
 
 
 def _write_all(fd: int, data: bytes) -> None:

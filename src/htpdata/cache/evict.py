@@ -126,9 +126,7 @@ class EvictionReport:
 
 def scan(tier: DiskTier) -> tuple[list[EntryInfo], dict[str, float]]:
     """Every entry's info and the live pins (key -> deadline)."""
-    entries = [info for key in tier.keys()  # noqa: SIM118 (a method, not a dict)
-               if (info := tier.entry_info(key)) is not None]
-    return entries, tier.pins()
+    return list(tier.infos()), tier.pins()
 
 
 def _usage_by(entries: Iterable[EntryInfo], field_name: str) -> dict[str, int]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..cache.accounting import COUNTERS
 from ..cache.disk import DiskTier
-from ..cache.evict import read_quotas, scan
+from ..cache.evict import read_quotas
 from ..cache.summary import summarize
 from ..client import Client
 from .traffic import fold, read_days
@@ -110,8 +110,7 @@ class Report:
 def _usage(tier: DiskTier, refresh: bool) -> dict[str, Any]:
     usage = tier.read_usage()
     if refresh or "by_dataset" not in usage:
-        entries, pins = scan(tier)
-        usage = summarize(entries, pins, time.time())
+        usage = summarize(tier.infos(), tier.pins(), time.time())  # streamed: flat memory
         tier.write_usage(usage)
     return usage
 
