@@ -47,12 +47,19 @@ def build(root: Path, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str, float]:
+    """(seconds, stdout, peak RSS in MB) of one command."""
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-2000:])
-    return time.perf_counter() - t0, out.stdout
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - t0
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(err.read()[-2000:].decode(errors="replace"))
+        out.seek(0)
+        return seconds, out.read().decode(), usage.ru_maxrss / 1024
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,26 +78,28 @@ def main(argv: list[str] | None = None) -> int:
                    "HTPDATA_CACHE_SHARED_DIR": str(tier), "XDG_CONFIG_HOME": str(work / "c"),
                    "XDG_CACHE_HOME": str(work / "k")}
             htp = [sys.executable, "-m", "htpdata"]
-            scan_s, _ = timed([*htp, "report", "--json", "--refresh"], env)
-            report_s, out = timed([*htp, "report", "--json", "--by", "user"], env)
+            scan_s, _, scan_mb = timed([*htp, "report", "--json", "--refresh"], env)
+            report_s, out, report_mb = timed([*htp, "report", "--json", "--by", "user"], env)
             data = json.loads(out)
             files = data["tiers"][0]["files"]
             assert files == n, (files, n)
             rows.append({"entries": n, "build_s": b, "refresh_scan_s": scan_s,
-                         "report_s": report_s, "records": len(data["records"])})
-            print(f"{n:>9} entries: build {b:7.1f} s; report --refresh (scan) {scan_s:7.2f} s; "
-                  f"report (summary) {report_s:5.2f} s; {len(data['records'])} user rows",
-                  flush=True)
+                         "refresh_scan_peak_rss_mb": scan_mb, "report_s": report_s,
+                         "report_peak_rss_mb": report_mb, "records": len(data["records"])})
+            print(f"{n:>9} entries: build {b:7.1f} s; report --refresh (scan) {scan_s:7.2f} s, "
+                  f"peak RSS {scan_mb:.0f} MB; report (summary) {report_s:5.2f} s, "
+                  f"{report_mb:.0f} MB; {len(data['records'])} user rows", flush=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     base = rows[0]
     for r in rows:
         r["scan_growth"] = r["refresh_scan_s"] / base["refresh_scan_s"]
         r["report_growth"] = r["report_s"] / base["report_s"]
-    print("\nentries    scan (s)  x    report (s)  x")
+    print("\nentries    scan (s)  x    scan MB   report (s)  x")
     for r in rows:
         print(f"{r['entries']:>9} {r['refresh_scan_s']:9.2f} {r['scan_growth']:5.1f} "
-              f"{r['report_s']:10.2f} {r['report_growth']:5.2f}")
+              f"{r['refresh_scan_peak_rss_mb']:9.0f} {r['report_s']:10.2f} "
+              f"{r['report_growth']:5.2f}")
     print("Target (issue 6): a report over 10^6 entries in seconds, without walking the tree: "
           "the summary road; the scan grows linearly and runs in eviction passes / --refresh.")
     out_dir = HERE / "results"
