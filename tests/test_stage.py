@@ -133,6 +133,23 @@ def test_refuses_when_it_would_not_fit(catalog_dir: Path, tmp_path: Path) -> Non
 
 
 @pytest.mark.xrootd
+def test_refuses_past_the_groups_hard_quota(catalog_dir: Path, tmp_path: Path) -> None:
+    """A user under their own limit is still refused when their group's is the tighter one."""
+    from htpdata.reporting.quota import set_quota
+
+    settings = {"cache": {"local_dir": "off", "shared_dir": str(tmp_path / "shared"),
+                          "user": "analyst1", "group": "cms"}}
+    with htpdata.Client(**settings) as client:
+        tier = client.cache.tier("shared")
+        set_quota(tier, "users", "analyst1", 10**12, None)
+        set_quota(tier, "groups", "cms", 1000, None)
+        with pytest.raises(StageRefusedError, match="hard quota of group cms has room for 1000"):
+            stage("test:/Test/All", client=client, tier="shared")
+        set_quota(tier, "groups", "cms", 10**12, None)
+        assert stage("test:/Test/All", client=client, tier="shared", dry_run=True).plan.fits
+
+
+@pytest.mark.xrootd
 def test_stage_cli_dry_run_json_and_refusal(catalog_dir: Path, tmp_path: Path) -> None:
     env = {**os.environ, "HTPDATA_CACHE_LOCAL_DIR": str(tmp_path / "local")}
 

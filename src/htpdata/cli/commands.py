@@ -148,8 +148,12 @@ def _files_of(client: Client, names: list[str]) -> list[tuple[str, Any]]:
     return [(str(parse_name(f.name)), f) for n in names for f in client.files(n)]
 
 
-def _pin_args(p: argparse.ArgumentParser) -> None:
+def _names_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="+", metavar="NAME")
+
+
+def _pin_args(p: argparse.ArgumentParser) -> None:
+    _names_args(p)
     p.add_argument("--for", dest="duration", default="7d", help="how long (default 7d)")
 
 
@@ -178,10 +182,6 @@ def _unpin(args: argparse.Namespace) -> int:
             n += 1
     print(f"unpinned {n} file(s)", file=sys.stderr)
     return 0
-
-
-def _evict_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("names", nargs="+", metavar="NAME")
 
 
 def _evict(args: argparse.Namespace) -> int:
@@ -475,7 +475,7 @@ COMMANDS: dict[str, Command] = {
     "stage": ("prefetch files or datasets into the cache, verified (and pinned)", _stage_args,
               _stage),
     "pin": ("keep files or datasets from eviction", _pin_args, _pin),
-    "unpin": ("let files or datasets be evicted again", _pin_args, _unpin),
-    "evict": ("remove files or datasets from the cache now", _evict_args, _evict),
+    "unpin": ("let files or datasets be evicted again", _names_args, _unpin),
+    "evict": ("remove files or datasets from the cache now", _names_args, _evict),
     "demo": ("run the demo: a local XRootD origin, read by logical name", _demo_args, _demo),
 }

@@ -38,12 +38,13 @@ class Plan:
 
 def make_plan(files: Iterable[FileEntry], complete: Mapping[str, bool],
               partial: Mapping[str, int], tier: str, tier_free: int | None,
-              quota_free: int | None) -> Plan:
+              quota_free: int | None, quota_name: str = "your hard quota") -> Plan:
     """Split files into cached and to-fetch, count bytes, and check they fit.
 
     ``complete[name]`` says a verified complete copy is already in the tier; ``partial[name]``
     how many bytes of it are (resumed, not fetched again); ``tier_free`` and ``quota_free``
-    the bytes the tier and the user's hard quota can still take (None: no bound).
+    the bytes the tier and the tightest hard quota (the user's or their group's, named by
+    ``quota_name``) can still take (None: no bound).
     """
     plan = Plan(tier)
     for f in files:
@@ -60,7 +61,7 @@ def make_plan(files: Iterable[FileEntry], complete: Mapping[str, bool],
     bounds = [b for b in (tier_free, quota_free) if b is not None]
     plan.headroom = min(bounds) if bounds else None
     if plan.headroom is not None and plan.fetch_bytes > plan.headroom:
-        which = "your hard quota" if quota_free is not None and quota_free == plan.headroom \
+        which = quota_name if quota_free is not None and quota_free == plan.headroom \
             else f"the {tier} tier"
         plan.problem = (f"needs {plan.fetch_bytes} bytes but {which} has room for "
                         f"{plan.headroom}")

@@ -89,7 +89,9 @@ def _target_tier(client: Client, tier: str | None) -> DiskTier:
     return client.cache.tier(tier)
 
 
-def _bounds(client: Client, tier: DiskTier) -> tuple[int | None, int | None]:
+def _bounds(client: Client, tier: DiskTier) -> tuple[int | None, int | None, str]:
+    """Bytes the tier can still take, bytes the tightest hard quota (the user's or their
+    group's) can still take, and that quota's name."""
     tier_free: int | None = None
     usage = tier.read_usage()
     if tier.size > 0:
@@ -100,12 +102,17 @@ def _bounds(client: Client, tier: DiskTier) -> tuple[int | None, int | None]:
         tier_free = disk_free if tier_free is None else min(tier_free, disk_free)
     except OSError:
         pass
-    quota_free: int | None = None
-    q = read_quotas(tier)["users"].get(client.cache.user)
-    if q is not None and q.hard:
-        used = int((usage.get("by_user") or {}).get(client.cache.user, 0))
-        quota_free = max(0, q.hard - used)
-    return tier_free, quota_free
+    quotas = read_quotas(tier)
+    limits = [(q.hard - int((usage.get("by_user") or {}).get(client.cache.user, 0)),
+               "your hard quota") for q in [quotas["users"].get(client.cache.user)]
+              if q is not None and q.hard]
+    limits += [(q.hard - int((usage.get("by_group") or {}).get(client.cache.group, 0)),
+                f"the hard quota of group {client.cache.group}")
+               for q in [quotas["groups"].get(client.cache.group)] if q is not None and q.hard]
+    if not limits:
+        return tier_free, None, "your hard quota"
+    free, name = min(limits)
+    return tier_free, max(0, free), name
 
 
 def plan_stage(client: Client, names: list[str | Name], tier: DiskTier) -> Plan:
@@ -123,8 +130,9 @@ def plan_stage(client: Client, names: list[str | Name], tier: DiskTier) -> Plan:
         key = Identity(str(parse_name(f.name)), f.size, f.adler32).key
         complete[f.name] = tier.is_complete(key)
         partial[f.name] = sum(e - s for s, e in tier.extents(key))
-    tier_free, quota_free = _bounds(client, tier)
-    return make_plan(files.values(), complete, partial, tier.name, tier_free, quota_free)
+    tier_free, quota_free, quota_name = _bounds(client, tier)
+    return make_plan(files.values(), complete, partial, tier.name, tier_free, quota_free,
+                     quota_name)
 
 
 def stage(names: list[str | Name] | str | Name, *, client: Client | None = None,
