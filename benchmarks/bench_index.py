@@ -43,7 +43,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from htpdata.cache.disk import DiskTier, adler32_hex
+from htpdata.adler32 import adler32_hex
+from htpdata.cache.disk import DiskTier
 from htpdata.cache.identity import Identity
 from htpdata.cache.layout import extent_name
 from htpdata.cache.ranges import cover

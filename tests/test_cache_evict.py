@@ -172,7 +172,8 @@ def test_tier_walk_agrees_with_lookups_and_never_follows_symlinks(catalog_dir: P
         tier = client.cache.tier("local")
         walked = {e.key: e for e in tier.infos()}
         keys = list(tier.keys())
-        assert sorted(walked) == sorted(keys) and len(keys) == len(names)
+        assert sorted(walked) == sorted(keys)
+        assert len(keys) == len(names)
         for key in keys:
             one, w = tier.entry_info(key), walked[key]
             assert one is not None

@@ -8,8 +8,7 @@ import pytest
 
 from htpdata.config import ReplicaSettings, RucioSettings
 from htpdata.errors import AuthenticationError, NameNotFoundError, ServiceUnavailableError
-from htpdata.replicas import order_replicas
-from htpdata.replicas import Replica, ReplicaPolicy
+from htpdata.replicas import Replica, ReplicaPolicy, order_replicas
 from htpdata.rucio import MetadataCache, RucioService, file_entry, replicas_of
 from htpdata.rucio.convert import compact_row
 from htpdata.rucio.service import _translate
@@ -60,7 +59,8 @@ def test_policy_remembers_decisions_and_matches_the_one_shot_order() -> None:
     reps = [Replica(f"root://{site}//f{i}", site, "root", "cms:/f") for i in range(3)
             for site in ("T2_DE_X", "T2_IT_Y", "T3_US_Z")]
     first = policy.order(reps)
-    assert [r.site for r in first[:3]] == ["T2_IT_Y"] * 3 and len(first) == 6
+    assert [r.site for r in first[:3]] == ["T2_IT_Y"] * 3
+    assert len(first) == 6
     assert policy.order(reversed(reps)) == first == order_replicas(reps, settings)
     assert len(policy._ranks) == 3  # one decision per site, not per replica
 

@@ -28,6 +28,14 @@ def test_adler32_combine_matches_zlib(a: bytes, b: bytes) -> None:
     assert adler32_combine(zlib.adler32(a), zlib.adler32(b), len(b)) == zlib.adler32(a + b)
 
 
+@given(st.binary(max_size=3000), st.integers(min_value=0, max_value=2**32 - 1))
+def test_fast_adler32_is_zlibs(data: bytes, start: int) -> None:
+    from htpdata.adler32 import adler32, adler32_hex
+
+    assert adler32(data, start) == zlib.adler32(data, start) & 0xFFFFFFFF
+    assert adler32_hex(memoryview(data)) == f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"
+
+
 @given(st.lists(st.binary(max_size=500), max_size=8))
 def test_combine_all(parts: list[bytes]) -> None:
     assert combine_all((zlib.adler32(p), len(p)) for p in parts) == zlib.adler32(b"".join(parts))

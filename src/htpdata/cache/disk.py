@@ -18,12 +18,12 @@ import os
 import secrets
 import socket
 import time
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..adler32 import adler32_hex
 from .identity import Identity
 from .layout import FORMAT, Layout, claim_name, extent_name, parse_claim_name, parse_extent_name
 from .ranges import Range
@@ -36,10 +36,6 @@ HOST = socket.gethostname()
 
 class CacheWriteError(OSError):
     """Internal: the tier could not store bytes (full, read-only, gone). Reads go on uncached."""
-
-
-def adler32_hex(data: bytes | memoryview) -> str:
-    return f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ import os
 import secrets
 import threading
 import time
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .._version import __version__
+from ..adler32 import adler32_file
 from ..cache.disk import DiskTier
 from ..cache.identity import Identity
 from ..client import Client
@@ -37,14 +37,6 @@ log = logging.getLogger("htpdata.convert")
 FORMATS = ("parquet", "rntuple")
 _verified: dict[str, float] = {}
 _lock = threading.Lock()
-
-
-def _adler32_file(path: Path) -> str:
-    value = 1
-    with open(path, "rb") as fh:
-        while block := fh.read(8 << 20):
-            value = zlib.adler32(block, value)
-    return f"{value & 0xFFFFFFFF:08x}"
 
 
 def _derived_name(source: Identity, columns: Sequence[str] | None, fmt: str,
@@ -74,7 +66,7 @@ def _lookup(tier: DiskTier, derived: str) -> Path | None:
     with _lock:
         if _verified.get(str(path)) == path.stat().st_mtime:
             return path
-    if _adler32_file(path) != adler:  # checked once per process, like every cache read
+    if adler32_file(path) != adler:  # checked once per process, like every cache read
         log.warning("derived file %s is corrupt; converting again", path)
         tier.remove_entry(key)
         return None
@@ -114,7 +106,7 @@ def converted(name: str | Name, format: str = "parquet",
                 entries = write_parquet(obj, cols, tmp, str(n))
             else:
                 entries = write_rntuple(obj, cols, tmp, str(n), name=tree or "Events")
-        ident = Identity(derived, tmp.stat().st_size, _adler32_file(tmp))
+        ident = Identity(derived, tmp.stat().st_size, adler32_file(tmp))
         meta = _provenance(n, source, cols, patterns, format, tree, entries,
                            time.monotonic() - t0, client)
         path = target.adopt(ident, tmp, meta)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import shutil
 import time
-import zlib
 from pathlib import Path
 
 from rich.console import Console
 
+from ..adler32 import adler32_hex
 from ..client import Client
 from ..testing import XRootDServer
 
@@ -72,7 +72,7 @@ def run_demo(keep_running: bool = False) -> int:
         for n in names:
             meta = client.resolver.metadata(n)
             data = client.cat(n, cache=False)
-            got = f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"
+            got = adler32_hex(data)
             ok = got == meta.adler32 and len(data) == meta.size
             mark = "[green]ok[/]" if ok else "[red]MISMATCH[/]"
             out.print(f"  {mark} {got} {len(data):>8,} B {n}")

@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from ..adler32 import adler32
 from ..cache.disk import CacheWriteError, DiskTier
 from ..cache.identity import Identity
 from ..cache.ranges import cover, split
@@ -162,5 +162,5 @@ def _whole_adler32(tier: DiskTier, ident: Identity) -> str:
         if data is None:
             raise StorageError("a staged extent is corrupt", name=ident.name)
         chunk = data[p.start - p.extent[0]:p.end - p.extent[0]]
-        parts.append((zlib.adler32(chunk) & 0xFFFFFFFF, len(chunk)))
+        parts.append((adler32(chunk), len(chunk)))
     return f"{combine_all(parts):08x}"

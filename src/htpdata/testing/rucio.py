@@ -28,13 +28,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ..adler32 import adler32_hex
 from .servers import free_port
 
 if TYPE_CHECKING:
@@ -412,7 +412,7 @@ def describe_files(paths: Iterable[str | Path], name_prefix: str = "/store/test/
     for p in map(Path, paths):
         data = p.read_bytes()
         out.append({"name": name_prefix + p.name, "bytes": len(data),
-                    "adler32": f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"})
+                    "adler32": adler32_hex(data)})
     return out
 
 

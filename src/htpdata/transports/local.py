@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..adler32 import adler32_file
 from .base import translate
 
 __all__ = ["LocalTransport", "adler32_file"]
@@ -15,14 +15,6 @@ __all__ = ["LocalTransport", "adler32_file"]
 
 def _path(url: str) -> str:
     return url[len("file://"):] if url.startswith("file://") else url
-
-
-def adler32_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
-    value = 1
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            value = zlib.adler32(block, value)
-    return f"{value & 0xFFFFFFFF:08x}"
 
 
 class LocalTransport:
