@@ -8,6 +8,7 @@ shared tier.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import threading
@@ -188,7 +189,18 @@ def _stage_here(client: Client, files: list[FileEntry], tier: DiskTier, jobs: in
     per_site: dict[str, threading.Semaphore] = defaultdict(
         lambda: threading.Semaphore(site_limit))
 
-    def one(f: FileEntry) -> FileResult:
+    opener = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="htpdata-stage-open")
+
+    def open_ahead(f: FileEntry) -> None:
+        """Open a file's first replica before its turn (XRootD keeps the handle), so a job
+        slot does not sit idle for the open's round trip when it moves on to the file."""
+        with contextlib.suppress(Exception):  # the transfer itself reports any failure
+            url = client.resolve(f.name).replicas[0].url
+            client.transports.for_url(url).info(url)
+
+    def one(i: int, f: FileEntry) -> FileResult:
+        if i + jobs < len(files) and not cancel.is_set():
+            opener.submit(open_ahead, files[i + jobs])
         try:
             site = client.resolve(f.name).replicas[0].site
         except HtpdataError:
@@ -200,7 +212,7 @@ def _stage_here(client: Client, files: list[FileEntry], tier: DiskTier, jobs: in
     results: list[FileResult] = []
     pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="htpdata-stage-file")
     try:
-        pending = {pool.submit(one, f) for f in files}
+        pending = {pool.submit(one, i, f) for i, f in enumerate(files)}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
@@ -211,6 +223,8 @@ def _stage_here(client: Client, files: list[FileEntry], tier: DiskTier, jobs: in
         cancel.set()  # running transfers stop at their next piece; stored pieces stay
         pool.shutdown(wait=True, cancel_futures=True)
         raise
+    finally:
+        opener.shutdown(wait=False, cancel_futures=True)
     pool.shutdown(wait=True)
     return results
 
