@@ -72,6 +72,7 @@ def test_policy_remembers_decisions_and_matches_the_one_shot_order() -> None:
     ("ServiceUnavailable", ServiceUnavailableError),
     ("ConnectionError", ServiceUnavailableError),
     ("SomethingElse", ServiceUnavailableError),
+    ("ConfigNotFound", ServiceUnavailableError),
 ])
 def test_error_translation(name: str, cls: type[Exception]) -> None:
     exc = type(name, (Exception,), {})("details")

@@ -50,12 +50,8 @@ class ReplicaPolicy:
         self._ranks: dict[tuple[str, str, int, str, bool], tuple[bool, int, int, int] | None] = {}
         self._pfn_ranks: dict[tuple[str, str, bool], tuple[bool, int, int, int] | None] = {}
 
-    def rank(self, r: Replica) -> tuple[bool, int, int, int] | None:
-        """Sort key of a replica's site and protocol, or None if the replica is excluded."""
-        key = (r.site, r.protocol, r.preference, r.role, r.tape)
-        return self._ranks[key] if key in self._ranks else self._decide(key)
-
     def _decide(self, key: tuple[str, str, int, str, bool]) -> tuple[bool, int, int, int] | None:
+        """Sort key of a (site, protocol, preference, role, tape), or None if excluded."""
         site, protocol, preference, role, tape = key
         s = self.settings
         rank: tuple[bool, int, int, int] | None = None

@@ -225,20 +225,19 @@ class Resolver:
         The warm path of a whole dataset is this loop (thousands of files): names Rucio returned
         for a valid DID are built directly, not re-parsed, and each site's rank is decided once.
         """
-        from .rucio.convert import replicas_of
+        from .rucio.convert import adler32_text, replicas_of
 
         out = []
         order = self.policy.order_pfns
-        with paused():
-            for scope, fname, size, adler, pfns in sorted(rows, key=_scope_name):
-                file: Name = LogicalName("cms", fname) if cms else DID(scope, fname)
-                text = str(file)
-                ordered = order(pfns, text)
-                if not ordered:  # raises, saying why
-                    self._ordered(file, replicas_of([scope, fname, size, adler, pfns], text),
-                                  FileEntry(text))
-                out.append(ResolvedFile(file, tuple(ordered), None if size is None else
-                                        int(size), _adler32(adler)))
+        for scope, fname, size, adler, pfns in sorted(rows, key=_scope_name):
+            file: Name = LogicalName("cms", fname) if cms else DID(scope, fname)
+            text = str(file)
+            ordered = order(pfns, text)
+            if not ordered:  # raises, saying why
+                self._ordered(file, replicas_of([scope, fname, size, adler, pfns], text),
+                              FileEntry(text))
+            out.append(ResolvedFile(file, tuple(ordered), None if size is None else int(size),
+                                    adler32_text(adler)))
         return out
 
     def _ordered(self, n: Name, candidates: list[Replica], meta: FileEntry,
@@ -258,10 +257,6 @@ class Resolver:
 
 def _scope_name(row: CompactRow) -> tuple[str, str]:
     return row[0], row[1]
-
-
-def _adler32(value: object) -> str | None:
-    return str(value).lower().rjust(8, "0") if value else None
 
 
 def _did_of(name: str, cms_scope: str) -> tuple[str, str]:

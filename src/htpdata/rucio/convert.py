@@ -13,7 +13,7 @@ from typing import Any
 from ..catalogs import FileEntry
 from ..replicas import Replica
 
-__all__ = ["CompactRow", "compact_row", "did_name", "file_entry", "replicas_of"]
+__all__ = ["CompactRow", "adler32_text", "compact_row", "did_name", "file_entry", "replicas_of"]
 
 CompactRow = list[Any]
 """``[scope, name, bytes | None, adler32 | None, [[pfn, rse, tape], ...]]``."""
@@ -38,11 +38,17 @@ def compact_row(row: Mapping[str, Any]) -> CompactRow:
     return [row["scope"], row["name"], row.get("bytes"), row.get("adler32"), reps]
 
 
+def adler32_text(value: object) -> str | None:
+    """Rucio's adler32 as catalogs write it: eight lower-case hex digits (Rucio may drop
+    leading zeros)."""
+    return str(value).lower().rjust(8, "0") if value else None
+
+
 def file_entry(row: Sequence[Any]) -> FileEntry:
     """A :data:`CompactRow` (or ``list_files`` row turned into one) as a :class:`FileEntry`."""
     scope, name, size, adler = row[0], row[1], row[2], row[3]
     return FileEntry(did_name(scope, name), int(size) if size is not None else None,
-                     str(adler).lower().rjust(8, "0") if adler else None)
+                     adler32_text(adler))
 
 
 def replicas_of(row: Sequence[Any], logical: str | None = None) -> list[Replica]:

@@ -275,6 +275,10 @@ def _translate(exc: BaseException, what: str, did: str) -> HtpdataError:
     if kind in ("CannotAuthenticate", "AccessDenied", "CannotAuthorize"):
         return AuthenticationError(f"Rucio refused the credentials when trying to {what}"
                                    f"{where}: {text}")
+    if kind == "ConfigNotFound":  # not an outage; still unavailable, so fallbacks apply
+        return ServiceUnavailableError(f"could not {what}{where}: no Rucio client "
+                                       "configuration (set RUCIO_CONFIG or RUCIO_HOME, or "
+                                       f"rucio.enabled = false): {text}")
     if kind in ("ServiceUnavailable", "ServerConnectionException", "ConnectionError",
                 "ConnectTimeout", "ReadTimeout", "MissingClientParameter") or isinstance(
                     exc, OSError | ConnectionError | TimeoutError):
