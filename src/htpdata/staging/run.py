@@ -104,12 +104,13 @@ def _bounds(client: Client, tier: DiskTier) -> tuple[int | None, int | None, str
     except OSError:
         pass
     quotas = read_quotas(tier)
-    limits = [(q.hard - int((usage.get("by_user") or {}).get(client.cache.user, 0)),
-               "your hard quota") for q in [quotas["users"].get(client.cache.user)]
-              if q is not None and q.hard]
-    limits += [(q.hard - int((usage.get("by_group") or {}).get(client.cache.group, 0)),
-                f"the hard quota of group {client.cache.group}")
-               for q in [quotas["groups"].get(client.cache.group)] if q is not None and q.hard]
+    limits = []
+    for kind, who, label in (("user", client.cache.user, "your hard quota"),
+                             ("group", client.cache.group,
+                              f"the hard quota of group {client.cache.group}")):
+        q = quotas[f"{kind}s"].get(who)
+        if q is not None and q.hard:
+            limits.append((q.hard - int((usage.get(f"by_{kind}") or {}).get(who, 0)), label))
     if not limits:
         return tier_free, None, "your hard quota"
     free, name = min(limits)
@@ -192,11 +193,14 @@ def _stage_here(client: Client, files: list[FileEntry], tier: DiskTier, jobs: in
     opener = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="htpdata-stage-open")
 
     def open_ahead(f: FileEntry) -> None:
-        """Open a file's first replica before its turn (XRootD keeps the handle), so a job
-        slot does not sit idle for the open's round trip when it moves on to the file."""
+        """Open a file's first replica before its turn, where the transport keeps open
+        handles (XRootD), so a job slot does not sit idle for the open's round trip when it
+        moves on to the file."""
         with contextlib.suppress(Exception):  # the transfer itself reports any failure
             url = client.resolve(f.name).replicas[0].url
-            client.transports.for_url(url).info(url)
+            prepare = getattr(client.transports.for_url(url), "prepare", None)
+            if prepare is not None:
+                prepare(url)
 
     def one(i: int, f: FileEntry) -> FileResult:
         if i + jobs < len(files) and not cancel.is_set():

@@ -112,8 +112,10 @@ def _fetch_missing(client: Client, resolved: object, ident: Identity, tier: Disk
     meta = {"user": client.cache.user, "group": client.cache.group,
             "dataset": client.resolver.dataset_of(resolved.name), "staged": True}
 
+    shared = ReplicaReader(resolved, client.transports)  # one stat of the replica per file
+
     def run(batch: list[tuple[int, int]]) -> None:
-        reader = ReplicaReader(resolved, client.transports)
+        reader = shared
         for attempt in range(retries + 1):
             if cancel is not None and cancel.is_set():
                 raise StorageError("interrupted", name=str(resolved.name))

@@ -147,6 +147,13 @@ class XRootDTransport:
     def close(self) -> None:
         self._handles.close()
 
+    def prepare(self, url: str) -> None:
+        """Open ``url`` now and keep the handle, so a read soon after costs no open."""
+        try:
+            self._handles.get(url)
+        except OSError as exc:
+            raise translate(exc, url, what="open") from exc
+
     def forget(self, url: str) -> None:
         """Close the open handle of ``url`` (it was rewritten: the handle holds the old stat)."""
         self._handles.drop(url)
