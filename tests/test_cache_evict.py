@@ -194,3 +194,18 @@ def test_tier_walk_agrees_with_lookups_and_never_follows_symlinks(catalog_dir: P
         assert set(again) == set(walked)
         assert again[keys[1]].bytes == 0, "extents behind a symlink are not counted"
         assert sum(e.bytes for e in again.values()) < 2**40
+
+
+def test_tier_walk_counts_a_range_once_and_survives_a_bad_meta(tmp_path: Path) -> None:
+    """Two extents of one range (an identity without adler32 fetched twice) are one range of
+    bytes; a meta.json with a nonsense 'created' does not stop the pass."""
+    tier = DiskTier("shared", tmp_path / "tier", 0)
+    tier.ensure()
+    key = "ab" * 20
+    x = tier.layout.extents(key)
+    x.mkdir(parents=True)
+    for adler in ("00000001", "00000002"):
+        (x / f"{0:016x}-{1000:016x}.{adler}").touch()
+    tier.layout.meta(key).write_text(json.dumps({"name": "t:/f", "created": "yesterday"}))
+    (info,) = list(tier.infos())
+    assert (info.key, info.bytes, info.last_access) == (key, 1000, 0.0)

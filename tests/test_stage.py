@@ -119,6 +119,41 @@ def test_interrupted_stage_resumes_without_refetching(catalog_dir: Path,
 
 
 @pytest.mark.xrootd
+def test_one_transient_error_costs_one_retry_not_one_per_piece(
+        catalog_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pieces of a file share a reader; when a blip exhausts its only replica, the pieces
+    after it start afresh instead of each failing at once and waiting out a retry. (A server
+    that drops exactly one request is a fault a real one cannot be made to produce: the
+    transport raises once.)"""
+    from htpdata.errors import StorageUnavailableError
+    from htpdata.staging import transfer
+    from htpdata.transports.xrootd import XRootDTransport
+
+    real = XRootDTransport.cat_ranges
+    calls = {"n": 0}
+
+    def flaky(self: XRootDTransport, url: str, ranges: list[tuple[int, int]]) -> list[bytes]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise StorageUnavailableError("connection reset", url=url)
+        return real(self, url, ranges)
+
+    sleeps: list[float] = []
+    monkeypatch.setattr(XRootDTransport, "cat_ranges", flaky)
+    monkeypatch.setattr(transfer.time, "sleep", sleeps.append)
+    name = "test:/store/test/nanoAOD_2015_CMS_Open_Data_ttbar.root"
+    settings = {"cache": {**_dirs(tmp_path)["cache"], "max_extent": 16384},
+                "replicas": {"protocols": ["root"]}}  # one replica: the blip exhausts it
+    with htpdata.Client(**settings) as client:
+        entry = client.files(name)[0]
+        result = stage_file(client, entry, client.cache.tier("shared"), streams=1)
+    assert result.status == "staged", result.error
+    assert result.verified
+    assert len(sleeps) == 1
+    assert calls["n"] == -(-entry.size // 16384) + 1  # type: ignore[operator]
+
+
+@pytest.mark.xrootd
 def test_wrong_checksum_fails_and_nothing_is_complete(tmp_path: Path,
                                                       origin: XRootDServer) -> None:
     cat = tmp_path / "bad.toml"

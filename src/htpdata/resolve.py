@@ -171,7 +171,9 @@ class Resolver:
             try:
                 if self.rucio.did_type(did.scope, did.name) == "FILE":
                     return [self.resolve(n)]
-                with paused():  # one young collection at the end, not one per step
+                # One young collection at the end, not one per step; a cold fetch is covered
+                # too (the client's streamed answer is thousands of small objects as well).
+                with paused():
                     rows = self.rucio.dataset_replicas(did.scope, did.name)
                     return self._from_rows(rows, cms=isinstance(n, LogicalName))
             except (NameNotFoundError, ServiceUnavailableError) as exc:

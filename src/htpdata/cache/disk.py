@@ -525,14 +525,13 @@ class DiskTier:
             v = meta.get(k)
             if isinstance(v, str):
                 meta[k] = strings.setdefault(v, v)
-        size = 0
-        for n in extents:
-            parsed = parse_extent_name(n)
-            if parsed is not None:
-                size += parsed[0][1] - parsed[0][0]
+        ranges = {parsed[0] for n in extents if (parsed := parse_extent_name(n)) is not None}
         if last is None:
-            last = float(meta.get("created", 0.0) or 0.0)
-        return EntryInfo(key, size, last, meta, complete,
+            try:
+                last = float(meta.get("created") or 0.0)
+            except (TypeError, ValueError):  # one bad meta.json must not stop a pass
+                last = 0.0
+        return EntryInfo(key, sum(e - s for s, e in ranges), last, meta, complete,
                          self.live_readers(key) if has_readers else 0)
 
     def usage(self) -> int:

@@ -44,19 +44,26 @@ def adler32_text(value: object) -> str | None:
     return str(value).lower().rjust(8, "0") if value else None
 
 
-def file_entry(row: Sequence[Any]) -> FileEntry:
-    """A :data:`CompactRow` (or ``list_files`` row turned into one) as a :class:`FileEntry`."""
+def file_entry(row: Sequence[Any] | Mapping[str, Any]) -> FileEntry:
+    """A :data:`CompactRow` (or ``list_files`` row turned into one; or a row as Rucio gives
+    it) as a :class:`FileEntry`."""
+    if isinstance(row, Mapping):
+        row = compact_row(row)
     scope, name, size, adler = row[0], row[1], row[2], row[3]
     return FileEntry(did_name(scope, name), int(size) if size is not None else None,
                      adler32_text(adler))
 
 
-def replicas_of(row: Sequence[Any], logical: str | None = None) -> list[Replica]:
-    """The replicas in a :data:`CompactRow`, tape marked, each keeping its logical name.
+def replicas_of(row: Sequence[Any] | Mapping[str, Any], logical: str | None = None
+                ) -> list[Replica]:
+    """The replicas in a :data:`CompactRow` (or a row as Rucio gives it), tape marked, each
+    keeping its logical name.
 
     htpdata's own ordering (:func:`htpdata.replicas.order_replicas`) applies site preferences
     and protocol order, and drops tape.
     """
+    if isinstance(row, Mapping):
+        row = compact_row(row)
     name = logical or did_name(row[0], row[1])
     return [Replica(pfn, rse, pfn.split("://", 1)[0] if "://" in pfn else "file", name,
                     tape=bool(tape)) for pfn, rse, tape in row[4]]

@@ -204,7 +204,8 @@ def _stage_here(client: Client, files: list[FileEntry], tier: DiskTier, jobs: in
 
     def one(i: int, f: FileEntry) -> FileResult:
         if i + jobs < len(files) and not cancel.is_set():
-            opener.submit(open_ahead, files[i + jobs])
+            with contextlib.suppress(RuntimeError):  # the opener is shut down: no more ahead
+                opener.submit(open_ahead, files[i + jobs])
         try:
             site = client.resolve(f.name).replicas[0].site
         except HtpdataError:
@@ -215,6 +216,7 @@ def _stage_here(client: Client, files: list[FileEntry], tier: DiskTier, jobs: in
 
     results: list[FileResult] = []
     pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="htpdata-stage-file")
+    interrupted = False
     try:
         pending = {pool.submit(one, i, f) for i, f in enumerate(files)}
         while pending:
@@ -224,11 +226,13 @@ def _stage_here(client: Client, files: list[FileEntry], tier: DiskTier, jobs: in
                 results.append(r)
                 bar.file_done(r.status != "failed")
     except KeyboardInterrupt:
+        interrupted = True
         cancel.set()  # running transfers stop at their next piece; stored pieces stay
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     finally:
-        opener.shutdown(wait=False, cancel_futures=True)
+        # No open outlives a finished stage; Ctrl-C does not wait for one.
+        opener.shutdown(wait=not interrupted, cancel_futures=True)
     pool.shutdown(wait=True)
     return results
 

@@ -112,10 +112,20 @@ def _fetch_missing(client: Client, resolved: object, ident: Identity, tier: Disk
     meta = {"user": client.cache.user, "group": client.cache.group,
             "dataset": client.resolver.dataset_of(resolved.name), "staged": True}
 
-    shared = ReplicaReader(resolved, client.transports)  # one stat of the replica per file
+    # The pieces share one reader: one stat of the replica per file, and a failover moves them
+    # all on. Once every replica has failed for some piece, the next pieces start afresh
+    # (a transient error must not doom the rest of the file to wait out retries).
+    shared = [ReplicaReader(resolved, client.transports)]
+    shared_lock = threading.Lock()
+
+    def current() -> ReplicaReader:
+        with shared_lock:
+            if shared[0].replica is None:
+                shared[0] = ReplicaReader(resolved, client.transports)
+            return shared[0]
 
     def run(batch: list[tuple[int, int]]) -> None:
-        reader = shared
+        reader = current()
         for attempt in range(retries + 1):
             if cancel is not None and cancel.is_set():
                 raise StorageError("interrupted", name=str(resolved.name))

@@ -107,6 +107,10 @@ class _Handles:
             _ASK.submit(_close_quietly, old)
         return f
 
+    def size(self) -> int:
+        with self._lock:
+            return len(self._files)
+
     def drop(self, url: str) -> None:
         with self._lock:
             hit = self._files.pop(url, None)
@@ -148,7 +152,10 @@ class XRootDTransport:
         self._handles.close()
 
     def prepare(self, url: str) -> None:
-        """Open ``url`` now and keep the handle, so a read soon after costs no open."""
+        """Open ``url`` now and keep the handle, so a read soon after costs no open. Skipped
+        when the pool is half full: opening ahead must not push out handles in use."""
+        if self._handles.size() * 2 >= self._handles.limit:
+            return
         try:
             self._handles.get(url)
         except OSError as exc:
