@@ -58,6 +58,7 @@ def stage_file(client: Client, entry: FileEntry, tier: DiskTier, *, streams: int
     """Stage ``entry`` into ``tier``; never raises for a storage problem (see ``.error``)."""
     t0 = time.monotonic()
     result = FileResult(entry.name, "failed")
+    resolved = None
     try:
         resolved = client.resolve(entry.name)
         size = entry.size if entry.size is not None else resolved.size
@@ -93,7 +94,18 @@ def stage_file(client: Client, entry: FileEntry, tier: DiskTier, *, streams: int
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
         result.seconds = time.monotonic() - t0
+        if resolved is not None:
+            _release(client, resolved)
     return result
+
+
+def _release(client: Client, resolved: object) -> None:
+    """Let the transports close what they hold open for a file that is done (XRootD: its
+    handles, closed in the background), so open-ahead finds room for the next files."""
+    for rep in getattr(resolved, "replicas", ()):
+        release = getattr(client.transports.for_url(rep.url), "release", None)
+        if release is not None:
+            release(rep.url)
 
 
 def _fetch_missing(client: Client, resolved: object, ident: Identity, tier: DiskTier,

@@ -107,6 +107,13 @@ class _Handles:
             _ASK.submit(_close_quietly, old)
         return f
 
+    def release(self, url: str) -> None:
+        """Close ``url``'s handle in the background (the caller is done with the file)."""
+        with self._lock:
+            hit = self._files.pop(url, None)
+        if hit is not None:
+            _ASK.submit(_close_quietly, hit[0])
+
     def size(self) -> int:
         with self._lock:
             return len(self._files)
@@ -160,6 +167,10 @@ class XRootDTransport:
             self._handles.get(url)
         except OSError as exc:
             raise translate(exc, url, what="open") from exc
+
+    def release(self, url: str) -> None:
+        """Done with ``url`` for now: close its handle in the background."""
+        self._handles.release(url)
 
     def forget(self, url: str) -> None:
         """Close the open handle of ``url`` (it was rewritten: the handle holds the old stat)."""
