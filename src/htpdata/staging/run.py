@@ -197,10 +197,7 @@ def _stage_here(client: Client, files: list[FileEntry], tier: DiskTier, jobs: in
         handles (XRootD), so a job slot does not sit idle for the open's round trip when it
         moves on to the file."""
         with contextlib.suppress(Exception):  # the transfer itself reports any failure
-            url = client.resolve(f.name).replicas[0].url
-            prepare = getattr(client.transports.for_url(url), "prepare", None)
-            if prepare is not None:
-                prepare(url)
+            client.transports.prepare(client.resolve(f.name).replicas[0].url)
 
     def one(i: int, f: FileEntry) -> FileResult:
         if i + jobs < len(files) and not cancel.is_set():

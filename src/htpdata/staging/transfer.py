@@ -103,9 +103,7 @@ def _release(client: Client, resolved: object) -> None:
     """Let the transports close what they hold open for a file that is done (XRootD: its
     handles, closed in the background), so open-ahead finds room for the next files."""
     for rep in getattr(resolved, "replicas", ()):
-        release = getattr(client.transports.for_url(rep.url), "release", None)
-        if release is not None:
-            release(rep.url)
+        client.transports.release(rep.url)
 
 
 def _fetch_missing(client: Client, resolved: object, ident: Identity, tier: DiskTier,

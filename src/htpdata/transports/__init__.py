@@ -49,6 +49,21 @@ class Transports:
         self._by_scheme[scheme] = transport
         return transport
 
+    def prepare(self, url: str) -> None:
+        """Get ready to read ``url`` soon, where a transport keeps open files (XRootD opens
+        and keeps the handle); nothing elsewhere."""
+        prepare = getattr(self.for_url(url), "prepare", None)
+        if prepare is not None:
+            prepare(url)
+
+    def release(self, url: str) -> None:
+        """Done with ``url`` for now: let its transport close what it holds open. Never
+        creates a transport (one not made yet holds nothing)."""
+        scheme = url.split("://", 1)[0] if "://" in url else "file"
+        release = getattr(self._by_scheme.get(scheme), "release", None)
+        if release is not None:
+            release(url)
+
     def close(self) -> None:
         """Close pooled connections (HTTP clients); XRootD's are the library's own."""
         for t in {id(t): t for t in self._by_scheme.values()}.values():
