@@ -117,6 +117,22 @@ class ReplicaReader:
         assert isinstance(result, int)
         return result
 
+    def prepare(self) -> None:
+        """Open the replica in use ahead of the first read, where the transport keeps open
+        files (XRootD). A replica that cannot be opened is failed over as a read would be;
+        when none can, the first read raises."""
+        while True:
+            with self._lock:
+                index = self._index
+            if index >= len(self.resolved.replicas):
+                return
+            rep = self.resolved.replicas[index]
+            try:
+                self.transports.prepare(rep.url)
+                return
+            except StorageError as err:
+                self._fail(index, rep, err)
+
     def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """Bytes of each ``[start, end)``; ends past the file are clipped, like a file read."""
         if not ranges:

@@ -15,8 +15,8 @@ import errno
 import json
 import logging
 import os
-import secrets
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,6 +72,7 @@ class DiskTier:
         self.dir_mode = 0o3775 if shared else 0o755
         self.file_mode = 0o644
         self._known_entries: set[str] = set()
+        self._create_lock = threading.Lock()
         self._safe: set[str] = set()
         self._real_root = os.path.realpath(self.root)
         self.broken = False
@@ -110,7 +111,7 @@ class DiskTier:
 
     def _publish(self, target: Path, data: bytes) -> None:
         """Write ``data`` beside ``target`` under a dot-name, then rename it into place."""
-        tmp = target.parent / f".{target.name}.{HOST}.{os.getpid()}.{secrets.token_hex(4)}"
+        tmp = target.parent / f".{target.name}.{HOST}.{os.getpid()}.{os.urandom(4).hex()}"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
             try:
@@ -188,7 +189,9 @@ class DiskTier:
         key = ident.key
         try:
             if key not in self._known_entries:
-                self._create_entry(ident, meta)
+                with self._create_lock:  # a file's parallel pieces create its entry once
+                    if key not in self._known_entries:
+                        self._create_entry(ident, meta)
             if not self._inside(key):
                 raise PermissionError(errno.EPERM, f"{self.layout.extents(key)} leads outside "
                                       "the tier (a planted symlink?); not writing there")

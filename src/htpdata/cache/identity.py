@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 
 __all__ = ["Identity"]
 
@@ -19,7 +20,7 @@ class Identity:
     size: int
     adler32: str | None = None
 
-    @property
+    @cached_property  # asked many times per file while it moves; computed once
     def key(self) -> str:
         """40 hex digits naming the entry in every tier."""
         text = f"{self.name}\0{self.size}\0{self.adler32 or '-'}"

@@ -57,6 +57,8 @@ def parse_claim_name(name: str) -> Range | None:
 class Layout:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._entries = root / "entries"
+        self._entry: dict[str, Path] = {}  # key -> folder; files in flight ask it many times
 
     @property
     def marker(self) -> Path:
@@ -64,10 +66,15 @@ class Layout:
 
     @property
     def entries(self) -> Path:
-        return self.root / "entries"
+        return self._entries
 
     def entry(self, key: str) -> Path:
-        return self.entries / key[:2] / key[2:4] / key
+        path = self._entry.get(key)
+        if path is None:
+            if len(self._entry) >= 4096:  # a long-lived worker sees many files: stay bounded
+                self._entry.clear()
+            path = self._entry[key] = self._entries.joinpath(key[:2], key[2:4], key)
+        return path
 
     def extents(self, key: str) -> Path:
         return self.entry(key) / "x"

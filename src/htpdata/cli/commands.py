@@ -96,9 +96,11 @@ def _stage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pin", metavar="DURATION", help="keep from eviction for e.g. 7d, 12h")
     p.add_argument("--dry-run", action="store_true",
                    help="plan only: files, bytes, already cached, headroom")
-    p.add_argument("--jobs", type=int, default=16, help="files at once (default 16)")
-    p.add_argument("--streams", type=int, default=4, help="parallel pieces per file (4)")
-    p.add_argument("--site-limit", type=int, default=None, help="files at once per site")
+    p.add_argument("--jobs", type=int, default=16,
+                   help="jobs x streams pieces in flight over all files (default 16)")
+    p.add_argument("--streams", type=int, default=4, help="pieces in flight per file (4)")
+    p.add_argument("--site-limit", type=int, default=None,
+                   help="files open at once per site (default 2 x jobs)")
     p.add_argument("--evict", action="store_true",
                    help="make room by evicting unpinned entries if it would not fit")
     p.add_argument("--dask", metavar="SCHEDULER", help="run on a Dask cluster (tcp://host:port)")

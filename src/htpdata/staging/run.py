@@ -1,20 +1,16 @@
 """``htpdata stage``: plan, then transfer many files in parallel, on one node or a Dask cluster.
 
-Parallelism is bounded by ``jobs`` (files at once) and ``site_limit`` (files at once per
-site); each file moves in ``streams`` parallel pieces. With a ``distributed.Client`` the files
-are spread over the cluster's workers (Dask schedules; htpdata does not), each writing into the
-shared tier.
+``jobs x streams`` piece reads are in flight over all files, at most ``streams`` from one
+file; up to ``2 x jobs`` files are open at once (``site_limit`` bounds them per site). With a
+``distributed.Client`` the files are spread over the cluster's workers (Dask schedules; htpdata
+does not), each writing into the shared tier.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 import shutil
-import threading
 import time
-from collections import defaultdict
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +24,7 @@ from ..errors import HtpdataError
 from ..names import Name, parse_name
 from .plan import Plan, make_plan
 from .progress import Progress
-from .transfer import FileResult, stage_file
+from .transfer import FileResult, stage_file, transfer
 
 __all__ = ["StageRefusedError", "StageSummary", "parse_duration", "stage"]
 
@@ -173,7 +169,7 @@ def stage(names: list[str | Name] | str | Name, *, client: Client | None = None,
                                              streams, retries, bar)
         else:
             summary.results = _stage_here(client, plan.to_fetch, target, jobs, streams,
-                                          site_limit or jobs, retries, bar)
+                                          site_limit, retries, bar)
     summary.seconds = time.monotonic() - t0
     if until is not None:
         for f in [*plan.cached, *(FileEntry(r.name, r.size, r.adler32)
@@ -185,53 +181,10 @@ def stage(names: list[str | Name] | str | Name, *, client: Client | None = None,
 
 
 def _stage_here(client: Client, files: list[FileEntry], tier: DiskTier, jobs: int, streams: int,
-                site_limit: int, retries: int, bar: Progress) -> list[FileResult]:
-    cancel = threading.Event()
-    per_site: dict[str, threading.Semaphore] = defaultdict(
-        lambda: threading.Semaphore(site_limit))
-
-    opener = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="htpdata-stage-open")
-
-    def open_ahead(f: FileEntry) -> None:
-        """Open a file's first replica before its turn, where the transport keeps open
-        handles (XRootD), so a job slot does not sit idle for the open's round trip when it
-        moves on to the file."""
-        with contextlib.suppress(Exception):  # the transfer itself reports any failure
-            client.transports.prepare(client.resolve(f.name).replicas[0].url)
-
-    def one(i: int, f: FileEntry) -> FileResult:
-        if i + jobs < len(files) and not cancel.is_set():
-            with contextlib.suppress(RuntimeError):  # the opener is shut down: no more ahead
-                opener.submit(open_ahead, files[i + jobs])
-        try:
-            site = client.resolve(f.name).replicas[0].site
-        except HtpdataError:
-            site = "?"
-        with per_site[site]:
-            return stage_file(client, f, tier, streams=streams, retries=retries,
-                              on_bytes=bar.add_bytes, cancel=cancel)
-
-    results: list[FileResult] = []
-    pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="htpdata-stage-file")
-    interrupted = False
-    try:
-        pending = {pool.submit(one, i, f) for i, f in enumerate(files)}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                r = fut.result()
-                results.append(r)
-                bar.file_done(r.status != "failed")
-    except KeyboardInterrupt:
-        interrupted = True
-        cancel.set()  # running transfers stop at their next piece; stored pieces stay
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    finally:
-        # No open outlives a finished stage; Ctrl-C does not wait for one.
-        opener.shutdown(wait=not interrupted, cancel_futures=True)
-    pool.shutdown(wait=True)
-    return results
+                site_limit: int | None, retries: int, bar: Progress) -> list[FileResult]:
+    return transfer(client, files, tier, jobs=jobs, streams=streams, site_limit=site_limit,
+                    retries=retries, on_bytes=bar.add_bytes,
+                    on_file=lambda r: bar.file_done(r.status != "failed"))
 
 
 # -- Dask ---------------------------------------------------------------------------------------

@@ -1,36 +1,44 @@
-"""Stage one file: fetch what the tier lacks, in parallel pieces, verify, mark complete.
+"""Move whole files into a tier: pieces from many files in flight at once, each verified.
 
-The file is stored as the cache stores everything, as extents of ``cache.max_extent`` bytes
+A file is stored as the cache stores everything, as extents of ``cache.max_extent`` bytes
 (4 MiB) each published by rename with its own adler32. Pieces an earlier run already stored are
 not fetched again (resume after Ctrl-C or kill -9). When every byte is there, the whole file's
 adler32 is computed from the pieces' checksums (no second read) and compared with the catalog's
 or Rucio's; only then is ``complete.ADLER32`` written. A mismatch drops the entry and fetches
 the file again once; then the file fails.
+
+:func:`transfer` keeps ``jobs x streams`` piece reads in flight over all files, at most
+``streams`` of them from one file, taking pieces in file order. Files are opened ahead (up to
+``2 x jobs`` started and unfinished): when the last piece of a file is on its way, the next
+file's are already waiting, so no read slot idles for an open or for a file's short tail.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from ..adler32 import adler32
 from ..cache.disk import CacheWriteError, DiskTier
 from ..cache.identity import Identity
-from ..cache.ranges import cover, split
+from ..cache.ranges import Range, cover, split
 from ..catalogs import FileEntry
 from ..client import Client
 from ..errors import ChecksumMismatchError, HtpdataError, StorageError
 from ..reader import ReplicaReader
+from ..resolve import ResolvedFile
 from .checksum import combine_all
 
-__all__ = ["FileResult", "stage_file"]
+__all__ = ["FileResult", "stage_file", "transfer"]
 
 log = logging.getLogger("htpdata.stage")
-BATCH = 1  # pieces per upstream request: files of a few pieces move in parallel streams
 
 
 @dataclass
@@ -51,121 +59,290 @@ class FileResult:
         return dict(self.__dict__)
 
 
+def _problem(exc: Exception, tier: DiskTier) -> str | None:
+    """The one-line reason a file failed, or None for an exception that is a bug."""
+    if isinstance(exc, HtpdataError):
+        return str(exc)
+    if isinstance(exc, CacheWriteError):
+        return f"cannot write to the {tier.name} tier: {exc}"
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+class _File:
+    """One file on its way into the tier. ``start`` and ``finish`` run on helper threads,
+    ``fetch`` on read threads; only the dispatcher touches ``pending`` and ``inflight``."""
+
+    def __init__(self, index: int, client: Client, entry: FileEntry, tier: DiskTier,
+                 retries: int, backoff: float, cancel: threading.Event) -> None:
+        self.index = index
+        self.client = client
+        self.entry = entry
+        self.tier = tier
+        self.retries = retries
+        self.backoff = backoff
+        self.cancel = cancel
+        self.result = FileResult(entry.name, "failed")
+        self.t0 = 0.0
+        self.resolved: ResolvedFile | None = None
+        self.ident: Identity | None = None
+        self.adler: str | None = None
+        self.meta: dict[str, Any] = {}
+        self.pending: deque[Range] = deque()
+        self.inflight = 0
+        self.ready = False  # started; its pieces may be dispatched
+        self.done = False  # nothing more to do (cached, failed before fetching, or finished)
+        self.site = self._site()
+        self._reader: ReplicaReader | None = None
+        self._reader_lock = threading.Lock()
+
+    # -- helper threads ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Resolve, skip if complete, list what an earlier run left, open the first replica."""
+        self.t0 = time.monotonic()
+        r = self.result
+        try:
+            self.resolved = resolved = self.client.resolve(self.entry.name)
+            size = self.entry.size if self.entry.size is not None else resolved.size
+            self.adler = self.entry.adler32 or resolved.adler32
+            if size is None:
+                size = ReplicaReader(resolved, self.client.transports).size()
+            r.size = size
+            self.ident = ident = Identity(str(resolved.name), size, self.adler)
+            if self.tier.is_complete(ident.key):
+                r.status, r.verified, r.adler32 = "cached", True, self.adler
+                self.done = True
+                return
+            self.meta = {"user": self.client.cache.user, "group": self.client.cache.group,
+                         "dataset": self.client.resolver.dataset_of(resolved.name),
+                         "staged": True}
+            self._plan_pieces()
+            if self.pending:
+                # Open now (XRootD keeps the handle), so the first piece costs no open; a
+                # replica that cannot be opened is failed over here.
+                self._current().prepare()
+        except Exception as exc:
+            r.error = _problem(exc, self.tier)
+            if r.error is None:
+                raise
+            self.done = True
+
+    def _plan_pieces(self) -> None:
+        assert self.ident is not None
+        self.result.attempts += 1
+        have = list(self.tier.extents(self.ident.key))
+        todo = [p for p in split((0, self.ident.size), self.client.settings.cache.max_extent)
+                if cover(p, have) is None]
+        self.result.resumed = self.ident.size - sum(e - s for s, e in todo)
+        self.pending = deque(todo)
+
+    def finish(self) -> None:
+        """Every byte is there: check the whole file's adler32, then mark it complete (or
+        plan a second fetch of the whole file after a first mismatch)."""
+        assert self.ident is not None
+        r = self.result
+        try:
+            got = _whole_adler32(self.tier, self.ident)
+            r.adler32 = got
+            if self.adler is not None and got != self.adler:
+                if r.attempts >= 2:
+                    raise ChecksumMismatchError(self.entry.name, self.adler, got,
+                                                "after staging twice")
+                log.warning("%s: adler32 %s after staging, catalog says %s; fetching again",
+                            self.entry.name, got, self.adler)
+                self.tier.remove_entry(self.ident.key)
+                self._plan_pieces()
+                return
+            self.tier.mark_complete(self.ident.key, got)
+            r.verified = self.adler is not None
+            r.status = "staged"
+        except Exception as exc:
+            r.error = _problem(exc, self.tier)
+            if r.error is None:
+                raise
+        self.done = True
+
+    # -- read threads --------------------------------------------------------------------------
+    def _current(self) -> ReplicaReader:
+        """The file's pieces share one reader: one stat of the replica per file, and a
+        failover moves them all on. Once every replica has failed for some piece, the next
+        pieces start afresh (a transient error must not doom the rest of the file)."""
+        assert self.resolved is not None
+        with self._reader_lock:
+            if self._reader is None or self._reader.replica is None:
+                self._reader = ReplicaReader(self.resolved, self.client.transports)
+            return self._reader
+
+    def fetch(self, piece: Range, on_bytes: Callable[[int], None] | None) -> int:
+        """Read one piece (with retries and failover) and store it; bytes stored. Raises
+        HtpdataError or OSError when the file cannot go on."""
+        assert self.resolved is not None
+        assert self.ident is not None
+        reader = self._current()
+        for attempt in range(self.retries + 1):
+            if self.cancel.is_set():
+                raise StorageError("interrupted", name=str(self.resolved.name))
+            try:
+                (data,) = reader.read_ranges([piece])
+                break
+            except StorageError as exc:
+                if attempt == self.retries:
+                    raise
+                delay = self.backoff * 2 ** attempt
+                log.info("%s: %s; retrying in %.1f s", self.resolved.name, exc, delay)
+                time.sleep(delay)
+                reader = ReplicaReader(self.resolved, self.client.transports)  # all again
+        self.tier.write_extent(self.ident, piece[0], data, self.meta)
+        if reader.replica is not None:
+            self.result.replica = reader.replica.url
+        if on_bytes is not None:
+            on_bytes(len(data))
+        return len(data)
+
+    def release(self) -> None:
+        """Let the transports close what they hold open for this file (XRootD: its handles,
+        in the background), so opening ahead finds room for the next files."""
+        for rep in self.resolved.replicas if self.resolved is not None else ():
+            self.client.transports.release(rep.url)
+
+    def _site(self) -> str:
+        try:
+            return self.client.resolve(self.entry.name).replicas[0].site
+        except (HtpdataError, IndexError):
+            return "?"
+
+
+def transfer(client: Client, entries: Sequence[FileEntry], tier: DiskTier, *, jobs: int = 16,
+             streams: int = 4, site_limit: int | None = None, retries: int = 3,
+             backoff: float = 1.0, on_bytes: Callable[[int], None] | None = None,
+             on_file: Callable[[FileResult], None] | None = None,
+             cancel: threading.Event | None = None) -> list[FileResult]:
+    """Stage ``entries`` into ``tier``: results in the order files finish. A storage problem
+    fails its file (see ``.error``), never the others; Ctrl-C stops every transfer at its
+    next piece (stored pieces stay) and is raised again."""
+    jobs, streams = max(1, jobs), max(1, streams)
+    cancel = cancel or threading.Event()
+    window = jobs * streams  # piece reads in flight over all files
+    open_cap = 2 * jobs if len(entries) > 1 else 1  # files started and unfinished
+    site_cap = site_limit or open_cap
+    files = [_File(i, client, e, tier, retries, backoff, cancel) for i, e in enumerate(entries)]
+    by_site: dict[str, deque[_File]] = {}
+    for f in files:
+        by_site.setdefault(f.site, deque()).append(f)
+    open_at: dict[str, int] = dict.fromkeys(by_site, 0)
+    events: queue.SimpleQueue[tuple[str, _File, Any]] = queue.SimpleQueue()
+    live: list[_File] = []  # started and unfinished, in file order
+    results: list[FileResult] = []
+    inflight = 0
+
+    piece = client.settings.cache.max_extent
+    pieces = sum(-(-e.size // piece) if e.size is not None else streams for e in entries)
+    readers = ThreadPoolExecutor(max(1, min(window, pieces)), thread_name_prefix="htpdata-stage")
+    helpers = ThreadPoolExecutor(min(jobs, len(files)) or 1,
+                                 thread_name_prefix="htpdata-stage-open")
+
+    def post(pool: ThreadPoolExecutor, kind: str, f: _File, fn: Callable[..., Any],
+             *args: Any) -> None:
+        def task() -> None:
+            try:
+                events.put((kind, f, fn(*args)))
+            except BaseException as exc:  # reported to the dispatcher, which decides
+                events.put((kind, f, exc))
+        pool.submit(task)
+
+    def next_file() -> _File | None:
+        """The earliest file not started whose site has room."""
+        best: _File | None = None
+        for site, waiting in by_site.items():
+            if waiting and open_at[site] < site_cap and (best is None
+                                                        or waiting[0].index < best.index):
+                best = waiting[0]
+        return best
+
+    def fill() -> None:
+        nonlocal inflight
+        for f in live:
+            if inflight >= window:
+                break
+            while f.ready and f.pending and f.inflight < streams and inflight < window:
+                piece = f.pending.popleft()
+                f.inflight += 1
+                inflight += 1
+                post(readers, "piece", f, f.fetch, piece, on_bytes)
+        while len(live) < open_cap and not cancel.is_set():
+            new = next_file()
+            if new is None:
+                break
+            by_site[new.site].popleft()
+            open_at[new.site] += 1
+            live.append(new)
+            post(helpers, "start", new, new.start)
+
+    def close(f: _File) -> None:
+        f.result.seconds = time.monotonic() - f.t0 if f.t0 else 0.0
+        f.release()
+        live.remove(f)
+        open_at[f.site] -= 1
+        results.append(f.result)
+        if on_file is not None:
+            on_file(f.result)
+
+    def settle(f: _File) -> None:
+        """After an event: close the file, or verify it once its last piece is in."""
+        if f.done:
+            close(f)
+        elif f.ready and not f.pending and f.inflight == 0:
+            if f.result.error is not None:
+                close(f)
+            else:
+                f.ready = False  # until finish has decided
+                post(helpers, "finish", f, f.finish)
+
+    try:
+        while len(results) < len(files):
+            fill()
+            if not live:  # interrupted before these files started
+                for waiting in by_site.values():
+                    while waiting:
+                        f = waiting.popleft()
+                        f.result.error = "interrupted"
+                        results.append(f.result)
+                        if on_file is not None:
+                            on_file(f.result)
+                break
+            kind, f, out = events.get()
+            if isinstance(out, BaseException):
+                if kind != "piece" or not isinstance(out, Exception) \
+                        or _problem(out, tier) is None:
+                    raise out
+                f.result.error = f.result.error or _problem(out, tier)
+                f.pending.clear()  # the file has failed: no more of its pieces
+            elif kind == "piece":
+                f.result.fetched += out
+            if kind == "piece":
+                f.inflight -= 1
+                inflight -= 1
+            elif kind == "start" or (kind == "finish" and not f.done):
+                f.ready = True
+            settle(f)
+    except BaseException:
+        cancel.set()  # running reads stop at their next piece; stored pieces stay
+        readers.shutdown(wait=True, cancel_futures=True)
+        helpers.shutdown(wait=False, cancel_futures=True)
+        raise
+    readers.shutdown(wait=True)
+    helpers.shutdown(wait=True)
+    return results
+
+
 def stage_file(client: Client, entry: FileEntry, tier: DiskTier, *, streams: int = 4,
                retries: int = 3, backoff: float = 1.0,
                on_bytes: Callable[[int], None] | None = None,
                cancel: threading.Event | None = None) -> FileResult:
-    """Stage ``entry`` into ``tier``; never raises for a storage problem (see ``.error``)."""
-    t0 = time.monotonic()
-    result = FileResult(entry.name, "failed")
-    resolved = None
-    try:
-        resolved = client.resolve(entry.name)
-        size = entry.size if entry.size is not None else resolved.size
-        adler = entry.adler32 or resolved.adler32
-        if size is None:
-            size = ReplicaReader(resolved, client.transports).size()
-        result.size = size
-        ident = Identity(str(resolved.name), size, adler)
-        if tier.is_complete(ident.key):
-            result.status, result.verified, result.adler32 = "cached", True, adler
-            return result
-        for attempt in range(2):  # a checksum mismatch refetches the whole file once
-            result.attempts = attempt + 1
-            _fetch_missing(client, resolved, ident, tier, streams, retries, backoff,
-                           on_bytes, cancel, result)
-            got = _whole_adler32(tier, ident)
-            result.adler32 = got
-            if adler is None or got == adler:
-                break
-            log.warning("%s: adler32 %s after staging, catalog says %s; fetching again",
-                        entry.name, got, adler)
-            tier.remove_entry(ident.key)
-        else:
-            raise ChecksumMismatchError(entry.name, adler or "?", got, "after staging twice")
-        tier.mark_complete(ident.key, result.adler32 or "")
-        result.verified = adler is not None
-        result.status = "staged"
-    except HtpdataError as exc:
-        result.error = str(exc)
-    except CacheWriteError as exc:
-        result.error = f"cannot write to the {tier.name} tier: {exc}"
-    except OSError as exc:
-        result.error = f"{type(exc).__name__}: {exc}"
-    finally:
-        result.seconds = time.monotonic() - t0
-        if resolved is not None:
-            _release(client, resolved)
-    return result
-
-
-def _release(client: Client, resolved: object) -> None:
-    """Let the transports close what they hold open for a file that is done (XRootD: its
-    handles, closed in the background), so open-ahead finds room for the next files."""
-    for rep in getattr(resolved, "replicas", ()):
-        client.transports.release(rep.url)
-
-
-def _fetch_missing(client: Client, resolved: object, ident: Identity, tier: DiskTier,
-                   streams: int, retries: int, backoff: float,
-                   on_bytes: Callable[[int], None] | None, cancel: threading.Event | None,
-                   result: FileResult) -> None:
-    from ..resolve import ResolvedFile
-
-    assert isinstance(resolved, ResolvedFile)
-    max_extent = client.settings.cache.max_extent
-    have = list(tier.extents(ident.key))
-    pieces = split((0, ident.size), max_extent)
-    todo = [p for p in pieces if cover(p, have) is None]
-    result.resumed = ident.size - sum(e - s for s, e in todo)
-    batches = [todo[i:i + BATCH] for i in range(0, len(todo), BATCH)]
-    meta = {"user": client.cache.user, "group": client.cache.group,
-            "dataset": client.resolver.dataset_of(resolved.name), "staged": True}
-
-    # The pieces share one reader: one stat of the replica per file, and a failover moves them
-    # all on. Once every replica has failed for some piece, the next pieces start afresh
-    # (a transient error must not doom the rest of the file to wait out retries).
-    shared = [ReplicaReader(resolved, client.transports)]
-    shared_lock = threading.Lock()
-
-    def current() -> ReplicaReader:
-        with shared_lock:
-            if shared[0].replica is None:
-                shared[0] = ReplicaReader(resolved, client.transports)
-            return shared[0]
-
-    def run(batch: list[tuple[int, int]]) -> None:
-        reader = current()
-        for attempt in range(retries + 1):
-            if cancel is not None and cancel.is_set():
-                raise StorageError("interrupted", name=str(resolved.name))
-            try:
-                datas = reader.read_ranges(batch)
-                break
-            except StorageError as exc:
-                if attempt == retries:
-                    raise
-                delay = backoff * 2 ** attempt
-                log.info("%s: %s; retrying in %.1f s", resolved.name, exc, delay)
-                time.sleep(delay)
-                reader = ReplicaReader(resolved, client.transports)  # every replica again
-        for (s, _), data in zip(batch, datas, strict=True):
-            tier.write_extent(ident, s, data, meta)
-            result.fetched += len(data)
-            if on_bytes is not None:
-                on_bytes(len(data))
-        if reader.replica is not None:
-            result.replica = reader.replica.url
-
-    if not batches:
-        return
-    if len(batches) == 1:  # small files: no thread pool per file
-        run(batches[0])
-        return
-    with ThreadPoolExecutor(max(1, min(streams, len(batches))),
-                            thread_name_prefix="htpdata-stage") as pool:
-        for fut in [pool.submit(run, b) for b in batches]:
-            fut.result()
+    """Stage one file into ``tier``; never raises for a storage problem (see ``.error``)."""
+    return transfer(client, [entry], tier, jobs=1, streams=streams, retries=retries,
+                    backoff=backoff, on_bytes=on_bytes, cancel=cancel)[0]
 
 
 def _whole_adler32(tier: DiskTier, ident: Identity) -> str:

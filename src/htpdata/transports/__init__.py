@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -24,11 +25,22 @@ class Transports:
         self.creds = discover_credentials(settings.auth, environ)
         self._by_scheme: dict[str, Transport] = {}
         self._http_transport: HTTPTransport | None = None
+        self._lock = threading.Lock()
 
     def for_url(self, url: str) -> Transport:
         scheme = url.split("://", 1)[0] if "://" in url else "file"
-        if scheme in self._by_scheme:
-            return self._by_scheme[scheme]
+        transport = self._by_scheme.get(scheme)
+        if transport is not None:
+            return transport
+        # One transport per scheme even when many threads ask first at once: each XRootD
+        # transport keeps its own pool of open handles, and a second pool would open again.
+        with self._lock:
+            transport = self._by_scheme.get(scheme)
+            if transport is None:
+                transport = self._by_scheme[scheme] = self._make(scheme, url)
+            return transport
+
+    def _make(self, scheme: str, url: str) -> Transport:
         transport: Transport
         if scheme in ("root", "xroot"):
             import os
@@ -46,7 +58,6 @@ class Transports:
             transport = LocalTransport()
         else:
             raise InvalidNameError(url, f"no transport for scheme {scheme!r}", part=scheme)
-        self._by_scheme[scheme] = transport
         return transport
 
     def prepare(self, url: str) -> None:
