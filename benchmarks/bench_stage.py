@@ -128,8 +128,9 @@ print(json.dumps({"import_s": t1 - t0, "download_s": t2 - t1, "states": states})
 # Functions whose calls the profile times (summed over threads), as (module, class or "", name).
 PROFILED = [
     ("htpdata.staging.run", "", "plan_stage"),
-    ("htpdata.staging.run", "", "stage_file"),
-    ("htpdata.staging.transfer", "", "_fetch_missing"),
+    ("htpdata.staging.transfer", "_File", "start"),
+    ("htpdata.staging.transfer", "_File", "fetch"),
+    ("htpdata.staging.transfer", "_File", "finish"),
     ("htpdata.staging.transfer", "", "_whole_adler32"),
     ("htpdata.resolve", "Resolver", "resolve"),
     ("htpdata.resolve", "Resolver", "files"),
