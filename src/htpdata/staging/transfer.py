@@ -39,6 +39,7 @@ from .checksum import combine_all
 __all__ = ["FileResult", "stage_file", "transfer"]
 
 log = logging.getLogger("htpdata.stage")
+_GRACE = 2.0  # seconds reads in flight may take to land after Ctrl-C
 
 
 @dataclass
@@ -219,8 +220,8 @@ def transfer(client: Client, entries: Sequence[FileEntry], tier: DiskTier, *, jo
              on_file: Callable[[FileResult], None] | None = None,
              cancel: threading.Event | None = None) -> list[FileResult]:
     """Stage ``entries`` into ``tier``: results in the order files finish. A storage problem
-    fails its file (see ``.error``), never the others; Ctrl-C stops every transfer at its
-    next piece (stored pieces stay) and is raised again."""
+    fails its file (see ``.error``), never the others; Ctrl-C is raised again at once, and no
+    new piece starts (stored pieces stay, for a later run to resume from)."""
     jobs, streams = max(1, jobs), max(1, streams)
     cancel = cancel or threading.Event()
     window = jobs * streams  # piece reads in flight over all files
@@ -327,9 +328,19 @@ def transfer(client: Client, entries: Sequence[FileEntry], tier: DiskTier, *, jo
                 f.ready = True
             settle(f)
     except BaseException:
-        cancel.set()  # running reads stop at their next piece; stored pieces stay
-        readers.shutdown(wait=True, cancel_futures=True)
+        # Ctrl-C: no new piece starts. Reads in flight get a moment to land (each one stored
+        # is one a later run does not fetch again), but not the minutes 64 x 4 MiB can take
+        # over a slow link; a piece lands whole or not at all.
+        cancel.set()
+        readers.shutdown(wait=False, cancel_futures=True)
         helpers.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + _GRACE
+        while inflight > 0 and (left := deadline - time.monotonic()) > 0:
+            try:
+                kind, f, out = events.get(timeout=left)
+            except queue.Empty:
+                break
+            inflight -= kind == "piece"
         raise
     readers.shutdown(wait=True)
     helpers.shutdown(wait=True)
