@@ -242,3 +242,47 @@ def test_stage_on_a_dask_cluster(catalog_dir: Path, tmp_path: Path,
         assert s.ok
         assert len(s.staged) == len(TEST_FILES)
         assert all(r.verified for r in s.staged)
+
+
+def test_an_empty_file_is_staged_and_served(tmp_path: Path) -> None:
+    """An empty file has no pieces, so no piece creates its cache entry: marking it complete
+    must (found by review: it failed with FileNotFoundError)."""
+    empty = tmp_path / "empty.root"
+    empty.write_bytes(b"")
+    with htpdata.Client(cache={"local_dir": "off", "shared_dir": str(tmp_path / "shared")}) as c:
+        entry = FileEntry(f"file://{empty}", 0, "00000001")  # adler32 of no bytes
+        result = stage_file(c, entry, c.cache.tier("shared"))
+        assert result.status == "staged", result.error
+        assert result.verified
+        from htpdata.cache.identity import Identity
+        from htpdata.names import parse_name
+
+        key = Identity(str(parse_name(entry.name)), 0, "00000001").key
+        assert c.cache.tier("shared").is_complete(key)
+        assert c.cat(entry.name) == b""
+
+
+def test_a_bug_in_a_piece_is_raised_not_reported(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Storage problems fail their file; an exception that is a bug reaches the caller."""
+    from htpdata.cache.disk import DiskTier
+
+    files = []
+    for i in range(3):
+        p = tmp_path / f"f{i}.root"
+        p.write_bytes(os.urandom(50_000))
+        files.append(FileEntry(f"file://{p}", 50_000,
+                               f"{zlib.adler32(p.read_bytes()) & 0xFFFFFFFF:08x}"))
+
+    def bug(*args: object, **kwargs: object) -> None:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(DiskTier, "write_extent", bug)
+    from htpdata.staging.transfer import transfer
+
+    with htpdata.Client(cache={"local_dir": "off", "shared_dir": str(tmp_path / "shared"),
+                               "max_extent": 16384}) as c:
+        with pytest.raises(ValueError, match="a bug"):
+            transfer(c, files, c.cache.tier("shared"))
+        with pytest.raises(ValueError, match="site_limit"):
+            transfer(c, files, c.cache.tier("shared"), site_limit=0)

@@ -188,10 +188,7 @@ class DiskTier:
         r = (start, start + len(data))
         key = ident.key
         try:
-            if key not in self._known_entries:
-                with self._create_lock:  # a file's parallel pieces create its entry once
-                    if key not in self._known_entries:
-                        self._create_entry(ident, meta)
+            self._ensure_entry(ident, meta)
             if not self._inside(key):
                 raise PermissionError(errno.EPERM, f"{self.layout.extents(key)} leads outside "
                                       "the tier (a planted symlink?); not writing there")
@@ -200,6 +197,14 @@ class DiskTier:
             raise CacheWriteError(exc.errno or errno.EIO,
                                   f"cache tier {self.name}: {exc.strerror or exc}") from exc
         return r
+
+    def _ensure_entry(self, ident: Identity, meta: dict[str, Any]) -> None:
+        if ident.key not in self._known_entries:
+            with self._create_lock:  # a file's parallel pieces create its entry once
+                if ident.key not in self._known_entries:
+                    if len(self._known_entries) > 65536:  # long-lived workers: stay bounded
+                        self._known_entries.clear()
+                    self._create_entry(ident, meta)
 
     def adopt(self, ident: Identity, path: Path, meta: dict[str, Any]) -> Path:
         """Publish a whole file written elsewhere in this tier as the entry's one extent.
@@ -261,7 +266,21 @@ class DiskTier:
 
     # -- whole files ---------------------------------------------------------------------------
     def mark_complete(self, key: str, adler32: str) -> None:
-        self._publish(self.layout.entry(key) / f"complete.{adler32}", b"")
+        try:
+            self._publish(self.layout.entry(key) / f"complete.{adler32}", b"")
+        except OSError as exc:
+            raise CacheWriteError(exc.errno or errno.EIO,
+                                  f"cache tier {self.name}: {exc.strerror or exc}") from exc
+
+    def mark_staged(self, ident: Identity, adler32: str, meta: dict[str, Any]) -> None:
+        """Mark a whole file complete; its entry is created first when no piece made it (an
+        empty file has no extents)."""
+        try:
+            self._ensure_entry(ident, meta)
+        except OSError as exc:
+            raise CacheWriteError(exc.errno or errno.EIO,
+                                  f"cache tier {self.name}: {exc.strerror or exc}") from exc
+        self.mark_complete(ident.key, adler32)
 
     def is_complete(self, key: str) -> bool:
         try:

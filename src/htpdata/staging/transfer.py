@@ -155,7 +155,7 @@ class _File:
                 self.tier.remove_entry(self.ident.key)
                 self._plan_pieces()
                 return
-            self.tier.mark_complete(self.ident.key, got)
+            self.tier.mark_staged(self.ident, got, self.meta)
             r.verified = self.adler is not None
             r.status = "staged"
         except Exception as exc:
@@ -226,6 +226,8 @@ def transfer(client: Client, entries: Sequence[FileEntry], tier: DiskTier, *, jo
     cancel = cancel or threading.Event()
     window = jobs * streams  # piece reads in flight over all files
     open_cap = 2 * jobs if len(entries) > 1 else 1  # files started and unfinished
+    if site_limit is not None and site_limit < 1:
+        raise ValueError(f"site_limit must be at least 1, got {site_limit}")
     site_cap = site_limit or open_cap
     files = [_File(i, client, e, tier, retries, backoff, cancel) for i, e in enumerate(entries)]
     by_site: dict[str, deque[_File]] = {}
@@ -307,12 +309,15 @@ def transfer(client: Client, entries: Sequence[FileEntry], tier: DiskTier, *, jo
                 for waiting in by_site.values():
                     while waiting:
                         f = waiting.popleft()
-                        f.result.error = "interrupted"
+                        f.result.error = str(StorageError("interrupted", name=f.entry.name))
                         results.append(f.result)
                         if on_file is not None:
                             on_file(f.result)
                 break
             kind, f, out = events.get()
+            if kind == "piece":
+                f.inflight -= 1
+                inflight -= 1
             if isinstance(out, BaseException):
                 if kind != "piece" or not isinstance(out, Exception) \
                         or _problem(out, tier) is None:
@@ -321,18 +326,15 @@ def transfer(client: Client, entries: Sequence[FileEntry], tier: DiskTier, *, jo
                 f.pending.clear()  # the file has failed: no more of its pieces
             elif kind == "piece":
                 f.result.fetched += out
-            if kind == "piece":
-                f.inflight -= 1
-                inflight -= 1
-            elif kind == "start" or (kind == "finish" and not f.done):
+            if kind == "start" or (kind == "finish" and not f.done):
                 f.ready = True
             settle(f)
     except BaseException:
         # Ctrl-C: no new piece starts. Reads in flight get a moment to land (each one stored
         # is one a later run does not fetch again), but not the minutes 64 x 4 MiB can take
         # over a slow link; a piece lands whole or not at all.
-        cancel.set()
-        readers.shutdown(wait=False, cancel_futures=True)
+        cancel.set()  # queued pieces still run, to end at once and report (counted below)
+        readers.shutdown(wait=False)
         helpers.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + _GRACE
         while inflight > 0 and (left := deadline - time.monotonic()) > 0:
