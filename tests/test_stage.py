@@ -220,6 +220,10 @@ def test_stage_cli_dry_run_json_and_refusal(catalog_dir: Path, tmp_path: Path) -
     assert b"stage refused" in refused.stderr
     bad = run("stage", "test:/Test/All", "--pin", "forever")
     assert bad.returncode == 2
+    for flag in ("--jobs", "--streams", "--site-limit"):
+        zero = run("stage", "test:/Test/All", flag, "0")
+        assert zero.returncode == 2
+        assert f"argument {flag}: must be at least 1".encode() in zero.stderr
 
 
 @pytest.mark.xrootd

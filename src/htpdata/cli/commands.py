@@ -16,6 +16,17 @@ __all__ = ["COMMANDS"]
 CHUNK = 8 << 20
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type: a whole number >= 1 (a count of files or requests)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _client() -> Client:
     from ..client import default_client
 
@@ -96,10 +107,10 @@ def _stage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pin", metavar="DURATION", help="keep from eviction for e.g. 7d, 12h")
     p.add_argument("--dry-run", action="store_true",
                    help="plan only: files, bytes, already cached, headroom")
-    p.add_argument("--jobs", type=int, default=16,
+    p.add_argument("--jobs", type=_at_least_one, default=16,
                    help="jobs x streams pieces in flight over all files (default 16)")
-    p.add_argument("--streams", type=int, default=4, help="pieces in flight per file (4)")
-    p.add_argument("--site-limit", type=int, default=None,
+    p.add_argument("--streams", type=_at_least_one, default=4, help="pieces in flight per file (4)")
+    p.add_argument("--site-limit", type=_at_least_one, default=None,
                    help="files open at once per site (default 2 x jobs)")
     p.add_argument("--evict", action="store_true",
                    help="make room by evicting unpinned entries if it would not fit")
