@@ -187,16 +187,24 @@ class DiskTier:
         """Store ``data`` as the extent at ``start``; returns its range."""
         r = (start, start + len(data))
         key = ident.key
-        try:
+        with self._writing():
             self._ensure_entry(ident, meta)
             if not self._inside(key):
                 raise PermissionError(errno.EPERM, f"{self.layout.extents(key)} leads outside "
                                       "the tier (a planted symlink?); not writing there")
             self._publish(self.layout.extents(key) / extent_name(r, adler32_hex(data)), data)
+        return r
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write into the tier that fails raises CacheWriteError, one line naming the tier."""
+        try:
+            yield
+        except CacheWriteError:
+            raise
         except OSError as exc:
             raise CacheWriteError(exc.errno or errno.EIO,
                                   f"cache tier {self.name}: {exc.strerror or exc}") from exc
-        return r
 
     def _ensure_entry(self, ident: Identity, meta: dict[str, Any]) -> None:
         if ident.key not in self._known_entries:
@@ -213,7 +221,7 @@ class DiskTier:
         readers see the finished file or nothing. Returns the extent's path (a complete file
         that tools such as pyarrow can open directly).
         """
-        try:
+        with self._writing():
             self._create_entry(ident, meta)
             if not self._inside(ident.key):
                 raise PermissionError(errno.EPERM, "the entry leads outside the tier")
@@ -222,9 +230,6 @@ class DiskTier:
             os.chmod(path, self.file_mode)
             os.replace(path, target)
             self.mark_complete(ident.key, ident.adler32 or "")
-        except OSError as exc:
-            raise CacheWriteError(exc.errno or errno.EIO,
-                                  f"cache tier {self.name}: {exc.strerror or exc}") from exc
         return target
 
     def scratch(self) -> Path:
@@ -266,20 +271,14 @@ class DiskTier:
 
     # -- whole files ---------------------------------------------------------------------------
     def mark_complete(self, key: str, adler32: str) -> None:
-        try:
+        with self._writing():
             self._publish(self.layout.entry(key) / f"complete.{adler32}", b"")
-        except OSError as exc:
-            raise CacheWriteError(exc.errno or errno.EIO,
-                                  f"cache tier {self.name}: {exc.strerror or exc}") from exc
 
     def mark_staged(self, ident: Identity, adler32: str, meta: dict[str, Any]) -> None:
         """Mark a whole file complete; its entry is created first when no piece made it (an
         empty file has no extents)."""
-        try:
+        with self._writing():
             self._ensure_entry(ident, meta)
-        except OSError as exc:
-            raise CacheWriteError(exc.errno or errno.EIO,
-                                  f"cache tier {self.name}: {exc.strerror or exc}") from exc
         self.mark_complete(ident.key, adler32)
 
     def is_complete(self, key: str) -> bool:

@@ -100,34 +100,28 @@ class _File:
 
     # -- helper threads ----------------------------------------------------------------------
     def start(self) -> None:
-        """Resolve, skip if complete, list what an earlier run left, open the first replica."""
+        """Resolve, skip if complete, list what an earlier run left, open the first replica.
+        Raises what fails the file (the dispatcher reports it)."""
         self.t0 = time.monotonic()
         r = self.result
-        try:
-            self.resolved = resolved = self.client.resolve(self.entry.name)
-            size = self.entry.size if self.entry.size is not None else resolved.size
-            self.adler = self.entry.adler32 or resolved.adler32
-            if size is None:
-                size = ReplicaReader(resolved, self.client.transports).size()
-            r.size = size
-            self.ident = ident = Identity(str(resolved.name), size, self.adler)
-            if self.tier.is_complete(ident.key):
-                r.status, r.verified, r.adler32 = "cached", True, self.adler
-                self.done = True
-                return
-            self.meta = {"user": self.client.cache.user, "group": self.client.cache.group,
-                         "dataset": self.client.resolver.dataset_of(resolved.name),
-                         "staged": True}
-            self._plan_pieces()
-            if self.pending:
-                # Open now (XRootD keeps the handle), so the first piece costs no open; a
-                # replica that cannot be opened is failed over here.
-                self._current().prepare()
-        except Exception as exc:
-            r.error = _problem(exc, self.tier)
-            if r.error is None:
-                raise
+        self.resolved = resolved = self.client.resolve(self.entry.name)
+        size = self.entry.size if self.entry.size is not None else resolved.size
+        self.adler = self.entry.adler32 or resolved.adler32
+        if size is None:
+            size = ReplicaReader(resolved, self.client.transports).size()
+        r.size = size
+        self.ident = ident = Identity(str(resolved.name), size, self.adler)
+        if self.tier.is_complete(ident.key):
+            r.status, r.verified, r.adler32 = "cached", True, self.adler
             self.done = True
+            return
+        self.meta = {"user": self.client.cache.user, "group": self.client.cache.group,
+                     "dataset": self.client.resolver.dataset_of(resolved.name), "staged": True}
+        self._plan_pieces()
+        if self.pending:
+            # Open now (XRootD keeps the handle), so the first piece costs no open; a replica
+            # that cannot be opened is failed over here.
+            self._current().prepare()
 
     def _plan_pieces(self) -> None:
         assert self.ident is not None
@@ -140,28 +134,23 @@ class _File:
 
     def finish(self) -> None:
         """Every byte is there: check the whole file's adler32, then mark it complete (or
-        plan a second fetch of the whole file after a first mismatch)."""
+        plan a second fetch of the whole file after a first mismatch). Raises what fails it."""
         assert self.ident is not None
         r = self.result
-        try:
-            got = _whole_adler32(self.tier, self.ident)
-            r.adler32 = got
-            if self.adler is not None and got != self.adler:
-                if r.attempts >= 2:
-                    raise ChecksumMismatchError(self.entry.name, self.adler, got,
-                                                "after staging twice")
-                log.warning("%s: adler32 %s after staging, catalog says %s; fetching again",
-                            self.entry.name, got, self.adler)
-                self.tier.remove_entry(self.ident.key)
-                self._plan_pieces()
-                return
-            self.tier.mark_staged(self.ident, got, self.meta)
-            r.verified = self.adler is not None
-            r.status = "staged"
-        except Exception as exc:
-            r.error = _problem(exc, self.tier)
-            if r.error is None:
-                raise
+        got = _whole_adler32(self.tier, self.ident)
+        r.adler32 = got
+        if self.adler is not None and got != self.adler:
+            if r.attempts >= 2:
+                raise ChecksumMismatchError(self.entry.name, self.adler, got,
+                                            "after staging twice")
+            log.warning("%s: adler32 %s after staging, catalog says %s; fetching again",
+                        self.entry.name, got, self.adler)
+            self.tier.remove_entry(self.ident.key)
+            self._plan_pieces()
+            return
+        self.tier.mark_staged(self.ident, got, self.meta)
+        r.verified = self.adler is not None
+        r.status = "staged"
         self.done = True
 
     # -- read threads --------------------------------------------------------------------------
@@ -319,11 +308,13 @@ def transfer(client: Client, entries: Sequence[FileEntry], tier: DiskTier, *, jo
                 f.inflight -= 1
                 inflight -= 1
             if isinstance(out, BaseException):
-                if kind != "piece" or not isinstance(out, Exception) \
-                        or _problem(out, tier) is None:
-                    raise out
-                f.result.error = f.result.error or _problem(out, tier)
+                problem = _problem(out, tier) if isinstance(out, Exception) else None
+                if problem is None:
+                    raise out  # a bug, not a storage problem
+                f.result.error = f.result.error or problem
                 f.pending.clear()  # the file has failed: no more of its pieces
+                if kind != "piece":  # a failed start or finish ends the file at once
+                    f.done = True
             elif kind == "piece":
                 f.result.fetched += out
             if kind == "start" or (kind == "finish" and not f.done):
