@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,8 +29,10 @@ def one_line_error(proc: subprocess.CompletedProcess[bytes]) -> str:
 
 
 def test_console_script_version_and_help() -> None:
-    exe = shutil.which("htpdata")
-    assert exe is not None, "pip install -e . installs the htpdata command"
+    # The console script of the environment running the tests (the venv's own), never
+    # whatever `htpdata` happens to be on PATH: CI's PATH does not include .venv/bin.
+    exe = str(Path(sys.executable).parent / "htpdata")
+    assert os.access(exe, os.X_OK), f"pip install -e . installs the htpdata command at {exe}"
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("htpdata ")
     helptext = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
