@@ -38,6 +38,7 @@ __all__ = [
     "Settings",
     "TimeoutSettings",
     "config_path",
+    "default_local_dir",
     "load_settings",
 ]
 
@@ -204,6 +205,13 @@ def config_path(environ: Mapping[str, str] | None = None) -> Path:
         return Path(env["HTPDATA_CONFIG"]).expanduser()
     base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "htpdata" / "config.toml"
+
+
+def default_local_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The node-local tier's default folder: ``$XDG_CACHE_HOME/htpdata`` (``~/.cache/htpdata``)."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "htpdata"
 
 
 def user_dir(environ: Mapping[str, str] | None = None) -> Path:

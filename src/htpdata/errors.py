@@ -19,7 +19,9 @@ catch ``FileNotFoundError``, ``PermissionError``, ``TimeoutError``, ``OSError``)
     │   ├── StorageUnavailableError (ConnectionError)  connection refused, dropped, server gone
     │   └── ReplicasExhaustedError                     every replica was tried; lists the attempts
     │       └── NoReplicaFoundError (FileNotFoundError) ... and none of them had the file
-    └── ChecksumMismatchError       (OSError)          bytes that do not match their adler32
+    ├── ChecksumMismatchError       (OSError)          bytes that do not match their adler32
+    └── CacheWriteError             (OSError)          a cache tier cannot store bytes (internal:
+                                                       reads go on uncached with one warning)
 
 Backend exceptions are translated in one function, :func:`htpdata.transports.base.translate`.
 Messages never contain secrets: they pass through :func:`htpdata._redact.redact`.
@@ -35,6 +37,7 @@ from ._redact import redact
 __all__ = [
     "Attempt",
     "AuthenticationError",
+    "CacheWriteError",
     "CatalogError",
     "ChecksumMismatchError",
     "ConfigError",
@@ -243,3 +246,16 @@ class ChecksumMismatchError(HtpdataError, OSError):
         self.actual = actual
         at = f" ({where})" if where else ""
         super().__init__(f"{name}: adler32 mismatch{at}: expected {expected}, got {actual}")
+
+
+class CacheWriteError(HtpdataError, OSError):
+    """A cache tier could not store bytes (full, read-only, gone, refused). Internal to the
+    read path: the cache reports it once and reads go on uncached; ``htpdata stage`` reports it
+    as the reason a file could not be staged."""
+
+    exit_code = 11
+
+    def __init__(self, errno_: int, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno_
+        self.strerror = message

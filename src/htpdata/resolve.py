@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from ._gc import paused
 from .catalogs import CatalogSet, Dataset, FileEntry, load_catalogs
-from .config import Settings
+from .config import Settings, default_local_dir
 from .errors import (
     InvalidNameError,
     NameNotFoundError,
@@ -71,7 +71,6 @@ class Resolver:
     @property
     def rucio(self):  # type: ignore[no-untyped-def]  # RucioService, imported lazily
         if self._rucio is None:
-            from .cache import default_local_dir
             from .rucio import RucioService
 
             base = Path(self.settings.cache.local_dir).expanduser() if \

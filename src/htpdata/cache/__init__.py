@@ -26,10 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..config import CacheSettings
+from ..config import CacheSettings, default_local_dir
+from ..errors import CacheWriteError
 from ..reader import ReplicaReader
 from .accounting import Journal
-from .disk import CacheWriteError, DiskTier
+from .disk import DiskTier
 from .evict import EvictionReport, evict, lease, over_quota, read_quotas
 from .identity import Identity
 from .memory import MemoryTier
@@ -50,11 +51,6 @@ def _flush_writers() -> None:
     """Let queued cache writes land before the interpreter goes (they hold claims)."""
     for cache in list(_writers):
         cache.flush()
-
-
-def default_local_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "htpdata"
 
 
 def _who(settings: CacheSettings) -> tuple[str, str]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..adler32 import adler32_hex
+from ..errors import CacheWriteError
 from .identity import Identity
 from .layout import FORMAT, Layout, claim_name, extent_name, parse_claim_name, parse_extent_name
 from .ranges import Range
@@ -32,10 +33,6 @@ __all__ = ["CacheWriteError", "Claim", "DiskTier", "EntryInfo"]
 
 log = logging.getLogger("htpdata.cache")
 HOST = socket.gethostname()
-
-
-class CacheWriteError(OSError):
-    """Internal: the tier could not store bytes (full, read-only, gone). Reads go on uncached."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +92,7 @@ class DiskTier:
                 self._publish(self.layout.marker, json.dumps(
                     {"format": FORMAT, "tier": self.name, "created": time.time()}).encode())
         except OSError as exc:
-            raise CacheWriteError(exc.errno, f"cache tier {self.name} at {self.root}: "
+            raise CacheWriteError(exc.errno or 5, f"cache tier {self.name} at {self.root}: "
                                   f"{exc.strerror or exc}") from exc
 
     def _mkdir(self, path: Path) -> None:

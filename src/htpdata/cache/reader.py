@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..config import CacheSettings
+from ..errors import CacheWriteError
 from ..reader import ReplicaReader
 from .accounting import Journal
-from .disk import CacheWriteError, Claim, DiskTier
+from .disk import Claim, DiskTier
 from .identity import Identity
 from .memory import MemoryTier
 from .ranges import Range, cover, merge, split, subtract

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..adler32 import adler32
-from ..cache.disk import CacheWriteError, DiskTier
+from ..cache.disk import DiskTier
 from ..cache.identity import Identity
 from ..cache.ranges import Range, cover, split
 from ..catalogs import FileEntry
 from ..client import Client
-from ..errors import ChecksumMismatchError, HtpdataError, StorageError
+from ..errors import CacheWriteError, ChecksumMismatchError, HtpdataError, StorageError
 from ..reader import ReplicaReader
 from ..resolve import ResolvedFile
 from .checksum import combine_all
