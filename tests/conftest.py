@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ import htpdata
 from htpdata.client import reset_default_client
 from htpdata.demo import SAMPLES
 from htpdata.testing import XRootDServer
+from htpdata.testing.users import Tenants, TenantSetupError
 
 REPO = Path(__file__).resolve().parent.parent
 _SHARED = REPO.parent / "shared" / "testdata"
@@ -121,6 +123,29 @@ def two_origins(tmp_path: Path) -> Iterator[tuple[XRootDServer, XRootDServer, Pa
         cat = tmp_path / "two-sites.toml"
         cat.write_text(catalog_text([("SITE_A", a, 1), ("SITE_B", b, 2)]))
         yield a, b, cat
+
+
+@pytest.fixture(scope="session")
+def tenant_machine() -> Iterator[Tenants]:
+    """The real Unix test users (created as root) and a probed way to run htpdata as them."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create real Unix users (CI runs the suite as root)")
+    try:
+        machine = Tenants.start()
+    except TenantSetupError as exc:
+        if os.environ.get("HTPDATA_REQUIRE_SERVERS"):
+            pytest.fail(f"multi-tenant tests cannot run: {exc}")
+        pytest.skip(f"multi-tenant tests cannot run: {exc}")
+    yield machine
+    machine.cleanup()
+
+
+@pytest.fixture
+def tenants(tenant_machine: Tenants) -> Iterator[Tenants]:
+    """The test users with fresh homes, and a folder they can all traverse (``tenants.tmp``)."""
+    t = tenant_machine.fresh(Path(tempfile.mkdtemp(prefix="test-", dir=tenant_machine.base)))
+    yield t
+    t.cleanup()
 
 
 @pytest.fixture
