@@ -21,6 +21,7 @@ import htpdata
 from htpdata.client import reset_default_client
 from htpdata.demo import SAMPLES
 from htpdata.testing import XRootDServer
+from htpdata.testing.tokens import TokenIssuer, TokenOrigin
 from htpdata.testing.users import Tenants, TenantSetupError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,6 +39,15 @@ def _need_xrootd() -> None:
         if os.environ.get("HTPDATA_REQUIRE_SERVERS"):
             pytest.fail("xrootd is not installed but HTPDATA_REQUIRE_SERVERS is set")
         pytest.skip("xrootd (Debian xrootd-server) is not installed")
+
+
+def _need_scitokens() -> None:
+    _need_xrootd()
+    if not TokenOrigin.available():
+        if os.environ.get("HTPDATA_REQUIRE_SERVERS"):
+            pytest.fail("XRootD's SciTokens plugin is not installed but HTPDATA_REQUIRE_SERVERS "
+                        "is set (Debian: xrootd-scitokens-plugins)")
+        pytest.skip("XRootD's SciTokens plugin (Debian xrootd-scitokens-plugins) is not installed")
 
 
 @pytest.fixture(autouse=True)
@@ -88,6 +98,23 @@ def origin() -> Iterator[XRootDServer]:
     """One XRootD origin for the session, serving the test files on root:// and davs://."""
     _need_xrootd()
     server = XRootDServer(name="origin")
+    lay_out(server.data)
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def token_issuer() -> TokenIssuer:
+    """Mints real JWTs (RS256, WLCG profile) that :func:`token_origin` accepts."""
+    return TokenIssuer()
+
+
+@pytest.fixture(scope="session")
+def token_origin(token_issuer: TokenIssuer) -> Iterator[TokenOrigin]:
+    """An XRootD origin serving the test files on root:// and davs://, every read needing a
+    bearer token from ``token_issuer`` (checked by XRootD's SciTokens plugin)."""
+    _need_scitokens()
+    server = TokenOrigin(token_issuer)
     lay_out(server.data)
     with server:
         yield server

@@ -18,7 +18,8 @@ catch ``FileNotFoundError``, ``PermissionError``, ``TimeoutError``, ``OSError``)
     │   ├── StorageTimeoutError     (TimeoutError)     no progress within the configured timeout
     │   ├── StorageUnavailableError (ConnectionError)  connection refused, dropped, server gone
     │   └── ReplicasExhaustedError                     every replica was tried; lists the attempts
-    │       └── NoReplicaFoundError (FileNotFoundError) ... and none of them had the file
+    │       ├── NoReplicaFoundError (FileNotFoundError) ... and none of them had the file
+    │       └── ReplicasDeniedError (PermissionError)  ... and every one refused our credentials
     ├── ChecksumMismatchError       (OSError)          bytes that do not match their adler32
     └── CacheWriteError             (OSError)          a cache tier cannot store bytes (internal:
                                                        reads go on uncached with one warning)
@@ -45,6 +46,7 @@ __all__ = [
     "InvalidNameError",
     "NameNotFoundError",
     "NoReplicaFoundError",
+    "ReplicasDeniedError",
     "ReplicasExhaustedError",
     "ServiceUnavailableError",
     "StorageError",
@@ -228,10 +230,19 @@ class NoReplicaFoundError(ReplicasExhaustedError, FileNotFoundError):
     exit_code = 3
 
 
+class ReplicasDeniedError(ReplicasExhaustedError, StoragePermissionError):
+    """Every replica refused access: no credential, or one it does not accept (an expired or
+    foreign token, a scope that does not cover the file)."""
+
+    exit_code = 4
+
+
 def exhausted(name: str, attempts: Sequence[Attempt], what: str = "open") -> ReplicasExhaustedError:
-    """The right 'all replicas failed' error: not-found if every replica said so."""
+    """The right 'all replicas failed' error: not-found, or denied, if every replica said so."""
     if attempts and all(isinstance(a.error, FileNotFoundError) for a in attempts):
         return NoReplicaFoundError(name, attempts, what)
+    if attempts and all(isinstance(a.error, PermissionError) for a in attempts):
+        return ReplicasDeniedError(name, attempts, what)
     return ReplicasExhaustedError(name, attempts, what)
 
 

@@ -83,12 +83,15 @@ class XRootDServer:
         self.tls = tls
         self.writable = writable
         self.extra_config = extra_config
+        self.env: dict[str, str] | None = None
+        """The server's environment (None: this process's), for plugins that read variables."""
         self.port = 0
         self.http_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.cert: Path | None = None
         self.ca_dir: Path | None = None
-        self.log = self.work / "logs" / name / "xrootd.log"  # xrootd -n NAME adds NAME/
+        # started with -l logs/xrootd.log: xrootd -n NAME writes logs/NAME/xrootd.log
+        self.log = self.work / "logs" / name / "xrootd.log"
 
     # -- URLs --------------------------------------------------------------------------
     @property
@@ -155,11 +158,13 @@ class XRootDServer:
         cfg = self._config(uid, gid)
         self.log.parent.parent.mkdir(exist_ok=True)
         os.chown(self.log.parent.parent, uid, gid)
-        cmd = [exe, "-c", str(cfg), "-l", str(self.log), "-n", self.name]
+        cmd = [exe, "-c", str(cfg), "-l", str(self.log.parent.parent / "xrootd.log"), "-n",
+               self.name]
         if os.getuid() == 0:
             cmd[1:1] = ["-R", user]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+                                     stderr=subprocess.DEVNULL, start_new_session=True,
+                                     env=self.env)
         try:
             wait_for_port(self.port, timeout, self.proc, self.log)
             wait_for_port(self.http_port, timeout, self.proc, self.log)
