@@ -21,10 +21,8 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import select
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,6 +36,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import _harness as h  # noqa: E402
 from bench_read import (  # noqa: E402
     BRANCHES,
     FSSPEC_URL,
@@ -236,8 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         worker(args.worker)
         return 0
-    deadline = time.monotonic() + args.max_seconds
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
+    deadline = h.Deadline(args.max_seconds)
+    h.exit_on_sigterm()
+    source_at_start = h.source_state()
+    h.compile_htpdata()
 
     info = build(args.size_mb)
     input_file = Path(info["path"])
@@ -253,8 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs: list[tuple[Group, Group]] = []
     stopped = None
     with ExitStack() as stack:
-        tmp = Path(tempfile.mkdtemp(prefix="htpdata-bench-concurrent-"))
-        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+        tmp = h.workdir(stack, "concurrent", Path(tempfile.gettempdir()))
         origin = start_origin(stack, input_file)
         wan = stack.enter_context(WanProxy("localhost", origin.port, delay_ms=args.delay_ms))
         catalogs = tmp / "catalogs"
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"origin root://localhost:{origin.port}  WAN proxy 127.0.0.1:{wan.port} "
               f"({args.delay_ms} ms each way)")
         for rep in range(args.repeat):
-            left = deadline - time.monotonic()
+            left = deadline.remaining()
             if left < 30:
                 stopped = f"stopped at the {args.max_seconds:.0f} s bound before repetition " \
                           f"{rep + 1}"
@@ -276,21 +276,19 @@ def main(argv: list[str] | None = None) -> int:
                             args.local, min(args.run_timeout, left))
             many = run_group(f"(b) {args.procs} readers, cold", args.procs, wan, env,
                              tmp / f"r{rep}-many", args.local,
-                             min(args.run_timeout, deadline - time.monotonic()))
+                             min(args.run_timeout, deadline.remaining()))
             pairs.append((one, many))
             for d in (tmp / f"r{rep}-one", tmp / f"r{rep}-many"):
                 shutil.rmtree(d, ignore_errors=True)
         floor = None
-        if not args.no_floor and not stopped and deadline - time.monotonic() > 30:
+        if not args.no_floor and not stopped and deadline.remaining() > 30:
             print("reference: the same readers on the local file (no WAN, no cache)", flush=True)
             floor = run_group(f"{args.procs} readers, local file", args.procs, wan, env,
                               tmp / "floor", "off", min(args.run_timeout,
-                                                        deadline - time.monotonic()),
+                                                        deadline.remaining()),
                               target=str(input_file))
-        meta = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": sys.argv,
-                "host": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                         "uproot": uproot.__version__},
-                "input": info, "branches": BRANCHES, "delay_ms": args.delay_ms,
+        meta = h.run_meta(source_at_start, {"uproot": uproot.__version__})
+        meta |= {"input": info, "branches": BRANCHES, "delay_ms": args.delay_ms,
                 "procs": args.procs, "local_tier": args.local, "repeat": args.repeat,
                 "reference": {"entries": ref_entries, "digest": ref_digest},
                 "stopped": stopped}
@@ -310,7 +308,8 @@ def report(pairs: list[tuple[Group, Group]], floor: Group | None, meta: dict[str
                 "journal MB", "fetchers", "1 reader s", f"{n} wall s", f"{n} max read s",
                 "same data"):
         table.add_column(col, justify="right")
-    rows, wrong = [], []
+    rows: list[dict[str, Any]] = []
+    wrong: list[str] = []
     for i, (one, many) in enumerate(pairs, 1):
         bad = [f"{g.label}: {r['entries']} entries, digest {r['digest'][:16]}"
                for g in (one, many) for r in g.reads
@@ -351,17 +350,14 @@ def report(pairs: list[tuple[Group, Group]], floor: Group | None, meta: dict[str
                       f"{floor.wall_s:.2f} s" + (" [red]WRONG DATA[/red]" if bad_floor else ""))
     for w in wrong:
         console.print(f"[red]WRONG DATA OR FAILED[/red] {w}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**meta, "target": TARGET, "ratio_median": med,
-                                "ratio_worst": worst, "status": status, "repetitions": rows,
-                                "local_floor": asdict(floor) if floor else None,
-                                "wrong_data": wrong}, indent=1) + "\n")
-    console.print(f"written {path}")
+    h.write_results(path, {**meta, "target": TARGET, "ratio_median": med, "ratio_worst": worst,
+                           "status": status, "repetitions": rows,
+                           "local_floor": asdict(floor) if floor else None,
+                           "wrong_data": wrong})
     return 0 if not wrong else 1
 
 
-def _fmt(x: float | None, spec: str = ".2f") -> str:
-    return "-" if x is None else format(x, spec)
+_fmt = h.fmt
 
 
 if __name__ == "__main__":

@@ -12,54 +12,30 @@ read of the same columns. Absolute times are noisy on a shared 2-core machine: c
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _harness as h  # noqa: E402
+
 BRANCHES = ["Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge", "Jet_pt", "Jet_eta", "Jet_phi",
             "Jet_mass", "Jet_btagDeepB", "Electron_pt", "Electron_eta", "Electron_phi",
             "MET_pt", "MET_phi", "nMuon", "nJet", "nElectron", "PV_npvs", "Photon_pt", "Tau_pt"]
 
-CHILD = r"""
-import json, sys, time
-spec = json.loads(sys.argv[1])
-import awkward as ak, uproot, pyarrow.parquet
-if spec["how"] in ("htpdata", "htpdata-read"):
-    import htpdata
-t0 = time.perf_counter()
-if spec["how"] == "root":
-    with uproot.open(spec["path"]) as f:
-        a = f["Events"].arrays(spec["columns"])
-elif spec["how"] == "parquet":
-    a = ak.from_parquet(spec["path"], columns=spec["columns"])
-elif spec["how"] == "htpdata-read":
-    with uproot.open("htpdata://file://" + spec["path"]) as f:
-        a = f["Events"].arrays(spec["columns"])
-elif spec["how"] == "plain-convert":
-    with uproot.open(spec["path"]) as f:
-        ak.to_parquet(f["Events"].arrays(spec["columns"]), spec["out"], compression="zstd")
-    a = None
-elif spec["how"] == "htpdata":
-    p = htpdata.converted(spec["path"], "parquet", spec["columns"])
-    a = None
-    print(json.dumps({"path": str(p)}), file=sys.stderr)
-dt = time.perf_counter() - t0
-print(json.dumps({"seconds": dt, "entries": len(a) if a is not None else None}))
-"""
-
-
-def run(spec: dict[str, object], env: dict[str, str]) -> dict[str, object]:
-    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True,
-                         text=True, env=env, timeout=900, check=True)
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    if out.stderr.strip().startswith("{"):
-        res.update(json.loads(out.stderr.strip().splitlines()[-1]))
-    return res
+def run(spec: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """One step in a new process (``children/convert_case.py``); its JSON answer."""
+    ran = h.run(h.child("convert_case.py", spec), env, timeout=900)
+    answer = ran.last_json() if ran.rc == 0 else None
+    if answer is None:
+        raise RuntimeError(f"{spec['how']}: exit {ran.rc}: {h.tail(ran.err)}")
+    return answer
 
 
 def drop_caches() -> bool:
@@ -71,13 +47,38 @@ def drop_caches() -> bool:
         return False
 
 
-def best(spec: dict[str, object], env: dict[str, str], n: int, cold: bool) -> float:
+def best(spec: dict[str, Any], env: dict[str, str], n: int, cold: bool) -> float:
+    """The median seconds of ``n`` runs (page cache dropped before each when ``cold``)."""
     times = []
     for _ in range(n):
         if cold:
             drop_caches()
-        times.append(float(run(spec, env)["seconds"]))  # type: ignore[arg-type]
+        times.append(float(run(spec, env)["seconds"]))
     return sorted(times)[len(times) // 2]
+
+
+def measure(src: Path, cols: list[str], work: Path, repeat: int, dask: bool) -> dict[str, Any]:
+    """Every figure of the run, each step a new process with its cache under ``work``."""
+    env = h.isolated_env(work, HTPDATA_CACHE_LOCAL_DIR=str(work / "cache"))
+    mb = src.stat().st_size / 1e6
+    res: dict[str, Any] = {"input": str(src), "input_mb": mb, "columns": cols,
+                           "page_cache_dropped": drop_caches()}
+    t = run({"how": "plain-convert", "path": str(src), "columns": cols,
+             "out": str(work / "plain.parquet")}, env)
+    res["plain_convert_s"] = t["seconds"]
+    t = run({"how": "htpdata", "path": str(src), "columns": cols}, env)
+    res["htpdata_convert_s"] = t["seconds"]
+    pq = str(t["path"])
+    res["parquet_mb"] = Path(pq).stat().st_size / 1e6
+    for label, how, path in (("root", "root", str(src)), ("parquet", "parquet", pq),
+                             ("htpdata-cache root", "htpdata-read", str(src))):
+        res[f"{label} cold_s"] = best({"how": how, "path": path, "columns": cols}, env,
+                                      repeat, cold=True)
+        res[f"{label} warm_s"] = best({"how": how, "path": path, "columns": cols}, env,
+                                      repeat, cold=False)
+    if dask:
+        res["dask"] = _dask(src, cols, work, mb)
+    return res
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,27 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     with uproot.open(src) as f:
         names = set(f["Events"].keys())
         cols = [b for b in BRANCHES if b in names][:20]
-    work = Path(tempfile.mkdtemp(prefix="htpdata-bench-convert-"))
-    env = {**os.environ, "HTPDATA_CACHE_LOCAL_DIR": str(work / "cache"),
-           "XDG_CACHE_HOME": str(work / "xdg"), "XDG_CONFIG_HOME": str(work / "cfg")}
-    mb = src.stat().st_size / 1e6
-    res: dict[str, object] = {"input": str(src), "input_mb": mb, "columns": cols,
-                              "page_cache_dropped": drop_caches()}
-    t = run({"how": "plain-convert", "path": str(src), "columns": cols,
-             "out": str(work / "plain.parquet")}, env)
-    res["plain_convert_s"] = t["seconds"]
-    t = run({"how": "htpdata", "path": str(src), "columns": cols}, env)
-    res["htpdata_convert_s"] = t["seconds"]
-    pq = str(t["path"])
-    res["parquet_mb"] = Path(pq).stat().st_size / 1e6
-    for label, how, path in (("root", "root", str(src)), ("parquet", "parquet", pq),
-                             ("htpdata-cache root", "htpdata-read", str(src))):
-        res[f"{label} cold_s"] = best({"how": how, "path": path, "columns": cols}, env,
-                                      args.repeat, cold=True)
-        res[f"{label} warm_s"] = best({"how": how, "path": path, "columns": cols}, env,
-                                      args.repeat, cold=False)
-    if args.dask:
-        res["dask"] = _dask(src, cols, work, mb)
+    h.compile_htpdata()
+    with ExitStack() as stack:
+        res = measure(src, cols, h.workdir(stack, "convert", Path(tempfile.gettempdir())),
+                      args.repeat, args.dask)
+    mb = res["input_mb"]
     print(f"input {src.name}: {mb:.1f} MB, {len(cols)} columns; page cache dropped for cold "
           f"runs: {res['page_cache_dropped']}")
     print(f"conversion (20 columns, one core): htpdata {res['htpdata_convert_s']:.2f} s "
@@ -125,14 +110,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{mb / float(res['plain_convert_s']):.1f} MB/s; Parquet copy {res['parquet_mb']:.1f} MB")
     for temp in ("cold", "warm"):
         r, p = float(res[f"root {temp}_s"]), float(res[f"parquet {temp}_s"])
-        h = float(res[f"htpdata-cache root {temp}_s"])
-        print(f"read 20 columns ({temp}): ROOT {r:.3f} s, ROOT via htpdata:// {h:.3f} s, "
+        via = float(res[f"htpdata-cache root {temp}_s"])
+        print(f"read 20 columns ({temp}): ROOT {r:.3f} s, ROOT via htpdata:// {via:.3f} s, "
               f"Parquet {p:.3f} s -> Parquet {r / p:.1f} x faster than ROOT "
               f"({'met' if r / p >= 2 else 'NOT met'}: target >= 2 x)")
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "convert.json").write_text(json.dumps(res, indent=2))
-    print(f"written {out / 'convert.json'}")
+    h.write_results(h.RESULTS / "convert.json", {**h.run_meta(), **res})
     return 0
 
 

@@ -33,7 +33,6 @@ import os
 import platform
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,13 +42,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from htpdata.adler32 import adler32_hex
-from htpdata.cache.disk import DiskTier
-from htpdata.cache.identity import Identity
-from htpdata.cache.layout import extent_name
-from htpdata.cache.ranges import cover
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _harness as h  # noqa: E402
+from _harness import OutOfTime  # noqa: E402
+from htpdata.adler32 import adler32_hex  # noqa: E402
+from htpdata.cache.disk import DiskTier  # noqa: E402
+from htpdata.cache.identity import Identity  # noqa: E402
+from htpdata.cache.layout import extent_name  # noqa: E402
+from htpdata.cache.ranges import cover  # noqa: E402
+
 RESULTS = HERE / "results"
 SLOT = 4 * 1024**2  # one extent slot per 4 MiB of the file (max_extent's default)
 BLOCK = 64 * 1024  # the block an insert writes
@@ -63,10 +66,6 @@ LOOKUP_AGAIN = "lookup, present key, again"
 INSERT_FIRST = "insert, existing entry, first write of a process"
 INSERT_AGAIN = "insert, existing entry, again"
 INSERT_NEW = "insert, new entry"
-
-
-class OutOfTime(Exception):
-    """The wall-clock bound was reached."""
 
 
 def ident_of(i: int, per: int) -> Identity:
@@ -335,13 +334,13 @@ def report(levels: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> No
                   f"(htpdata.cache imported).")
     scans = [(lv, lv["scan"]) for lv in levels if lv.get("scan")]
     if scans:
-        s = Table(title="evict.scan(tier): the full walk of an eviction pass")
+        st = Table(title="evict.scan(tier): the full walk of an eviction pass")
         for col in ("extents", "entries", "seconds (best)", "entries/s", "extent files/s"):
-            s.add_column(col, justify="right")
+            st.add_column(col, justify="right")
         for lv, sc in scans:
-            s.add_row(f"{lv['extents']:.0e}", str(sc["entries"]), f"{sc['seconds']:.2f}",
+            st.add_row(f"{lv['extents']:.0e}", str(sc["entries"]), f"{sc['seconds']:.2f}",
                       f"{sc['entries_per_s']:,.0f}", f"{sc['extents_per_s']:,.0f}")
-        console.print(s)
+        console.print(st)
         rate = scans[-1][1]["extents_per_s"]
         per = meta["extents_per_entry"]
         for mib in (4, 1):
@@ -352,9 +351,7 @@ def report(levels: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> No
                           "(warm local disk; a network filesystem is slower)")
     console.print("Warm dentry and page caches (the tree was just built); "
                   "absolute times are noisy on this shared 2-core machine.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**meta, "levels": levels}, indent=1) + "\n")
-    console.print(f"written {path}")
+    h.write_results(path, {**meta, "levels": levels})
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -417,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rss_worker:
         rss_worker(json.loads(args.rss_worker))
         return 0
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
+    h.exit_on_sigterm()
     t_start = time.monotonic()
     deadline = t_start + args.max_seconds
     per = args.extents_per_entry

@@ -24,6 +24,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _harness as h  # noqa: E402
+
 USERS = [f"user{i:02d}" for i in range(40)]
 
 
@@ -68,15 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", default="/var/tmp")
     args = ap.parse_args(argv)
     sizes = [n for n in (10_000, 100_000, 1_000_000, 10_000_000) if n <= args.max]
+    h.compile_htpdata()
     rows = []
     for n in sizes:
         work = Path(tempfile.mkdtemp(prefix="htpdata-bench-report-", dir=args.dir))
         try:
             tier = work / "shared"
             b = build(tier, n)
-            env = {**os.environ, "HTPDATA_CACHE_LOCAL_DIR": "off",
-                   "HTPDATA_CACHE_SHARED_DIR": str(tier), "XDG_CONFIG_HOME": str(work / "c"),
-                   "XDG_CACHE_HOME": str(work / "k")}
+            env = h.isolated_env(work, HTPDATA_CACHE_LOCAL_DIR="off",
+                                 HTPDATA_CACHE_SHARED_DIR=str(tier))
             htp = [sys.executable, "-m", "htpdata"]
             scan_s, _, scan_mb = timed([*htp, "report", "--json", "--refresh"], env)
             report_s, out, report_mb = timed([*htp, "report", "--json", "--by", "user"], env)
@@ -102,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['report_growth']:5.2f}")
     print("Target (issue 6): a report over 10^6 entries in seconds, without walking the tree: "
           "the summary road; the scan grows linearly and runs in eviction passes / --refresh.")
-    out_dir = HERE / "results"
-    out_dir.mkdir(exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(rows, indent=2))
+    h.write_results(h.RESULTS / "report.json", {**h.run_meta(), "sizes": rows})
     return 0
 
 

@@ -27,10 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,19 +34,19 @@ import tempfile
 import time
 import zipfile
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-
-from htpdata.testing import free_port
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_stage import compile_htpdata, source_state  # noqa: E402  (one definition each)
+import _harness as h  # noqa: E402
+from _harness import Bench, OutOfTime  # noqa: E402
+from htpdata.testing import free_port  # noqa: E402
 
-DATA = HERE / "data"
-RESULTS = HERE / "results"
+DATA = h.DATA
+RESULTS = h.RESULTS
 SCOPE = "bench"
 DATASET = "bench.rucio.dataset"
 RSES = ("T2_IT_BENCH", "T2_DE_BENCH")
@@ -60,146 +56,10 @@ HTPDATA_COLD = "htpdata cold"
 HTPDATA_WARM = "htpdata warm"
 BARE = "rucio bulk, sort=random"
 
-# Each child prints one JSON line: seconds (after imports), files, replicas, a check value.
-CHILD_HTPDATA = """\
-import json, sys, time
-import rucio.client  # noqa: imported before the clock, as in every case
-import htpdata
-t0 = time.perf_counter()
-files = htpdata.Client().resolve_all(sys.argv[1])
-t1 = time.perf_counter()
-print(json.dumps({"seconds": t1 - t0, "files": len(files),
-                  "replicas": sum(len(f.replicas) for f in files),
-                  "bytes": sum(f.size or 0 for f in files)}))
-"""
 
-CHILD_BARE = """\
-import json, sys, time
-from rucio.client import Client
-scope, name, sort = sys.argv[1], sys.argv[2], sys.argv[3] or None
-t0 = time.perf_counter()
-kwargs = {"schemes": ["root"]}
-if sort:
-    kwargs["sort"] = sort
-rows = list(Client().list_replicas([{"scope": scope, "name": name}], **kwargs))
-t1 = time.perf_counter()
-print(json.dumps({"seconds": t1 - t0, "files": len(rows),
-                  "replicas": sum(len(r["pfns"]) for r in rows),
-                  "bytes": sum(r["bytes"] or 0 for r in rows)}))
-"""
-
-# What htpdata asks Rucio (src/htpdata/rucio/service.py), without htpdata around it.
-CHILD_HTPDATA_CALLS = """\
-import json, sys, time
-from rucio.client import Client
-scope, name = sys.argv[1], sys.argv[2]
-t0 = time.perf_counter()
-c = Client()
-c.get_did(scope, name)
-files = [(f["scope"], f["name"]) for f in c.list_files(scope, name)]
-rows = []
-for i in range(0, len(files), 500):
-    rows += list(c.list_replicas([{"scope": s, "name": n} for s, n in files[i:i + 500]],
-                                 schemes=["root", "davs", "https", "http"], sort="random"))
-t1 = time.perf_counter()
-print(json.dumps({"seconds": t1 - t0, "files": len(rows),
-                  "replicas": sum(len(r["pfns"]) for r in rows),
-                  "bytes": sum(r["bytes"] or 0 for r in rows)}))
-"""
-
-# htpdata cold then warm (same metadata cache) under cProfile, in one new process each.
-CHILD_PROFILE = """\
-import cProfile, json, pstats, sys, time
-import rucio.client
-import htpdata
-prof = cProfile.Profile()
-t0 = time.perf_counter()
-prof.enable()
-files = htpdata.Client().resolve_all(sys.argv[1])
-prof.disable()
-t1 = time.perf_counter()
-rows = []
-for (fname, line, func), (_, calls, own, cum, _) in pstats.Stats(prof).stats.items():
-    where = fname.split("site-packages/")[-1].split("/src/")[-1]
-    rows.append([f"{where}:{line}({func})", calls, own, cum])
-print(json.dumps({"seconds": t1 - t0, "files": len(files),
-                  "replicas": sum(len(f.replicas) for f in files), "bytes": None,
-                  "top_own": sorted(rows, key=lambda r: -r[2])[:12],
-                  "top_cumulative": sorted(rows, key=lambda r: -r[3])[:25]}))
-"""
-
-CHILD_COFFEA = """\
-import importlib.util, json, os, sys, time
-from rucio.client import Client
-spec = importlib.util.spec_from_file_location("rucio_utils", sys.argv[1])
-ru = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ru)
-scope, name = sys.argv[2], sys.argv[3]
-t0 = time.perf_counter()
-files, sites, counts = ru.get_dataset_files_replicas(name, client=Client(), scope=scope,
-                                                     mode="full")
-t1 = time.perf_counter()
-print(json.dumps({"seconds": t1 - t0, "files": len(files),
-                  "replicas": sum(len(f) for f in files), "bytes": None}))
-"""
-
-
-class OutOfTime(Exception):
-    """The global wall-clock bound was reached."""
-
-
-@dataclass
-class Case:
-    label: str
-    what: str
-    runs: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def times(self) -> list[float]:
-        return [r["seconds"] for r in self.runs if r.get("error") is None]
-
-    @property
-    def median(self) -> float | None:
-        return statistics.median(self.times) if self.times else None
-
-
-class Bench:
-    def __init__(self, env: dict[str, str], work: Path, deadline: float,
-                 run_timeout: float) -> None:
-        self.env = env
-        self.work = work
-        self.deadline = deadline
-        self.run_timeout = run_timeout
-        self.cases: dict[str, Case] = {}
-
-    def measure(self, label: str, what: str, args: list[str],
-                env: dict[str, str] | None = None, cwd: Path | None = None) -> dict[str, Any]:
-        """Run one child (``python -c CODE ARGS...``) and record its JSON answer."""
-        remaining = self.deadline - time.monotonic()
-        if remaining < 5:
-            raise OutOfTime(label)
-        timeout = min(self.run_timeout, remaining)
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", *args], env=env or self.env, cwd=cwd,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-            wall = time.perf_counter() - t0
-            lines = out.strip().splitlines()
-            run = json.loads(lines[-1]) if proc.returncode == 0 and lines else {
-                "error": f"exit {proc.returncode}: "
-                         f"{(err.strip().splitlines() or ['no output'])[-1][:200]}"}
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # not reaped yet: the group is still its own
-            proc.communicate()
-            wall, run = time.perf_counter() - t0, {"error": f"timed out after {timeout:.0f} s"}
-        run["process_s"] = wall
-        self.cases.setdefault(label, Case(label, what)).runs.append(run)
-        shown = f"{run['seconds']:7.3f} s (process {wall:5.2f} s), {run['files']} files, " \
-                f"{run['replicas']} replicas" if "error" not in run else f"FAILED: {run['error']}"
-        print(f"  {label:<34} {shown}", flush=True)
-        return run
+def _show(run: dict[str, Any]) -> str:
+    return (f"{run['seconds']:7.3f} s (process {run['process_s']:5.2f} s), {run['files']} files, "
+            f"{run['replicas']} replicas")
 
 
 # -- set-up ------------------------------------------------------------------------------------
@@ -210,8 +70,9 @@ def fill(server: Any, n: int) -> dict[str, Any]:
     c = server.client()
     hosts = ("localhost", "127.0.0.1")  # Rucio keys replicas by PFN: two spellings, two ports
     t0 = time.perf_counter()
-    files = [{"name": f"/store/bench/rucio/f{i:05d}.root", "bytes": 1_000_000 + i,
-              "adler32": f"{(0x10000001 + i) & 0xFFFFFFFF:08x}"} for i in range(n)]
+    files: list[dict[str, Any]] = [
+        {"name": f"/store/bench/rucio/f{i:05d}.root", "bytes": 1_000_000 + i,
+         "adler32": f"{(0x10000001 + i) & 0xFFFFFFFF:08x}"} for i in range(n)]
     for rse, host in zip(RSES, hosts, strict=True):
         port = free_port()
         add_rse(c, rse, root_url=f"root://{host}:{port}",
@@ -258,20 +119,19 @@ def coffea_sites_map(cwd: Path, rse_prefixes: dict[str, str]) -> None:
 
 def profile_htpdata(b: Bench, did: str, env: dict[str, str]) -> list[dict[str, Any]]:
     """htpdata cold then warm under cProfile (one thread: cProfile sees everything)."""
-    out = []
+    out: list[dict[str, Any]] = []
     for phase in ("cold", "warm"):
         try:
-            proc = subprocess.run([sys.executable, "-c", CHILD_PROFILE, did], env=env,
-                                  capture_output=True, text=True,
-                                  timeout=min(b.run_timeout,
-                                              max(5.0, b.deadline - time.monotonic())))
-        except subprocess.TimeoutExpired:
+            ran = h.run(h.child("resolve_profile.py", did), env,
+                        b.deadline.timeout(b.run_timeout, need=0.0))
+        except (subprocess.TimeoutExpired, OutOfTime):
             out.append({"phase": phase, "error": "timed out"})
             break
-        if proc.returncode != 0:
-            out.append({"phase": phase, "error": proc.stderr.strip()[-300:]})
+        answer = ran.last_json() if ran.rc == 0 else None
+        if answer is None:
+            out.append({"phase": phase, "error": ran.err.strip()[-300:]})
             break
-        out.append({"phase": phase, **json.loads(proc.stdout.strip().splitlines()[-1])})
+        out.append({"phase": phase, **answer})
     print("\nWhere htpdata's resolve_all spends its time (cProfile; seconds cumulative / own, "
           "calls):")
     for p in out:
@@ -322,20 +182,12 @@ def report(b: Bench, meta: dict[str, Any], path: Path) -> None:
     console.print(table)
     warm = med(HTPDATA_WARM)
     checks = [
-        {"target": f"htpdata cold <= {COLD_TARGET} x bare bulk call (sort=random)",
-         "value": cold / bare if cold and bare else None, "bound": COLD_TARGET},
-        {"target": f"htpdata warm >= {WARM_TARGET:.0f} x faster than cold",
-         "value": cold / warm if cold and warm else None, "bound": WARM_TARGET},
+        h.target(f"htpdata cold <= {COLD_TARGET} x bare bulk call (sort=random)",
+                 h.ratio(cold, bare), COLD_TARGET),
+        h.target(f"htpdata warm >= {WARM_TARGET:.0f} x faster than cold",
+                 h.ratio(cold, warm), WARM_TARGET, higher=True),
     ]
-    for t, ok in zip(checks, [lambda v: v <= COLD_TARGET, lambda v: v >= WARM_TARGET],
-                     strict=True):
-        t["status"] = "not measured" if t["value"] is None else "met" if ok(t["value"]) \
-            else "NOT met"
-    console.print("Targets of issue 4:")
-    for t in checks:
-        colour = {"met": "green", "NOT met": "red"}.get(t["status"], "yellow")
-        shown = "-" if t["value"] is None else f"{t['value']:.2f}"
-        console.print(f"  {t['target']:<52} {shown:>7}  [{colour}]{t['status']}[/{colour}]")
+    h.print_targets("Targets of issue 4:", checks, console, width=52)
     files = {r.get("files") for c in b.cases.values() for r in c.runs if "error" not in r}
     reps = {r.get("replicas") for c in b.cases.values() for r in c.runs if "error" not in r}
     if len(files) > 1 or len(reps) > 1:
@@ -344,10 +196,7 @@ def report(b: Bench, meta: dict[str, Any], path: Path) -> None:
         console.print(f"coffea: {meta['coffea']}")
     console.print("Absolute times are noisy (2 cores, one gunicorn worker on SQLite); compare "
                   "ratios within one run.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**meta, "cases": rows, "targets": checks}, indent=1,
-                               default=str) + "\n")
-    console.print(f"written {path}")
+    h.write_results(path, {**meta, "cases": rows, "targets": checks})
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -370,16 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     n = args.files or (1000 if args.quick else 5000)
     repeat = args.repeat or (1 if args.quick else 3)
-    source_at_start = source_state()
-    compile_htpdata()
-    deadline = time.monotonic() + args.max_seconds
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
+    source_at_start = h.source_state()
+    h.compile_htpdata()
+    deadline = h.Deadline(args.max_seconds)
+    h.exit_on_sigterm()
     from htpdata.testing.rucio import RucioServer
 
     with ExitStack() as stack:
-        work = Path(tempfile.mkdtemp(prefix=f"work-rucio-{os.getpid()}-", dir=DATA
-                                     if DATA.is_dir() else None))
-        stack.callback(shutil.rmtree, work, ignore_errors=True)
+        work = h.workdir(stack, "rucio")
         server = RucioServer(name="rucio-bench")
         stack.callback(server.cleanup)
         server.start()
@@ -388,10 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         filled = fill(server, n)
         print(f"registered {n} files x {len(RSES)} RSEs in {filled['add_replicas_s']:.1f} s, "
               f"attached to {SCOPE}:{DATASET} in {filled['attach_s']:.1f} s", flush=True)
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("HTPDATA_", "RUCIO_", "X509_", "BEARER_TOKEN"))}
-        env.update(RUCIO_CONFIG=str(server.client_config), XDG_CONFIG_HOME=str(work / "config"),
-                   XDG_CACHE_HOME=str(work / "xdg-cache"), PYTHONDONTWRITEBYTECODE="1")
+        env = h.isolated_env(work, RUCIO_CONFIG=str(server.client_config))
         b = Bench(env, work, deadline, args.run_timeout)
         # Log in once, so no case pays for the token (the client keeps it in a file).
         warmup = subprocess.run([sys.executable, "-c", "from rucio.client import Client; "
@@ -418,21 +262,22 @@ def main(argv: list[str] | None = None) -> int:
                 meta_dir = Path(tempfile.mkdtemp(prefix="htpdata-local-", dir=work))
                 henv = {**env, "HTPDATA_CACHE_LOCAL_DIR": str(meta_dir)}
                 b.measure(BARE, "list_replicas([dataset], schemes=[root], sort=random)",
-                          [CHILD_BARE, SCOPE, DATASET, "random"])
+                          h.child("resolve_bare.py", SCOPE, DATASET, "random"), show=_show)
                 b.measure(HTPDATA_COLD, "Client().resolve_all(DID), empty metadata cache",
-                          [CHILD_HTPDATA, did], henv)
+                          h.child("resolve_htpdata.py", did), henv, show=_show)
                 b.measure(HTPDATA_WARM, "the same again, new process, same cache",
-                          [CHILD_HTPDATA, did], henv)
+                          h.child("resolve_htpdata.py", did), henv, show=_show)
                 b.measure("rucio, htpdata's calls", "get_did, list_files, list_replicas x "
-                          "500 DIDs", [CHILD_HTPDATA_CALLS, SCOPE, DATASET])
+                          "500 DIDs", h.child("resolve_calls.py", SCOPE, DATASET), show=_show)
                 if not args.no_default_sort:
                     b.measure("rucio bulk, default sort", "the bulk call, default sort (GeoIP)",
-                              [CHILD_BARE, SCOPE, DATASET, ""])
+                              h.child("resolve_bare.py", SCOPE, DATASET, ""), show=_show)
                 if coffea[0] is not None:
                     coffea_sites_map(coffea_cwd, json.loads(
                         (coffea_cwd / ".sites_map.json").read_text()))  # keep it fresh
                     b.measure("coffea rucio_utils", "get_dataset_files_replicas(mode=full)",
-                              [CHILD_COFFEA, str(coffea[0]), SCOPE, DATASET], cwd=coffea_cwd)
+                              h.child("resolve_coffea.py", coffea[0], SCOPE, DATASET),
+                              cwd=coffea_cwd, show=_show)
         except OutOfTime as exc:
             stopped = f"stopped at the {args.max_seconds:.0f} s bound before {exc}"
             print(stopped)
@@ -442,11 +287,9 @@ def main(argv: list[str] | None = None) -> int:
             profiles = profile_htpdata(b, did, {**env, "HTPDATA_CACHE_LOCAL_DIR": str(meta_dir)})
         import rucio
 
-        meta = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": sys.argv,
-                "host": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                         "rucio": getattr(rucio, "__version__", None) or _version("rucio")},
-                "htpdata_source": {"start": source_at_start, "end": source_state()},
-                "fill": filled, "repeat": repeat, "statistic": "median", "quick": args.quick,
+        meta = h.run_meta(source_at_start, {"rucio": getattr(rucio, "__version__", None)
+                                            or _version("rucio")})
+        meta |= {"fill": filled, "repeat": repeat, "statistic": "median", "quick": args.quick,
                 "coffea": (f"rucio_utils from {coffea[1]}, loaded alone (its package needs "
                            "numba, pyarrow, matplotlib, dask and more; the module needs only "
                            "rucio)") if coffea[0] is not None else coffea[1],

@@ -23,9 +23,9 @@ an instrumented htpdata run per dataset that shows where its time goes.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
-import platform
 import random
 import resource
 import shutil
@@ -33,8 +33,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 import zlib
 from contextlib import ExitStack
@@ -45,11 +43,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from htpdata.testing import XRootDServer  # noqa: E402
+import _harness as h  # noqa: E402
+from _harness import OutOfTime, run, tail  # noqa: E402
+from htpdata.staging import stage as _stage  # noqa: E402
 from wan import WanProxy  # noqa: E402
 
-DATA = HERE / "data" / "stage"
-RESULTS = HERE / "results"
+DATA = h.DATA / "stage"
+RESULTS = h.RESULTS
 BIN = Path(sys.executable).parent
 SCOPE = "bench"
 RSE = "T2_BENCH_WAN"
@@ -60,13 +60,7 @@ RERUN_TARGET = 2.0  # seconds: stage again on the staged (b)
 
 def stage_defaults() -> tuple[int, int]:
     """``jobs`` and ``streams`` defaults of ``htpdata.staging.stage`` (the CLI's are the same)."""
-    import inspect
-
-    try:
-        from htpdata.staging import stage
-    except ImportError:  # an older layout
-        return (8, 4)
-    params = inspect.signature(stage).parameters
+    params = inspect.signature(_stage).parameters
     return int(params["jobs"].default), int(params["streams"].default)
 
 
@@ -81,49 +75,6 @@ def settings_label(jobs: int, streams: int) -> str:
 DEFAULT_LABEL = settings_label(*DEFAULT_SETTINGS)
 PEERS = ("xrdcp serial", "xrdcp --parallel 4", "Rucio DownloadClient")
 CAPACITY = "link capacity"
-
-# The rN link-capacity probe: argv = N, target folder, URLs. Files are opened as their first
-# piece is asked for; N pieces of 4 MiB are in flight at any time over all files.
-RAW_READS = """\
-import os, sys
-from concurrent.futures import ThreadPoolExecutor
-from XRootD.client import File
-n, target, urls = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
-PIECE = 4 << 20
-def fetch(url):
-    f = File()
-    st, _ = f.open(url)
-    assert st.ok, st.message
-    st, info = f.stat()
-    size = info.size
-    fd = os.open(os.path.join(target, url.rsplit("/", 1)[1]), os.O_WRONLY | os.O_CREAT, 0o644)
-    def piece(off):
-        st, data = f.read(off, min(PIECE, size - off))
-        assert st.ok, st.message
-        os.pwrite(fd, data, off)
-    return fd, f, [(piece, off) for off in range(0, size, PIECE)]
-with ThreadPoolExecutor(min(n, len(urls))) as opener:
-    opened = list(opener.map(fetch, urls))
-with ThreadPoolExecutor(n) as pool:
-    for fut in [pool.submit(p, off) for _, _, pieces in opened for p, off in pieces]:
-        fut.result()
-for fd, f, _ in opened:
-    os.close(fd)
-os._exit(0)
-"""
-
-RUCIO_DOWNLOAD = """\
-import json, sys, time
-t0 = time.monotonic()
-from rucio.client.downloadclient import DownloadClient
-t1 = time.monotonic()
-out = DownloadClient().download_dids([{"did": sys.argv[1], "base_dir": sys.argv[2]}])
-t2 = time.monotonic()
-states = {}
-for o in out:
-    states[o.get("clientState")] = states.get(o.get("clientState"), 0) + 1
-print(json.dumps({"import_s": t1 - t0, "download_s": t2 - t1, "states": states}))
-"""
 
 # Functions whose calls the profile times (summed over threads), as (module, class or "", name).
 PROFILED = [
@@ -148,70 +99,6 @@ PROFILED = [
     ("htpdata.cache.disk", "DiskTier", "mark_complete"),
     ("htpdata.cache.disk", "", "adler32_hex"),
 ]
-
-# The instrumented stage: argv = jobs streams name profiled-json; prints one JSON line, then
-# exits the normal way (the parent times that exit). BENCH_WHATIF=1 patches two things first
-# (a diagnosis, not htpdata's behaviour): XRootD handles are never closed while staging
-# (the handle pool's limit is raised) and the process ends with os._exit (no handle closes).
-PROFILE_CHILD = """\
-import time
-T0 = time.monotonic()
-import functools, importlib, json, os, sys, threading
-import htpdata
-from htpdata.staging import stage
-T1 = time.monotonic()
-stats, lock, missing = {}, threading.Lock(), []
-
-def wrap(module, cls, attr):
-    try:
-        owner = importlib.import_module(module)
-        owner = getattr(owner, cls) if cls else owner
-        fn = getattr(owner, attr)
-    except (ImportError, AttributeError):
-        missing.append(f"{module}:{cls}.{attr}")
-        return
-    label = f"{module.removeprefix('htpdata.')}:{cls + '.' if cls else ''}{attr}"
-
-    @functools.wraps(fn)
-    def timed(*a, **k):
-        t = time.perf_counter()
-        try:
-            return fn(*a, **k)
-        finally:
-            d = time.perf_counter() - t
-            with lock:
-                s = stats.setdefault(label, [0, 0.0])
-                s[0] += 1
-                s[1] += d
-
-    setattr(owner, attr, timed)
-
-whatif = os.environ.get("BENCH_WHATIF") == "1"
-if whatif:
-    from htpdata.transports import xrootd as X
-    orig = X._Handles.__init__
-    def init(self, timeout, limit=64, _orig=orig):
-        _orig(self, timeout, 1_000_000)
-    X._Handles.__init__ = init
-for spec in json.loads(sys.argv[4]):
-    wrap(*spec)
-jobs, streams, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-client = htpdata.Client()
-T2 = time.monotonic()
-summary = stage([name], client=client, tier="shared", jobs=jobs, streams=streams)
-T3 = time.monotonic()
-d = summary.as_dict()
-print(json.dumps({"import_s": T1 - T0, "stage_s": T3 - T2, "transfer_s": d["seconds"],
-                  "staged": d["staged"], "failed": d["failed"], "missing": missing,
-                  "stats": stats}), flush=True)
-if whatif:
-    os._exit(0)
-"""
-
-
-class OutOfTime(Exception):
-    """The global wall-clock bound was reached."""
-
 
 @dataclass(frozen=True)
 class Dataset:
@@ -298,72 +185,11 @@ def catalog_text(wan_port: int, sets: Sets) -> str:
 
 
 def base_env(work: Path) -> dict[str, str]:
-    """No user configuration and no XRootD, htpdata or Rucio settings from the caller."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HTPDATA_", "XRD_", "RUCIO_", "X509_", "BEARER_TOKEN"))}
-    env.update(XDG_CONFIG_HOME=str(work / "config"), XDG_CACHE_HOME=str(work / "xdg-cache"),
-               HTPDATA_CATALOGS_PATH=str(work / "catalogs"), PYTHONDONTWRITEBYTECODE="1")
-    return env
+    """Isolated (:func:`_harness.isolated_env`), with the benchmark's catalog."""
+    return h.isolated_env(work, HTPDATA_CATALOGS_PATH=str(work / "catalogs"))
 
 
 # -- running things ----------------------------------------------------------------------------
-@dataclass
-class Ran:
-    rc: int
-    out: str
-    err: str
-    seconds: float
-    first_out: float | None  # seconds from spawn to the first byte on stdout
-
-
-def run(cmd: list[str], env: dict[str, str], timeout: float) -> Ran:
-    """Run ``cmd`` in its own session; on timeout kill its process group and raise.
-
-    Notes when the first byte arrives on stdout (with ``PYTHONUNBUFFERED`` in ``env`` that is
-    when a Python child printed), so the time a child takes to exit after it answered shows.
-    """
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    chunks: list[bytes] = []
-    errs: list[bytes] = []
-    first: list[float] = []
-
-    def pump_out() -> None:
-        assert proc.stdout is not None
-        while data := proc.stdout.read1(1 << 16):
-            if not first:
-                first.append(time.perf_counter() - t0)
-            chunks.append(data)
-
-    def pump_err() -> None:
-        assert proc.stderr is not None
-        while data := proc.stderr.read1(1 << 16):
-            errs.append(data)
-
-    readers = [threading.Thread(target=pump_out, daemon=True),
-               threading.Thread(target=pump_err, daemon=True)]
-    for t in readers:
-        t.start()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # not reaped yet: the group is still this one
-        proc.wait()
-        raise
-    finally:
-        for t in readers:
-            t.join(10)
-    seconds = time.perf_counter() - t0
-    return Ran(proc.returncode, b"".join(chunks).decode(errors="replace"),
-               b"".join(errs).decode(errors="replace"), seconds, first[0] if first else None)
-
-
-def tail(text: str) -> str:
-    lines = [x for x in text.strip().splitlines() if x.strip()]
-    return lines[-1][:200] if lines else "no output"
-
-
 def children_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -379,7 +205,7 @@ class Bench:
     """The servers' addresses, the environment, the clock and the results of one run."""
 
     def __init__(self, wan: WanProxy, env: dict[str, str], work: Path, rucio_config: Path,
-                 deadline: float, run_timeout: float, sink: Path | None = None) -> None:
+                 deadline: h.Deadline, run_timeout: float, sink: Path | None = None) -> None:
         self.wan = wan
         self.env = env
         self.work = work
@@ -397,10 +223,7 @@ class Bench:
         return f"root://localhost:{self.wan.port}/{f['name']}"
 
     def timeout(self) -> float:
-        remaining = self.deadline - time.monotonic()
-        if remaining < 5:
-            raise OutOfTime()
-        return min(self.run_timeout, remaining)
+        return self.deadline.timeout(self.run_timeout)
 
     def fresh(self, what: str, base: Path | None = None) -> Path:
         self._n += 1
@@ -537,8 +360,7 @@ def rucio_download(b: Bench, ds: Dataset, files: Files) -> None:
     detail: dict[str, Any] = {}
     seconds: float | None = None
     try:
-        ran = run([sys.executable, "-c", RUCIO_DOWNLOAD, ds.did, str(target)], env,
-                  b.timeout())
+        ran = run(h.child("rucio_download.py", ds.did, target), env, b.timeout())
         seconds = ran.seconds
         error = None if ran.rc == 0 else f"exit {ran.rc}: {tail(ran.err)}"
         if ran.rc == 0:
@@ -580,8 +402,7 @@ def link_capacity(b: Bench, ds: Dataset, files: Files, kind: str) -> None:
                      f"{base}/"])
         total, nfiles, label = len(files) * size, len(files), f"xrdcp --parallel {n} -> tmpfs"
     elif kind.startswith("r"):
-        cmds.append([sys.executable, "-c", RAW_READS, str(n), str(base),
-                     *(b.url(f) for f in files)])
+        cmds.append(h.child("raw_reads.py", n, base, *(b.url(f) for f in files)))
         total, nfiles = len(files) * size, len(files)
         label = f"{n} raw 4 MiB reads in flight -> tmpfs"
     else:
@@ -629,25 +450,25 @@ def link_capacity(b: Bench, ds: Dataset, files: Files, kind: str) -> None:
 
 
 # -- profile -----------------------------------------------------------------------------------
-def profile_stage(b: Bench, ds: Dataset, name: str, whatif: bool = False) -> dict[str, Any]:
-    """htpdata stage (defaults) in a child with timers around its main functions."""
+def profile_stage(b: Bench, ds: Dataset, name: str) -> dict[str, Any]:
+    """htpdata stage (defaults) in a child with timers around its main functions
+    (``children/stage_profile.py``)."""
     shared = b.fresh(f"{ds.key}-profile-shared")
     xdg = b.fresh(f"{ds.key}-profile-xdg")
     env = {**b.env, "HTPDATA_CACHE_SHARED_DIR": str(shared), "HTPDATA_CACHE_LOCAL_DIR": "off",
            "XDG_CACHE_HOME": str(xdg), "RUCIO_CONFIG": str(b.rucio_config),
-           "PYTHONUNBUFFERED": "1", "BENCH_WHATIF": "1" if whatif else "0"}
-    cmd = [sys.executable, "-c", PROFILE_CHILD, *map(str, DEFAULT_SETTINGS), name,
-           json.dumps(PROFILED)]
+           "PYTHONUNBUFFERED": "1"}
+    cmd = h.child("stage_profile.py", *DEFAULT_SETTINGS, name, PROFILED)
     try:
         ran = run(cmd, env, b.timeout())
     except subprocess.TimeoutExpired:
-        return {"name": name, "whatif": whatif, "error": "timed out"}
+        return {"name": name, "error": "timed out"}
     finally:
         b.settle(shared, xdg)
-    if ran.rc != 0 or not ran.out.strip():
-        return {"name": name, "whatif": whatif, "error": f"exit {ran.rc}: {tail(ran.err)}"}
-    info = json.loads(ran.out.strip().splitlines()[-1])
-    info.update(name=name, whatif=whatif, wall_s=ran.seconds,
+    info = ran.last_json() if ran.rc == 0 else None
+    if info is None:
+        return {"name": name, "error": f"exit {ran.rc}: {tail(ran.err)}"}
+    info.update(name=name, wall_s=ran.seconds,
                 exit_after_summary_s=ran.seconds - ran.first_out if ran.first_out else None)
     info["stats"] = [{"function": k, "calls": v[0], "seconds_summed": v[1]}
                      for k, v in sorted(info["stats"].items(), key=lambda kv: -kv[1][1])]
@@ -658,8 +479,7 @@ def print_profiles(profiles: list[dict[str, Any]]) -> None:
     print("\nWhere htpdata stage's time goes (defaults; timers summed over all worker threads, "
           f"{DEFAULT_SETTINGS[0]} jobs run at once, so a sum can exceed the wall time):")
     for p in profiles:
-        what = " [what-if: handle pool never closes while staging, os._exit at the end]" \
-            if p["whatif"] else ""
+        what = ""
         if "error" in p:
             print(f"  {p['name']}{what}: {p['error']}")
             continue
@@ -773,29 +593,22 @@ def report(b: Bench, sets: Sets, meta: dict[str, Any], path: Path) -> dict[str, 
                                 "cases": listed}
     checks = targets(tables, sets, link_rate)
     out["targets"] = checks
-    console.print("Targets of issue 5 (speed ratios; the re-run in seconds):")
-    for t in checks:
-        colour = {"met": "green", "NOT met": "red"}.get(t["status"], "yellow")
-        shown = "-" if t["value"] is None else f"{t['value']:.2f}"
-        console.print(f"  {t['target']:<66} {shown:>6}  [{colour}]{t['status']}[/{colour}]")
+    h.print_targets("Targets of issue 5 (speed ratios; the re-run in seconds):", checks, console,
+                    width=66)
     console.print("Times are whole commands, spawn to exit. CPU s: user + system time of the "
                   "client processes; emu CPU: of this process, i.e. the WAN emulator's thread "
                   "(the origin's is in neither). Absolute times are noisy (2 cores): compare "
                   "ratios within a run.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, default=str) + "\n")
-    console.print(f"written {path}")
+    h.write_results(path, out)
     return out
 
 
 def targets(tables: dict[str, dict[tuple[str, str], dict[str, Any]]], sets: Sets,
             link_rate: float | None) -> list[dict[str, Any]]:
-    checks = []
+    checks: list[dict[str, Any]] = []
 
-    def add(target: str, value: float | None, bound: float, higher: bool = True) -> None:
-        ok = None if value is None else value >= bound if higher else value < bound
-        status = "not measured" if ok is None else "met" if ok else "NOT met"
-        checks.append({"target": target, "value": value, "bound": bound, "status": status})
+    def add(name: str, value: float | None, bound: float, higher: bool = True) -> None:
+        checks.append(h.target(name, value, bound, higher))
 
     for key, (_, files) in sets.items():
         rows = tables[key]
@@ -833,25 +646,10 @@ def parse_settings(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def start_origin(stack: ExitStack, sets: Sets) -> XRootDServer:
-    """An XRootD origin (no TLS) serving the datasets, hard-linked into its data folder."""
-    origin = XRootDServer(name=f"bench-stage-{os.getpid()}", tls=False, writable=False)
-
-    def cleanup() -> None:
-        origin.cleanup()
-        # xrootd leaves /tmp/xrootd.<instance>.env behind; the instance name is this run's own.
-        Path(tempfile.gettempdir(), f"xrootd.{origin.name}.env").unlink(missing_ok=True)
-
-    stack.callback(cleanup)
-    for ds, files in sets.values():
-        folder = origin.data / "store" / "bench" / ds.folder
-        folder.mkdir(parents=True, exist_ok=True)
-        for f in files:
-            try:
-                os.link(f["path"], folder / f["fname"])
-            except OSError:  # another filesystem
-                shutil.copyfile(f["path"], folder / f["fname"])
-    return origin.start()
+def start_origin(stack: ExitStack, sets: Sets) -> Any:
+    """An XRootD origin (no TLS) serving the datasets under ``/store/bench/<folder>/``."""
+    return h.xrootd_origin(stack, {ds.lfn(f["fname"]): f["path"]
+                                   for ds, files in sets.values() for f in files}, "stage")
 
 
 def start_rucio(stack: ExitStack, wan_port: int, sets: Sets) -> Path:
@@ -903,10 +701,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-timeout", type=float, default=600.0, help="bound for one command")
     ap.add_argument("--json", type=Path, default=RESULTS / "stage.json")
     args = ap.parse_args(argv)
-    source_at_start = source_state()
-    compile_htpdata()
-    deadline = time.monotonic() + args.max_seconds
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks
+    source_at_start = h.source_state()
+    h.compile_htpdata()
+    deadline = h.Deadline(args.max_seconds)
+    h.exit_on_sigterm()
     if shutil.which("xrdcp") is None or shutil.which("xrootd") is None:
         raise SystemExit("needs xrootd and xrdcp (Debian: xrootd-server xrootd-client)")
     large = args.large or (8 if args.quick else 40)
@@ -924,8 +722,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  ({ds.key}) {ds.name} = {ds.did}: {len(files)} files, "
               f"{sum(f['bytes'] for f in files) / 1e6:.0f} MB", flush=True)
     with ExitStack() as stack:
-        work = Path(tempfile.mkdtemp(prefix=f"work-stage-{os.getpid()}-", dir=HERE / "data"))
-        stack.callback(shutil.rmtree, work, ignore_errors=True)
+        work = h.workdir(stack, "stage")
         origin = start_origin(stack, sets)
         wan = stack.enter_context(WanProxy("localhost", origin.port, delay_ms=args.delay_ms))
         (work / "catalogs").mkdir()
@@ -933,9 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         rucio_cfg = start_rucio(stack, wan.port, sets)
         sink = None
         if args.sink is not None:
-            sink = Path(tempfile.mkdtemp(prefix=f"htpdata-bench-sink-{os.getpid()}-",
-                                         dir=args.sink))
-            stack.callback(shutil.rmtree, sink, ignore_errors=True)
+            sink = h.workdir(stack, "stage-sink", args.sink)
         b = Bench(wan, base_env(work), work, rucio_cfg, deadline, args.run_timeout, sink)
         print(f"origin root://localhost:{origin.port}  WAN proxy 127.0.0.1:{wan.port} "
               f"({args.delay_ms} ms each way)  work {work}", flush=True)
@@ -960,18 +755,14 @@ def main(argv: list[str] | None = None) -> int:
                 for ds, _ in sets.values():
                     print(f"profiling htpdata stage {ds.name}", flush=True)
                     profiles.append(profile_stage(b, ds, ds.name))
-                    profiles.append(profile_stage(b, ds, ds.name, whatif=True))
                     if not args.no_rucio_stage:
                         profiles.append(profile_stage(b, ds, f"rucio:{ds.did}"))
         except OutOfTime:
             stopped = f"stopped at the {args.max_seconds:.0f} s bound"
             print(stopped)
-        meta = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": sys.argv,
-                "host": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                         "xrdcp": subprocess.run(["xrdcp", "--version"], capture_output=True,
-                                                 text=True).stderr.strip()},
-                "htpdata_source": {"start": source_at_start, "end": source_state()},
-                "delay_ms": args.delay_ms, "sink": str(args.sink or "work folder (disk)"),
+        xrdcp = subprocess.run(["xrdcp", "--version"], capture_output=True, text=True)
+        meta = h.run_meta(source_at_start, {"xrdcp": xrdcp.stderr.strip()})
+        meta |= {"delay_ms": args.delay_ms, "sink": str(args.sink or "work folder (disk)"),
                 "repeat": args.repeat, "statistic": "median",
                 "quick": args.quick, "settings": [f"{j}x{s}" for j, s in settings],
                 "timing": "wall clock of the whole command, spawn to exit",
@@ -983,34 +774,8 @@ def main(argv: list[str] | None = None) -> int:
         if profiles:
             print_profiles(profiles)
             data["profiles"] = profiles
-            args.json.write_text(json.dumps(data, indent=1, default=str) + "\n")
+            h.write_results(args.json, data)
     return 0
-
-
-def compile_htpdata() -> None:
-    """Write htpdata's bytecode once, as installing a wheel does.
-
-    An editable install has none, and with ``PYTHONDONTWRITEBYTECODE=1`` (set on this machine)
-    every new process would compile htpdata from source (~60 ms per CLI start); the peers'
-    packages were compiled by pip when installed. Timed commands then start as installed.
-    """
-    import htpdata
-
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(htpdata.__file__).parent)],
-                   check=False, capture_output=True, timeout=120)
-
-
-def source_state() -> str:
-    """The checkout's commit, and whether src/ differs from it (others edit it meanwhile)."""
-    here = HERE.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, text=True,
-                              capture_output=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=here,
-                               text=True, capture_output=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return f"{head}{' + uncommitted changes in src/' if dirty else ''}"
 
 
 if __name__ == "__main__":

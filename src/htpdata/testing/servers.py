@@ -194,8 +194,11 @@ class XRootDServer:
         return self.start(timeout)
 
     def cleanup(self) -> None:
+        """Stop the server and remove its folder (and the ``/tmp/xrootd.NAME.env`` file
+        xrootd leaves behind for its instance name)."""
         self.stop()
         shutil.rmtree(self.work, ignore_errors=True)
+        Path(tempfile.gettempdir(), f"xrootd.{self.name}.env").unlink(missing_ok=True)
 
     def __enter__(self) -> XRootDServer:
         return self.start()
