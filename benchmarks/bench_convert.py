@@ -136,7 +136,7 @@ def _dask(src: Path, cols: list[str], work: Path, mb: float) -> dict[str, float]
     for workers in (1, 2):
         shared = work / f"shared-{workers}"
         with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                      dashboard_address=None) as cluster, \
+                                      dashboard_address=":0") as cluster, \
                 distributed.Client(cluster) as dc, \
                 htpdata.Client(cache={"local_dir": "off", "shared_dir": str(shared)}) as c:
             t0 = time.perf_counter()

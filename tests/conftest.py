@@ -177,10 +177,12 @@ def tenants(tenant_machine: Tenants) -> Iterator[Tenants]:
 
 @pytest.fixture
 def dask_client() -> Iterator[object]:
-    """A distributed.Client on a LocalCluster of two worker processes."""
+    """A distributed.Client on a LocalCluster of two worker processes. The scheduler's HTTP
+    server (dashboard, /metrics) listens on a free port: with ``None`` distributed still binds
+    8787, which another run on the machine may hold."""
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as dc:
         yield dc
 
