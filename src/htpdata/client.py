@@ -148,7 +148,7 @@ class Client:
             if under:
                 return under
         if isinstance(n, PhysicalURL):
-            return self.transports.for_url(n.url).ls(n.url)
+            return self._ls_storage(n)
         if isinstance(n, DID):
             return [{"name": f.name, "size": f.size, "type": "file", "adler32": f.adler32}
                     for f in self.files(n)]
@@ -162,16 +162,20 @@ class Client:
                      namespace, prefix)]
 
     def _ls_storage(self, n: Name) -> list[dict[str, Any]]:
-        if not isinstance(n, LogicalName):
+        if not isinstance(n, LogicalName | PhysicalURL):
             raise InvalidNameError(str(n), "cannot list this kind of name")
         resolved = self.resolve(n)
         attempts: list[_Attempt] = []
         for rep in resolved.replicas:
             try:
-                entries = self.transports.for_url(rep.url).ls(rep.url)
+                entries = self.transports.for_replica(rep).ls(rep.url)
             except StorageError as err:
+                if isinstance(n, PhysicalURL):  # its one replica: its own error, as before
+                    raise
                 attempts.append(_Attempt(rep.url, rep.site, err))
                 continue
+            if isinstance(n, PhysicalURL):
+                return entries
             return [{**e, "name": _logical_child(n, rep.url, e["name"]), "url": e["name"]}
                     for e in entries]
         if not attempts:

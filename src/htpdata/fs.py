@@ -189,9 +189,9 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def _write_target(self, path: str) -> tuple[Any, str, str, str]:
         """(fsspec filesystem, its path, physical URL, logical name) to write ``path`` at."""
         name = str(self.name_of(path))
-        url = self.client.resolve(name).replicas[0].url
-        fs, target = self.client.transports.for_url(url).filesystem(url)
-        return fs, target, url, name
+        rep = self.client.resolve(name).replicas[0]
+        fs, target = self.client.transports.for_replica(rep).filesystem(rep.url)
+        return fs, target, rep.url, name
 
     def _drop_reader(self, path: str) -> None:
         stripped = self._strip_protocol(path)
@@ -204,7 +204,7 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
         self._drop_reader(path)
         self.client.forget(self.name_of(path))
         for rep in self.client.resolve(self.name_of(path)).replicas:
-            forget = getattr(self.client.transports.for_url(rep.url), "forget", None)
+            forget = getattr(self.client.transports.for_replica(rep), "forget", None)
             if forget is not None:
                 forget(rep.url)
 

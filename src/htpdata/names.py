@@ -7,6 +7,11 @@ Pure functions, no I/O. Every other module receives a parsed :data:`Name`, never
     root://host:1094//store/x.root      PhysicalURL (also davs://, https://, http://, file://)
     /data/x.root, ./x.root              PhysicalURL("file:///data/x.root")
 
+Credentials a user pastes into a URL (``?authz=TOKEN``, ``?access_token=``, ``user:pass@``, a
+signature) are never part of a name: :func:`split_credentials` takes them out, the name keeps the
+credential-free URL (what is keyed, stored, logged and reported), and the credential rides along
+in :attr:`PhysicalURL.credential`, a separate carrier the transport applies to the request itself.
+
 The ``htpdata://`` form used through fsspec maps onto these: ``htpdata://cms/store/x.root`` is
 ``cms:/store/x.root``, ``htpdata://rucio/scope:name`` is ``rucio:scope:name`` and
 ``htpdata://root://host//x.root`` is the physical URL itself.
@@ -17,10 +22,11 @@ from __future__ import annotations
 import os
 import re
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeAlias
 
+from ._redact import SECRET_PARAMS, register_secret
 from .errors import InvalidNameError
 
 __all__ = [
@@ -29,8 +35,10 @@ __all__ = [
     "LogicalName",
     "Name",
     "PhysicalURL",
+    "URLCredential",
     "from_fsspec_path",
     "parse_name",
+    "split_credentials",
 ]
 
 PHYSICAL_SCHEMES = frozenset({"root", "xroot", "davs", "https", "http", "dav", "file"})
@@ -68,11 +76,83 @@ class DID:
         return f"{RUCIO_NAMESPACE}:{self.scope}:{self.name}"
 
 
+@dataclass(frozen=True, slots=True)
+class URLCredential:
+    """The secret parts of a URL as the user wrote them, kept apart from the name.
+
+    ``userinfo`` is what stood before ``@`` in the authority (``user:pass``, or an XRootD login
+    name); ``params`` are the secret query parameters, verbatim (``authz=...``). Its ``repr``
+    shows nothing, so it never ends up in a log line or a traceback's locals.
+    """
+
+    userinfo: str | None = None
+    params: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return "URLCredential(***)"
+
+    def apply(self, url: str) -> str:
+        """The URL to send: ``url`` (a credential-free name) with the credential put back."""
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            return url
+        rest, hashmark, fragment = rest.partition("#")
+        if self.userinfo:
+            rest = f"{self.userinfo}@{rest}"
+        if self.params:
+            rest += ("&" if "?" in rest else "?") + "&".join(self.params)
+        return f"{scheme}://{rest}{hashmark}{fragment}"
+
+
+def _is_secret(param: str) -> bool:
+    key = urllib.parse.unquote(param.partition("=")[0]).strip().lower()
+    return key in SECRET_PARAMS
+
+
+def split_credentials(url: str) -> tuple[str, URLCredential | None]:
+    """``url`` without userinfo and secret query parameters, and those as a credential.
+
+    Pure apart from remembering the secret values for redaction. Non-secret parameters keep
+    their order; ``?`` goes when nothing is left. Other schemes than URLs pass unchanged.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() == "file":
+        return url, None
+    authority, slash, tail = rest.partition("/")
+    userinfo = None
+    if "@" in authority:
+        userinfo, _, authority = authority.rpartition("@")
+    path, qmark, query = tail.partition("?")
+    query, hashmark, fragment = query.partition("#")
+    kept: list[str] = []
+    secret: list[str] = []
+    for param in query.split("&") if qmark else ():
+        if not param:
+            continue
+        (secret if _is_secret(param) else kept).append(param)
+    if userinfo is None and not secret:
+        return url, None
+    for value in [p.partition("=")[2] for p in secret] + [(userinfo or "").partition(":")[2]]:
+        for v in {value, urllib.parse.unquote(value)}:
+            register_secret(v)
+    clean = f"{scheme}://{authority}{slash}{path}"
+    if kept:
+        clean += "?" + "&".join(kept)
+    if hashmark:
+        clean += "#" + fragment
+    return clean, URLCredential(userinfo, tuple(secret))
+
+
 @dataclass(frozen=True, order=True, slots=True)
 class PhysicalURL:
-    """A URL a transport can read directly (``root://``, ``davs://``, ``https://``, ``file://``)."""
+    """A URL a transport can read directly (``root://``, ``davs://``, ``https://``, ``file://``).
+
+    ``url`` never holds a credential (it is the name: keyed, stored, printed); a credential the
+    user wrote into it travels in ``credential``, which takes no part in equality or order.
+    """
 
     url: str
+    credential: URLCredential | None = field(default=None, compare=False, repr=False)
 
     kind = "physical"
 
@@ -151,10 +231,10 @@ def _parse_url(text: str, scheme: str) -> PhysicalURL:
         if not rest.startswith("/"):
             raise InvalidNameError(text, "a file:// URL needs an absolute path", part=rest)
         return PhysicalURL("file://" + rest)
+    # From here on only the credential-free form: errors name it, never the secret.
+    text, credential = split_credentials(text)
+    rest = text.split("://", 1)[1]
     authority, sep, path = rest.partition("/")
-    if "@" in authority:  # never keep credentials in a name
-        raise InvalidNameError(text, "credentials in URLs are not allowed; use a token or proxy",
-                               part="userinfo")
     host, _, port = authority.rpartition(":") if authority.count(":") == 1 else (authority, "", "")
     if not host or not _HOST.fullmatch(host):
         raise InvalidNameError(text, "the URL has no valid host", part=authority or "(empty)")
@@ -162,17 +242,15 @@ def _parse_url(text: str, scheme: str) -> PhysicalURL:
         raise InvalidNameError(text, "invalid port", part=port)
     if not sep or not path.strip("/"):
         raise InvalidNameError(text, "the URL has no path", part=text)
-    query = ""
-    if scheme != "root" and scheme != "xroot":
-        path, qmark, query = path.partition("?")
-        query = qmark + query
+    path, qmark, query = path.partition("?")
+    query = qmark + query
     _check_segments(text, path)
     if scheme in ("root", "xroot"):
         # XRootD wants root://host//abs/path; accept the single-slash form and normalise.
-        return PhysicalURL(f"root://{authority}//{path.lstrip('/')}")
+        return PhysicalURL(f"root://{authority}//{path.lstrip('/')}{query}", credential)
     if scheme == "dav":
         scheme = "http"
-    return PhysicalURL(f"{scheme}://{authority}/{path.lstrip('/')}{query}")
+    return PhysicalURL(f"{scheme}://{authority}/{path.lstrip('/')}{query}", credential)
 
 
 def parse_name(text: str | os.PathLike[str] | Name) -> Name:

@@ -58,7 +58,7 @@ class ReplicaReader:
         """Stat a replica once; its size must match the catalog's and the first replica's."""
         if index in self._checked and self._size is not None:
             return self._size
-        info = self.transports.for_url(rep.url).info(rep.url)
+        info = self.transports.for_replica(rep).info(rep.url)
         size = info.get("size")
         if info.get("type") == "directory":
             raise StorageError("is a folder, not a file", name=self.name, url=rep.url)
@@ -86,7 +86,7 @@ class ReplicaReader:
                 size = self._check(index, rep)
                 if op is None:
                     return size
-                data = self.transports.for_url(rep.url).cat_ranges(rep.url, op)
+                data = self.transports.for_replica(rep).cat_ranges(rep.url, op)
                 for (start, end), chunk in zip(op, data, strict=True):
                     want = max(0, min(end, size) - start)
                     if len(chunk) != want:
@@ -105,7 +105,7 @@ class ReplicaReader:
                 raise exhausted(self.name, self.attempts, "stat")
             rep = self.resolved.replicas[index]
             try:
-                info = self.transports.for_url(rep.url).info(rep.url)
+                info = self.transports.for_replica(rep).info(rep.url)
                 if info.get("type") == "directory":
                     return {**info, "size": 0}
                 return {**info, "size": self._check(index, rep)}
@@ -128,7 +128,7 @@ class ReplicaReader:
                 return
             rep = self.resolved.replicas[index]
             try:
-                self.transports.prepare(rep.url)
+                self.transports.prepare(rep)
                 return
             except StorageError as err:
                 self._fail(index, rep, err)

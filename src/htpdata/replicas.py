@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from .config import ReplicaSettings
+from .names import URLCredential
 
 __all__ = ["Replica", "ReplicaPolicy", "order_replicas"]
 
@@ -29,6 +30,9 @@ class Replica(NamedTuple):
     preference: int = 100
     role: str = "site"
     tape: bool = False
+    credential: URLCredential | None = None
+    """What the user wrote into the URL as a credential (``?authz=``, ``user:pass@``): sent
+    with the request by :meth:`htpdata.transports.Transports.for_replica`, never in ``url``."""
 
     def as_dict(self) -> dict[str, object]:
         return {"url": self.url, "site": self.site, "protocol": self.protocol,

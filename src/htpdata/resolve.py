@@ -185,7 +185,8 @@ class Resolver:
         """Ordered replicas of one file. Raises if the name is unknown or has no usable replica."""
         n = parse_name(name)
         if isinstance(n, PhysicalURL):
-            rep = Replica(n.url, site="direct", protocol=_protocol(n.scheme), name=str(n))
+            rep = Replica(n.url, site="direct", protocol=_protocol(n.scheme), name=str(n),
+                          credential=n.credential)
             return ResolvedFile(n, (rep,))
         did = self._did_for(n)
         if did is not None:
@@ -215,8 +216,10 @@ class Resolver:
                     continue
                 # Rules must not map a valid name outside the site's tree: re-validate the URL.
                 phys = parse_name(url)
-                candidates.append(Replica(str(phys), site.name, proto.scheme, str(n),
-                                          site.preference, site.role, site.tape))
+                assert isinstance(phys, PhysicalURL)
+                candidates.append(Replica(phys.url, site.name, proto.scheme, str(n),
+                                          site.preference, site.role, site.tape,
+                                          phys.credential))
         meta = self.metadata(n)
         return self._ordered(n, candidates, meta, "no site rule matches this path")
 

@@ -10,10 +10,11 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from .. import __version__
-from .._redact import redact
+from .._redact import install_filter, redact
 from ..errors import HtpdataError
 from .commands import COMMANDS
 
@@ -45,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING,
         format="htpdata: %(levelname)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        install_filter(handler)  # every line shown, also other libraries', is redacted
     if args.command is None:
         parser.print_help()
         return 2
@@ -52,8 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except HtpdataError as exc:
-        if args.debug:
-            raise
+        if args.debug:  # the traceback, redacted: chained backend errors name request URLs
+            print(redact(traceback.format_exc()), end="", file=sys.stderr)
         print(f"htpdata: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -66,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except OSError as exc:
         if args.debug:
-            raise
+            print(redact(traceback.format_exc()), end="", file=sys.stderr)
         print(f"htpdata: error: {redact(str(exc))}", file=sys.stderr)
         return 1
 

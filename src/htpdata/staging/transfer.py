@@ -194,7 +194,7 @@ class _File:
         """Let the transports close what they hold open for this file (XRootD: its handles,
         in the background), so opening ahead finds room for the next files."""
         for rep in self.resolved.replicas if self.resolved is not None else ():
-            self.client.transports.release(rep.url)
+            self.client.transports.release(rep)
 
     def _site(self) -> str:
         try:

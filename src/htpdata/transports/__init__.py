@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..errors import InvalidNameError
+from ..names import URLCredential, split_credentials
 from .auth import Credentials, discover_credentials
 from .base import Transport, translate
 
 if TYPE_CHECKING:
+    from ..replicas import Replica
     from .http import HTTPTransport
 
 __all__ = ["Credentials", "Transport", "Transports", "discover_credentials", "translate"]
@@ -60,20 +62,33 @@ class Transports:
             raise InvalidNameError(url, f"no transport for scheme {scheme!r}", part=scheme)
         return transport
 
-    def prepare(self, url: str) -> None:
+    def for_replica(self, rep: Replica) -> Transport:
+        """The transport for a replica, sending the credential the user wrote into its URL
+        (``rep.credential``) with each request. Callers pass ``rep.url`` as usual."""
+        transport = self.for_url(rep.url)
+        if rep.credential is None:
+            return transport
+        return _WithCredential(transport, rep.credential)
+
+    def prepare(self, url: str | Replica) -> None:
         """Get ready to read ``url`` soon, where a transport keeps open files (XRootD opens
         and keeps the handle); nothing elsewhere."""
-        prepare = getattr(self.for_url(url), "prepare", None)
+        transport = self.for_url(url) if isinstance(url, str) else self.for_replica(url)
+        prepare = getattr(transport, "prepare", None)
         if prepare is not None:
-            prepare(url)
+            prepare(url if isinstance(url, str) else url.url)
 
-    def release(self, url: str) -> None:
+    def release(self, url: str | Replica) -> None:
         """Done with ``url`` for now: let its transport close what it holds open. Never
         creates a transport (one not made yet holds nothing)."""
-        scheme = url.split("://", 1)[0] if "://" in url else "file"
-        release = getattr(self._by_scheme.get(scheme), "release", None)
+        name = url if isinstance(url, str) else url.url
+        scheme = name.split("://", 1)[0] if "://" in name else "file"
+        transport: Any = self._by_scheme.get(scheme)
+        if transport is not None and not isinstance(url, str) and url.credential is not None:
+            transport = _WithCredential(transport, url.credential)
+        release = getattr(transport, "release", None)
         if release is not None:
-            release(url)
+            release(name)
 
     def close(self) -> None:
         """Close pooled connections (HTTP clients); XRootD's are the library's own."""
@@ -90,3 +105,43 @@ class Transports:
         if self._http_transport is None:
             self._http_transport = HTTPTransport(self.settings.timeouts, self.creds)
         return self._http_transport
+
+
+class _WithCredential:
+    """A transport that sends a URL credential: the request goes to ``credential.apply(url)``,
+    and what comes back names the credential-free URL again (infos, listings)."""
+
+    def __init__(self, transport: Transport, credential: URLCredential) -> None:
+        self.transport = transport
+        self.credential = credential
+        self.schemes = transport.schemes
+
+    def _url(self, url: str) -> str:
+        return self.credential.apply(url)
+
+    @staticmethod
+    def _clean(info: dict[str, Any]) -> dict[str, Any]:
+        name = info.get("name")
+        return {**info, "name": split_credentials(name)[0]} if isinstance(name, str) else info
+
+    def info(self, url: str) -> dict[str, Any]:
+        return self._clean(self.transport.info(self._url(url)))
+
+    def cat_ranges(self, url: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        return self.transport.cat_ranges(self._url(url), ranges)
+
+    def ls(self, url: str) -> list[dict[str, Any]]:
+        return [self._clean(e) for e in self.transport.ls(self._url(url))]
+
+    def checksum(self, url: str) -> str | None:
+        return self.transport.checksum(self._url(url))
+
+    def filesystem(self, url: str) -> tuple[Any, str]:
+        return self.transport.filesystem(self._url(url))
+
+    def __getattr__(self, attr: str) -> Any:
+        """``prepare``, ``release``, ``forget``: the optional per-URL hooks, URL mapped."""
+        hook = getattr(self.transport, attr)
+        if attr not in ("prepare", "release", "forget"):
+            return hook
+        return lambda url: hook(self._url(url))

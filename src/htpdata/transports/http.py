@@ -7,6 +7,7 @@ Listings and writes go through webdav4. ``davs://`` is WebDAV over TLS, so HTTPS
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from .._redact import install_filter
 from ..config import TimeoutSettings
 from .auth import Credentials
 from .base import translate
@@ -35,6 +37,7 @@ class HTTPTransport:
     schemes: tuple[str, ...] = ("davs", "https", "http")
 
     def __init__(self, timeouts: TimeoutSettings, creds: Credentials) -> None:
+        install_filter(logging.getLogger("httpx"))  # its INFO line names each request's URL
         self.creds = creds
         self.timeout = httpx.Timeout(timeouts.read, connect=timeouts.connect)
         self._lock = threading.Lock()
