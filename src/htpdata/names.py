@@ -230,6 +230,7 @@ def _parse_url(text: str, scheme: str) -> PhysicalURL:
             rest = rest[len("localhost"):]
         if not rest.startswith("/"):
             raise InvalidNameError(text, "a file:// URL needs an absolute path", part=rest)
+        _check_segments(text, rest)  # as for every scheme: a URL never climbs with '..'
         return PhysicalURL("file://" + rest)
     # From here on only the credential-free form: errors name it, never the secret.
     text, credential = split_credentials(text)

@@ -214,9 +214,7 @@ class Resolver:
                 url = proto.url_for(n.path, self.environ)
                 if url is None:
                     continue
-                # Rules must not map a valid name outside the site's tree: re-validate the URL.
-                phys = parse_name(url)
-                assert isinstance(phys, PhysicalURL)
+                phys = _product(n, site.name, proto.scheme, url)
                 candidates.append(Replica(phys.url, site.name, proto.scheme, str(n),
                                           site.preference, site.role, site.tape,
                                           phys.credential))
@@ -257,6 +255,21 @@ class Resolver:
     def _check_namespace(self, n: LogicalName) -> None:
         if n.namespace not in self.catalogs.namespaces:
             raise UnknownNamespaceError(str(n), n.namespace, list(self.catalogs.namespaces))
+
+
+def _product(n: LogicalName, site: str, scheme: str, url: str) -> PhysicalURL:
+    """The URL a site's prefix or rule made of ``n``, parsed again like any name: no ``..`` or
+    ``.`` segment (also for file://, also from two groups joined), no encoded separator, a
+    valid host. A rule must not map a valid name outside its site's tree."""
+    try:
+        phys = parse_name(url)
+    except InvalidNameError as exc:
+        raise InvalidNameError(str(n), f"site {site}'s {scheme} rule maps it to an invalid URL "
+                               f"({exc.reason})", part=exc.part) from None
+    if not isinstance(phys, PhysicalURL) or phys.scheme != _protocol(scheme):
+        raise InvalidNameError(str(n), f"site {site}'s {scheme} rule maps it to something that "
+                               f"is not a {scheme}:// URL", part=url[:80])
+    return phys
 
 
 def _scope_name(row: CompactRow) -> tuple[str, str]:

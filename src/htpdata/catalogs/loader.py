@@ -4,11 +4,21 @@ Everything is validated on load, and every problem is reported as a
 :class:`~htpdata.errors.CatalogError` naming the file, the key and, where it can be found, the
 line. A catalog that loads is one the resolver can use without further checks. The format is
 documented in ``docs/catalogs.md``; ``catalogs/cms.toml`` is a complete example.
+
+Catalogs may come from people who do not mean well (a shared folder, a co-tenant), so loading
+is bounded: the file is opened without blocking and must be a regular file of at most
+:data:`MAX_BYTES`; nesting, counts and lengths have limits (:data:`LIMITS`); ``path-match`` is
+RE2 (linear time); ``${VAR}`` only names allow-listed variables. Each breach is a CatalogError,
+never a traceback or a hang.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 import re
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,15 +26,22 @@ from typing import Any, TypeVar
 
 from ..errors import CatalogError
 from .model import CatalogSet, Dataset, FileEntry, Namespace, Protocol, Rule, Site
+from .patterns import PatternError, compile_pattern, variable_refusal, variables_in
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["FORMAT_VERSION", "load_catalog", "parse_catalog"]
+__all__ = ["FORMAT_VERSION", "LIMITS", "MAX_BYTES", "load_catalog", "parse_catalog"]
 
 FORMAT_VERSION = 1
+MAX_BYTES = 32 << 20
+"""Largest catalog file read (32 MiB: about 450 000 files with size and adler32)."""
+LIMITS = {"namespaces": 10_000, "sites": 10_000, "protocols": 64, "rules": 1_000,
+          "all rules": 10_000, "datasets": 100_000, "files": 500_000, "url": 4096}
+"""Per catalog file: namespaces; sites; protocols per site; rules per protocol and in all;
+datasets; files in all datasets; characters of a prefix or result."""
 SCHEMES = ("root", "davs", "https", "http", "file")
 ROLES = ("site", "redirector")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
@@ -37,7 +54,12 @@ class _Checker:
 
     def __init__(self, path: str, text: str) -> None:
         self.path = path
-        self.lines = text.splitlines()
+        self.text = text
+        self.totals: dict[str, int] = {}
+
+    @functools.cached_property
+    def lines(self) -> list[str]:  # only when an error is reported
+        return self.text.splitlines()
 
     def line_of(self, key: str) -> int | None:
         """Best-effort line of a dotted key: its table header, else the last part as a key."""
@@ -74,6 +96,15 @@ class _Checker:
                             f"{value!r}")
         return value
 
+    def limit(self, where: str, count: int, most: int, what: str = "entries") -> None:
+        if count > most:
+            raise self.fail(where, f"{count} {what}; at most {most} are allowed")
+
+    def count(self, what: str, n: int, where: str) -> None:
+        """Add ``n`` to the catalog-wide count of ``what``; fail past its limit."""
+        self.totals[what] = self.totals.get(what, 0) + n
+        self.limit(where, self.totals[what], LIMITS[what], f"{what} in this catalog")
+
     def only(self, table: dict[str, Any], where: str, allowed: tuple[str, ...]) -> None:
         for key in table:
             if key not in allowed:
@@ -86,11 +117,37 @@ def _type_name(typ: type) -> str:
             bool: "true or false"}.get(typ, typ.__name__)
 
 
+def _read_bounded(p: Path) -> bytes:
+    """The file's bytes: opened without blocking (a FIFO planted as a catalog cannot hang us),
+    a regular file, at most MAX_BYTES."""
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CatalogError(str(p), "not a regular file")
+        if st.st_size > MAX_BYTES:
+            raise CatalogError(str(p), f"larger than {MAX_BYTES >> 20} MiB ({st.st_size} bytes)")
+        chunks, left = [], MAX_BYTES + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > MAX_BYTES:  # it grew while we read
+            raise CatalogError(str(p), f"larger than {MAX_BYTES >> 20} MiB")
+        return data
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
 def load_catalog(path: str | Path) -> CatalogSet:
     """Load and validate one catalog file."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = _read_bounded(p).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CatalogError(str(p), f"cannot read: {getattr(exc, 'strerror', None) or exc}") \
             from None
@@ -99,12 +156,16 @@ def load_catalog(path: str | Path) -> CatalogSet:
 
 def parse_catalog(text: str, path: str = "<string>") -> CatalogSet:
     """Parse and validate catalog ``text``; ``path`` is used in error messages only."""
+    if len(text) > MAX_BYTES:
+        raise CatalogError(path, f"larger than {MAX_BYTES >> 20} MiB")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"line (\d+)", str(exc))
         raise CatalogError(path, f"not valid TOML: {exc}",
                            line=int(m.group(1)) if m else None) from None
+    except (RecursionError, MemoryError):
+        raise CatalogError(path, "nested too deeply or too large to parse") from None
     c = _Checker(path, text)
     c.only(data, "", ("format", "description", "namespaces", "sites", "datasets"))
     fmt = c.get(data, "format", "", int, default=FORMAT_VERSION)
@@ -112,6 +173,9 @@ def parse_catalog(text: str, path: str = "<string>") -> CatalogSet:
         raise c.fail("format", f"unsupported format {fmt}; this htpdata reads format "
                      f"{FORMAT_VERSION}")
     out = CatalogSet(sources=[path])
+    c.limit("namespaces", len(_tables(c, data, "namespaces")), LIMITS["namespaces"])
+    c.limit("sites", len(_tables(c, data, "sites")), LIMITS["sites"])
+    c.limit("datasets", len(_tables(c, data, "datasets")), LIMITS["datasets"])
     for ns_name, ns in _tables(c, data, "namespaces").items():
         where = f"namespaces.{ns_name}"
         _check_name(c, ns_name, where)
@@ -155,6 +219,7 @@ def _parse_site(c: _Checker, name: str, site: dict[str, Any], path: str) -> Site
     protos = c.get(site, "protocols", where, list, required=True)
     if not protos:
         raise c.fail(f"{where}.protocols", "a site needs at least one protocol")
+    c.limit(f"{where}.protocols", len(protos), LIMITS["protocols"], "protocols")
     parsed = tuple(_parse_protocol(c, f"{where}.protocols[{i}]", p) for i, p in enumerate(protos))
     return Site(name=name, preference=preference, role=role, protocols=parsed, tape=tape,
                 description=description, source=path)
@@ -179,6 +244,8 @@ def _parse_protocol(c: _Checker, where: str, proto: Any) -> Protocol:
     assert rules_raw is not None
     if not rules_raw:
         raise c.fail(f"{where}.rules", "'rules' is empty")
+    c.limit(f"{where}.rules", len(rules_raw), LIMITS["rules"], "rules")
+    c.count("all rules", len(rules_raw), f"{where}.rules")
     rules = tuple(_parse_rule(c, f"{where}.rules[{i}]", r, scheme) for i, r in enumerate(rules_raw))
     return Protocol(scheme, namespace, rules=rules)
 
@@ -190,8 +257,8 @@ def _parse_rule(c: _Checker, where: str, rule: Any, scheme: str) -> Rule:
     pattern = c.get(rule, "path-match", where, str, required=True)
     result = c.get(rule, "result", where, str, required=True)
     try:
-        compiled = re.compile(pattern)
-    except re.error as exc:
+        compiled = compile_pattern(pattern)
+    except PatternError as exc:
         raise c.fail(f"{where}.path-match", f"invalid regular expression: {exc}") from None
     for group in re.findall(r"\$(\d+)", result):
         if int(group) > compiled.groups:
@@ -202,6 +269,12 @@ def _parse_rule(c: _Checker, where: str, rule: Any, scheme: str) -> Rule:
 
 
 def _check_url(c: _Checker, where: str, url: str, scheme: str) -> None:
+    if len(url) > LIMITS["url"]:
+        raise c.fail(where, f"longer than {LIMITS['url']} characters")
+    for name in variables_in(url):
+        why = variable_refusal(name)
+        if why is not None:
+            raise c.fail(where, f"${{{name}}} cannot be used: {why}")
     if not url.startswith(f"{scheme}://"):
         raise c.fail(where, f"must start with {scheme}:// (the protocol's scheme), got {url!r}")
     body = url.split("://", 1)[1]
@@ -216,6 +289,7 @@ def _parse_dataset(c: _Checker, name: str, ds: dict[str, Any], path: str) -> Dat
         raise c.fail(where, "a dataset name is an absolute path without '..', e.g. /A/B/C")
     namespace = c.get(ds, "namespace", where, str, required=True)
     files_raw = c.get(ds, "files", where, list, required=True)
+    c.count("files", len(files_raw), f"{where}.files")
     files: list[FileEntry] = []
     seen: set[str] = set()
     for i, f in enumerate(files_raw):

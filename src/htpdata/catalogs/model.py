@@ -9,9 +9,10 @@ adler32). Several catalog files merge into one :class:`CatalogSet`.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from .patterns import Pattern, expand_vars, substitute
 
 __all__ = [
     "CatalogSet",
@@ -24,26 +25,23 @@ __all__ = [
     "expand_vars",
 ]
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def expand_vars(text: str, environ: Mapping[str, str]) -> str:
-    """Expand ``${VAR}`` and ``${VAR:-default}``; an unset variable without default stays empty."""
-    return _VAR.sub(lambda m: environ.get(m.group(1)) or (m.group(2) or ""), text)
-
-
 @dataclass(frozen=True)
 class Rule:
-    """``path-match`` (a regex anchored at both ends) rewritten to ``result`` (``$1`` groups)."""
+    """``path-match`` (an RE2 pattern anchored at both ends) rewritten to ``result``.
 
-    path_match: re.Pattern[str]
+    ``result`` is a template of ``$N`` groups and allow-listed ``${VAR}`` references, filled
+    in one pass (:func:`~htpdata.catalogs.patterns.substitute`): a group's text, which comes
+    from the name, is never expanded as a variable.
+    """
+
+    path_match: Pattern
     result: str
 
-    def apply(self, path: str) -> str | None:
+    def apply(self, path: str, environ: Mapping[str, str] | None = None) -> str | None:
         m = self.path_match.fullmatch(path)
         if m is None:
             return None
-        return re.sub(r"\$(\d+)", lambda g: m.group(int(g.group(1))) or "", self.result)
+        return substitute(self.result, m, {} if environ is None else environ)
 
 
 @dataclass(frozen=True)
@@ -63,9 +61,9 @@ class Protocol:
                 return base.rstrip("/") + "//" + path.lstrip("/")
             return base.rstrip("/") + "/" + path.lstrip("/")
         for rule in self.rules:
-            url = rule.apply(path)
+            url = rule.apply(path, environ)
             if url is not None:
-                return expand_vars(url, environ)
+                return url
         return None
 
 
