@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 FIGURES = {"faults tried": 0, "processes killed": 0, "bytes compared": 0, "wrong bytes": 0,
-           "hangs": 0}
+           "hangs": 0, "tenant checks": 0, "tenant checks unsafe": 0}
+"""``tenant checks``: attacks by one real Unix user on another (tests/test_tenants_*.py);
+``unsafe``: those whose outcome was not the safe one (expected failures until fixed)."""
 
 
 def count(**kw: int) -> None:
     for k, v in kw.items():
         FIGURES[k.replace("_", " ")] += v
+
+
+def check(safe: bool, what: str = "") -> None:
+    """Count one hostile-tenant check and whether it came out safe; fail the test if not."""
+    count(tenant_checks=1, tenant_checks_unsafe=0 if safe else 1)
+    assert safe, what
