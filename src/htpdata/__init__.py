@@ -139,8 +139,9 @@ def arrays(name: str | Name, columns: Any = None, format: str = "parquet",
     return _arrays(name, columns, format, **kwargs)
 
 
-def fileset(*datasets: str | Name, tree: str = "Events") -> dict[str, Any]:
-    """The coffea / ``uproot.dask`` fileset of datasets, with ``htpdata://`` URLs."""
+def fileset(*datasets: str | Name, tree: str | None = None) -> dict[str, Any]:
+    """The coffea / ``uproot.dask`` fileset of datasets, with ``htpdata://`` URLs and the tree
+    the files have (``tree=`` to choose when they have several)."""
     return default_client().fileset(*datasets, tree=tree)
 
 

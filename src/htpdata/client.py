@@ -14,7 +14,13 @@ from .cache import Cache, CachedReader
 from .catalogs import FileEntry
 from .config import Settings, load_settings
 from .errors import Attempt as _Attempt
-from .errors import InvalidNameError, NameNotFoundError, StorageError, exhausted
+from .errors import (
+    InvalidNameError,
+    NameNotFoundError,
+    StorageError,
+    UnknownNamespaceError,
+    exhausted,
+)
 from .names import DID, LogicalName, Name, PhysicalURL, parse_name
 from .reader import ReplicaReader
 from .resolve import ResolvedFile, Resolver
@@ -69,20 +75,13 @@ class Client:
         """Every file of a dataset or container (or the one file) with its replicas, in bulk."""
         return self.resolver.resolve_all(name)
 
-    def fileset(self, *datasets: str | Name, tree: str = "Events") -> dict[str, Any]:
+    def fileset(self, *datasets: str | Name, tree: str | None = None) -> dict[str, Any]:
         """The mapping coffea and ``uproot.dask`` expect, with ``htpdata://`` URLs so their
-        reads go through the cache: ``{dataset: {"files": {url: tree}}}``."""
-        from .names import to_fsspec_url
+        reads go through the cache: ``{dataset: {"files": {url: tree}}}``; the tree is the one
+        the files have (see :mod:`htpdata.fileset`)."""
+        from .fileset import make_fileset
 
-        out: dict[str, Any] = {}
-        for ds in datasets:
-            files = self.files(ds)
-            out[str(parse_name(ds))] = {
-                "files": {to_fsspec_url(parse_name(f.name)): tree for f in files},
-                "metadata": {"nfiles": len(files),
-                             "bytes": sum(f.size or 0 for f in files)},
-            }
-        return out
+        return make_fileset(self, datasets, tree)
 
     def files(self, name: str | Name) -> list[FileEntry]:
         """The files a name stands for (a dataset's files, or the file itself)."""
@@ -155,8 +154,9 @@ class Client:
         return self._ls_storage(n)
 
     def _ls_namespace(self, namespace: str, prefix: str) -> list[dict[str, Any]]:
-        if namespace not in self.resolver.catalogs.namespaces:
-            self.resolver.dataset(LogicalName(namespace, "/x"))  # raises UnknownNamespaceError
+        known = self.resolver.catalogs.namespaces
+        if namespace not in known:
+            raise UnknownNamespaceError(f"{namespace}:", namespace, list(known))
         return [{"name": f"{d.namespace}:{d.name}", "size": d.size, "type": "dataset",
                  "files": len(d.files)} for d in self.resolver.catalogs.datasets_under(
                      namespace, prefix)]

@@ -15,12 +15,15 @@ catch ``FileNotFoundError``, ``PermissionError``, ``TimeoutError``, ``OSError``)
     │   ├── StorageNotFoundError    (FileNotFoundError)
     │   ├── StoragePermissionError  (PermissionError)
     │   ├── StorageExistsError      (FileExistsError)  exclusive create of an existing file
+    │   ├── StorageIsADirectoryError (IsADirectoryError) a folder where a file is needed
     │   ├── StorageTimeoutError     (TimeoutError)     no progress within the configured timeout
     │   ├── StorageUnavailableError (ConnectionError)  connection refused, dropped, server gone
     │   └── ReplicasExhaustedError                     every replica was tried; lists the attempts
     │       ├── NoReplicaFoundError (FileNotFoundError) ... and none of them had the file
-    │       └── ReplicasDeniedError (PermissionError)  ... and every one refused our credentials
+    │       ├── ReplicasDeniedError (PermissionError)  ... and every one refused our credentials
+    │       └── NotAFileError       (IsADirectoryError) ... and each of them is a folder
     ├── ChecksumMismatchError       (OSError)          bytes that do not match their adler32
+├── UsageError                  (ValueError)       a request that cannot be done as asked
     └── CacheWriteError             (OSError)          a cache tier cannot store bytes (internal:
                                                        reads go on uncached with one warning)
 
@@ -46,16 +49,19 @@ __all__ = [
     "InvalidNameError",
     "NameNotFoundError",
     "NoReplicaFoundError",
+    "NotAFileError",
     "ReplicasDeniedError",
     "ReplicasExhaustedError",
     "ServiceUnavailableError",
     "StorageError",
     "StorageExistsError",
+    "StorageIsADirectoryError",
     "StorageNotFoundError",
     "StoragePermissionError",
     "StorageTimeoutError",
     "StorageUnavailableError",
     "UnknownNamespaceError",
+    "UsageError",
 ]
 
 
@@ -101,11 +107,15 @@ class UnknownNamespaceError(InvalidNameError):
     """A logical name whose namespace no catalog declares."""
 
     def __init__(self, name: str, namespace: str, known: Sequence[str]) -> None:
+        import difflib
+
         self.namespace = namespace
         self.known = list(known)
         hint = ", ".join(sorted(self.known)) or "none"
-        super().__init__(name, f"unknown namespace {namespace!r}; known namespaces: {hint}",
-                         part=namespace)
+        near = difflib.get_close_matches(namespace.lower(), sorted(self.known), n=1, cutoff=0.5)
+        mean = f"did you mean {near[0]!r}? " if near else ""
+        super().__init__(name, f"unknown namespace {namespace!r}; {mean}known namespaces: "
+                               f"{hint}", part=namespace)
 
 
 class CatalogError(HtpdataError, ValueError):
@@ -191,6 +201,12 @@ class StorageExistsError(StorageError, FileExistsError):
     exit_code = 1
 
 
+class StorageIsADirectoryError(StorageError, IsADirectoryError):
+    """A folder where a file is needed (``htpdata cat`` or ``cp`` of a folder)."""
+
+    exit_code = 2
+
+
 class StorageTimeoutError(StorageError, TimeoutError):
     exit_code = 5
 
@@ -237,12 +253,26 @@ class ReplicasDeniedError(ReplicasExhaustedError, StoragePermissionError):
     exit_code = 4
 
 
+class NotAFileError(ReplicasExhaustedError, IsADirectoryError):
+    """Every replica of a name is a folder: it cannot be read as a file."""
+
+    exit_code = 2
+
+    def __init__(self, name: str, attempts: Sequence[Attempt], what: str = "open") -> None:
+        super().__init__(name, attempts, what)
+        self.message = redact(f"{name}: is a folder, not a file (htpdata ls lists it)")
+        self.args = (self.message,)
+
+
 def exhausted(name: str, attempts: Sequence[Attempt], what: str = "open") -> ReplicasExhaustedError:
-    """The right 'all replicas failed' error: not-found, or denied, if every replica said so."""
+    """The right 'all replicas failed' error: not-found, denied or not-a-file if every replica
+    said so."""
     if attempts and all(isinstance(a.error, FileNotFoundError) for a in attempts):
         return NoReplicaFoundError(name, attempts, what)
     if attempts and all(isinstance(a.error, PermissionError) for a in attempts):
         return ReplicasDeniedError(name, attempts, what)
+    if attempts and all(isinstance(a.error, IsADirectoryError) for a in attempts):
+        return NotAFileError(name, attempts, what)
     return ReplicasExhaustedError(name, attempts, what)
 
 
@@ -257,6 +287,14 @@ class ChecksumMismatchError(HtpdataError, OSError):
         self.actual = actual
         at = f" ({where})" if where else ""
         super().__init__(f"{name}: adler32 mismatch{at}: expected {expected}, got {actual}")
+
+
+class UsageError(HtpdataError, ValueError):
+    """A request that cannot be done as asked: contradictory options (a soft quota above the
+    hard one), or a choice htpdata cannot make for you (which tree, when a file has several).
+    The message says what to pass instead."""
+
+    exit_code = 2
 
 
 class CacheWriteError(HtpdataError, OSError):

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Sequence
 
-from .errors import Attempt, StorageError, exhausted
+from .errors import Attempt, StorageError, StorageIsADirectoryError, exhausted
 from .replicas import Replica
 from .resolve import ResolvedFile
 from .transports import Transports
@@ -61,7 +61,8 @@ class ReplicaReader:
         info = self.transports.for_replica(rep).info(rep.url)
         size = info.get("size")
         if info.get("type") == "directory":
-            raise StorageError("is a folder, not a file", name=self.name, url=rep.url)
+            raise StorageIsADirectoryError("is a folder, not a file", name=self.name,
+                                           url=rep.url)
         expected = self.resolved.size if self.resolved.size is not None else self._size
         if size is None:
             size = expected

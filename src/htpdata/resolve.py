@@ -56,6 +56,11 @@ class ResolvedFile:
     def entry(self) -> FileEntry:
         return FileEntry(str(self.name), self.size, self.adler32)
 
+    def _repr_html_(self) -> str:
+        from .display import resolved_html
+
+        return resolved_html(self)
+
 
 class Resolver:
     def __init__(self, settings: Settings, catalogs: CatalogSet | None = None,

@@ -26,7 +26,8 @@ from pathlib import Path
 
 __all__ = ["COUNTERS", "Journal"]
 
-COUNTERS = ("memory", "local", "shared", "upstream", "inserted", "requests")
+# "staged": bytes `htpdata stage` fetched (not reads: kept out of hit ratios)
+COUNTERS = ("memory", "local", "shared", "upstream", "inserted", "requests", "staged")
 _journals: weakref.WeakSet[Journal] = weakref.WeakSet()
 
 

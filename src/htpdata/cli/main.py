@@ -1,7 +1,9 @@
 """``htpdata`` entry point: parse arguments, call the library, print, exit with a clear code.
 
-A known error prints one line on stderr (``htpdata: error: ...``) and exits with the error's
-``exit_code`` (see :mod:`htpdata.errors`); ``--debug`` shows the traceback instead.
+Any error prints one line on stderr (``htpdata: error: ...``) and exits with the error's
+``exit_code`` (see :mod:`htpdata.errors` and docs/errors.md); ``--debug`` prints the traceback
+as well, and keeps the exit code. ``-v``, ``-q``, ``--debug`` and ``--bytes`` go anywhere on the
+command line.
 """
 
 from __future__ import annotations
@@ -16,49 +18,88 @@ from collections.abc import Sequence
 from .. import __version__
 from .._redact import install_filter, redact
 from ..errors import HtpdataError
-from .commands import COMMANDS
+from .args import common_options
+from .commands import COMMANDS, Command
+from .output import configure
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_INTERRUPTED", "build_parser", "main"]
 
 EXIT_INTERRUPTED = 130
+GLOBAL_FLAGS = ("verbose", "quiet", "debug", "exact_bytes")
+
+EXAMPLES = """\
+examples:
+  htpdata ls demo:                                   datasets of the demo namespace
+  htpdata resolve demo:/Demo/DiLepton/SIM --json     replicas of every file, as JSON
+  htpdata cp demo:/Demo/DiLepton/SIM ./data/         copy a dataset's files, verified
+  htpdata stage demo:/Demo/DiLepton/SIM --pin 7d     prefetch into the cache and keep it
+  htpdata fileset demo:/Demo/DiLepton/SIM -o fs.json a coffea / uproot.dask fileset
+  htpdata report --html report.html                  the cache's usage at a glance
+
+Names: cms:/store/..., rucio:SCOPE:NAME, root://host//path, davs://..., https://...,
+file:// or a local path. Exit codes: 0 ok, 1 other, 2 usage or invalid name, 3 not found,
+4 permission, 5 timeout, 6 unavailable, 7 catalog or config, 8 checksum, 9 stage refused,
+10 conversion, 130 interrupted (docs/errors.md). Shell completion: htpdata completion --help.
+"""
+
+
+def _add(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, cmd: Command,
+         common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(name, help=cmd.help, description=cmd.description or cmd.help,
+                       epilog=cmd.epilog(), parents=[common],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmd.configure(p, common)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    common = common_options()
     parser = argparse.ArgumentParser(
-        prog="htpdata",
-        description="Read WLCG data by logical name, through catalogs and replicas, "
-                    "over XRootD and WebDAV.",
-        epilog="Names: cms:/store/..., rucio:SCOPE:NAME, root://host//path, davs://..., "
-               "https://..., file:// or a local path. Docs: docs/ in the source tree.")
-    parser.add_argument("--version", action="version", version=f"htpdata {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show warnings and progress")
+        prog="htpdata", parents=[common], epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read WLCG data by logical name, through catalogs and replicas, over "
+                    "XRootD and WebDAV, with a tiered cache.")
+    parser.add_argument("--version", action="version", version=f"htpdata {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (help_text, configure, _) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        configure(p)
+    for name, cmd in COMMANDS.items():
+        _add(sub, name, cmd, common)
     return parser
+
+
+def _fail(args: argparse.Namespace | None, message: str, code: int) -> int:
+    if args is not None and args.debug:  # redacted: chained backend errors name request URLs
+        print(redact(traceback.format_exc()), end="", file=sys.stderr)
+    print(f"htpdata: error: {message}", file=sys.stderr)
+    return code
+
+
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Shell completion (argcomplete): imported only when the shell asks for completions."""
+    if "_ARGCOMPLETE" in os.environ:
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    _complete(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING,
-        format="htpdata: %(levelname)s: %(message)s")
+    for flag in GLOBAL_FLAGS:  # suppressed defaults (see common_options): absent is False
+        setattr(args, flag, getattr(args, flag, False))
+    level = (logging.DEBUG if args.debug else logging.INFO if args.verbose
+             else logging.ERROR if args.quiet else logging.WARNING)
+    logging.basicConfig(level=level, format="htpdata: %(levelname)s: %(message)s")
+    configure(quiet=args.quiet, exact_bytes=args.exact_bytes)
     for handler in logging.getLogger().handlers:
         install_filter(handler)  # every line shown, also other libraries', is redacted
     if args.command is None:
         parser.print_help()
         return 2
-    run = COMMANDS[args.command][2]
     try:
-        return run(args)
+        return COMMANDS[args.command].run(args)
     except HtpdataError as exc:
-        if args.debug:  # the traceback, redacted: chained backend errors name request URLs
-            print(redact(traceback.format_exc()), end="", file=sys.stderr)
-        print(f"htpdata: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(args, str(exc), exc.exit_code)
     except KeyboardInterrupt:
         print("htpdata: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -68,10 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except OSError as exc:
-        if args.debug:
-            print(redact(traceback.format_exc()), end="", file=sys.stderr)
-        print(f"htpdata: error: {redact(str(exc))}", file=sys.stderr)
-        return 1
+        return _fail(args, redact(str(exc)), 1)
+    except Exception as exc:  # a bug: still one line (the traceback with --debug)
+        return _fail(args, f"internal error: {type(exc).__name__}: {redact(str(exc))} (run "
+                           "with --debug for the traceback, and please report it)", 1)
 
 
 def entry() -> None:

@@ -1,4 +1,9 @@
-"""Printing for the CLI: rich tables on a terminal, plain text or JSON otherwise."""
+"""Printing for the CLI: rich tables on a terminal; piped, a header line and tab-separated rows
+with exact values; JSON with ``--json``.
+
+Byte counts are wrapped in :class:`Bytes` by the commands: a terminal shows ``217.9 kB``, a
+pipe (or ``--bytes``) shows ``217945``, so ``awk`` and ``sort -n`` work on the output.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,26 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["console", "human_bytes", "print_json", "print_table", "write_atomically"]
+__all__ = ["Bytes", "configure", "console", "human_bytes", "note", "print_json", "print_table",
+           "write_atomically"]
+
+
+class _Options:
+    quiet = False
+    exact_bytes = False
+
+
+OPTIONS = _Options()
+
+
+def configure(*, quiet: bool = False, exact_bytes: bool = False) -> None:
+    """Set by the entry point from ``-q`` and ``--bytes``."""
+    OPTIONS.quiet = quiet
+    OPTIONS.exact_bytes = exact_bytes
+
+
+class Bytes(int):
+    """A byte count in a table row: human-readable on a terminal, exact when piped."""
 
 
 @functools.cache
@@ -33,23 +57,43 @@ def human_bytes(n: int | None) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def note(text: str) -> None:
+    """A summary line for people, on standard error (silenced by ``-q``)."""
+    if not OPTIONS.quiet:
+        print(text, file=sys.stderr)
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def _cell(value: Any, exact: bool) -> str:
+    if value is None:
+        return "" if not exact else "-"
+    if isinstance(value, Bytes):
+        return str(int(value)) if exact else human_bytes(value)
+    if isinstance(value, float):
+        return f"{value:.4g}" if exact else f"{value:.3g}"
+    return str(value).replace("\t", " ").replace("\n", " ")
+
+
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A table: on a terminal with a title; piped, a header line (the column names) and one
+    tab-separated line per row, exact numbers, no title (``grep``, ``cut``, ``awk``)."""
     if not console().is_terminal:
-        # Plain, tab-separated lines: easy to grep, cut and awk.
+        sys.stdout.write("\t".join(columns) + "\n")
         for row in rows:
-            sys.stdout.write("\t".join("" if v is None else str(v) for v in row) + "\n")
+            sys.stdout.write("\t".join(_cell(v, True) for v in row) + "\n")
         return
     from rich.table import Table
 
     table = Table(title=title, title_justify="left", header_style="bold")
-    for col in columns:
-        table.add_column(col, overflow="fold")
+    for i, col in enumerate(columns):
+        numeric = any(isinstance(r[i], int | float) and not isinstance(r[i], bool)
+                      for r in rows if i < len(r))
+        table.add_column(col, overflow="fold", justify="right" if numeric else "left")
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*(_cell(v, OPTIONS.exact_bytes) for v in row))
     console().print(table)
 
 

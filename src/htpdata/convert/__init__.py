@@ -31,7 +31,8 @@ from ..names import Name, parse_name
 from .columns import ColumnNotFoundError, ConversionError, parse_patterns
 from .writer import CONVERTER_VERSION, choose, open_tree, write_parquet, write_rntuple
 
-__all__ = ["ColumnNotFoundError", "ConversionError", "arrays", "convert_many", "converted"]
+__all__ = ["ColumnNotFoundError", "ConversionError", "arrays", "convert_many", "convert_one",
+           "converted", "find_derived"]
 
 log = logging.getLogger("htpdata.convert")
 FORMATS = ("parquet", "rntuple")
@@ -80,9 +81,41 @@ def converted(name: str | Name, format: str = "parquet",
               columns: str | Sequence[str] | None = None, *, client: Client | None = None,
               tree: str | None = None, tier: str | None = None) -> Path:
     """The path of ``name`` converted to ``format`` (``parquet`` or ``rntuple``) with
-    ``columns`` (wildcards allowed); converts on first use, then serves the cached copy."""
+    ``columns`` (wildcards allowed); converts on first use, then serves the cached copy.
+
+    ``name`` may also be a derived name (``derived:parquet:...``, what ``htpdata convert``
+    prints), to find a copy someone converted: no source, columns or format needed."""
+    return convert_one(name, format, columns, client=client, tree=tree, tier=tier)[0]
+
+
+def find_derived(derived: str, *, client: Client | None = None,
+                 tier: str | None = None) -> Path:
+    """The file of a derived name (``derived:FORMAT:HASH``) in the tiers, or ConversionError
+    when none holds it (evicted: convert its source again)."""
     from ..client import default_client
 
+    client = client or default_client()
+    parts = derived.split(":")
+    if len(parts) != 3 or parts[1] not in FORMATS or not parts[2].isalnum():
+        raise ConversionError(f"{derived!r} is not a derived name (derived:FORMAT:HASH, as "
+                              "htpdata convert prints)")
+    tiers = [_tier(client, tier)] if tier else client.cache.tiers
+    for t in tiers:
+        found = _lookup(t, derived)
+        if found is not None:
+            return found
+    raise ConversionError(f"{derived}: no tier holds it (evicted, or converted on another "
+                          "cache); convert its source again")
+
+
+def convert_one(name: str | Name, format: str = "parquet",
+                columns: str | Sequence[str] | None = None, *, client: Client | None = None,
+                tree: str | None = None, tier: str | None = None) -> tuple[Path, str]:
+    """:func:`converted`, and the derived name of the copy (one users can pass on)."""
+    from ..client import default_client
+
+    if isinstance(name, str) and name.startswith("derived:"):
+        return find_derived(name, client=client, tier=tier), name
     if format not in FORMATS:
         raise ConversionError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
     client = client or default_client()
@@ -95,7 +128,7 @@ def converted(name: str | Name, format: str = "parquet",
     target = _tier(client, tier)
     found = _lookup(target, derived)
     if found is not None:
-        return found
+        return found, derived
     tmp = target.scratch() / f".convert-{os.getpid()}-{secrets.token_hex(4)}.{format}"
     t0 = time.monotonic()
     try:
@@ -115,7 +148,7 @@ def converted(name: str | Name, format: str = "parquet",
             tmp.unlink()  # never leave a partial output behind
     with _lock:
         _verified[str(path)] = path.stat().st_mtime
-    return path
+    return path, derived
 
 
 def _provenance(n: Name, source: Identity, cols: Sequence[str], patterns: Any, fmt: str,
@@ -160,15 +193,15 @@ def convert_many(names: Sequence[str | Name], format: str = "parquet",
         for f in files:
             t0 = time.monotonic()
             try:
-                path = converted(f, format, columns, client=client, tree=tree, tier=tier)
-                out.append({"name": f, "path": str(path), "seconds": time.monotonic() - t0})
+                path, derived = convert_one(f, format, columns, client=client, tree=tree,
+                                            tier=tier)
+                out.append(_row(f, path, derived, time.monotonic() - t0))
             except ConversionError as exc:
                 out.append({"name": f, "error": str(exc)})
         return out
-    from distributed import Client as DaskClient
+    from .._dask import connect
 
-    own = isinstance(dask, str)
-    dc = DaskClient(dask) if own else dask
+    dc, own = connect(dask)
     try:
         futures = [dc.submit(_remote_convert, client.settings, f, format, columns, tree, tier,
                              pure=False) for f in files]
@@ -189,8 +222,15 @@ def _remote_convert(settings: Any, name: str, fmt: str, columns: Any, tree: str 
         client = _remote_clients[key] = Client(settings)
     t0 = time.monotonic()
     try:
-        path = converted(name, fmt, columns, client=client, tree=tree, tier=tier)
+        path, derived = convert_one(name, fmt, columns, client=client, tree=tree, tier=tier)
     except ConversionError as exc:
         return {"name": name, "error": str(exc)}
     client.cache.journal.flush()
-    return {"name": name, "path": str(path), "seconds": time.monotonic() - t0}
+    return _row(name, path, derived, time.monotonic() - t0)
+
+
+def _row(name: str, path: Path, derived: str, seconds: float) -> dict[str, Any]:
+    """What ``htpdata convert`` reports of one output: its input, its derived name (for
+    ``htpdata.converted``), the file and its URL."""
+    return {"name": name, "derived": derived, "path": str(path), "url": path.as_uri(),
+            "seconds": seconds}

@@ -65,9 +65,27 @@ class Report:
                     "quota_soft": q["soft"] if q else None, "quota_hard": q["hard"] if q else None,
                     "share_of_quota": used / q["hard"] if q and q["hard"] else None,
                     **{f"served_{k}": tr.get(k, 0) for k in SERVED},
-                    "upstream": tr.get("upstream", 0), "requests": tr.get("requests", 0),
-                    "hit_ratio": hit_ratio(tr)})
+                    "upstream": tr.get("upstream", 0), "staged": tr.get("staged", 0),
+                    "requests": tr.get("requests", 0), "hit_ratio": hit_ratio(tr)})
         return rows
+
+    def tier_totals(self) -> list[dict[str, Any]]:
+        """One row per tier: what it holds, and its traffic over the report's days (bytes
+        served from the cache, fetched upstream by reads, fetched by stages; hit ratio)."""
+        out = []
+        for t in self.tiers:
+            tot = dict.fromkeys(COUNTERS, 0)
+            for day in t.days.values():
+                for c in COUNTERS:
+                    tot[c] += int(day.get("totals", {}).get(c, 0))
+            held = int(t.usage.get("total", 0))
+            out.append({"tier": t.name, "root": t.root, "bytes": held, "size": t.size,
+                        "share": held / t.size if t.size else None,
+                        "files": int(t.usage.get("entries", 0)),
+                        "pinned": int(t.usage.get("pinned", 0)),
+                        "served": sum(tot[k] for k in SERVED), "upstream": tot["upstream"],
+                        "staged": tot["staged"], "hit_ratio": hit_ratio(tot)})
+        return out
 
     def daily(self) -> list[dict[str, Any]]:
         rows = []
@@ -98,13 +116,18 @@ class Report:
                        "pinned": t.usage.get("pinned", 0), "scanned": t.usage.get("t"),
                        "coldest": t.usage.get("coldest", []), "quotas": t.quotas}
                       for t in self.tiers],
-            "records": self.records(), "daily": self.daily(),
+            "totals": self.tier_totals(), "records": self.records(), "daily": self.daily(),
             "top_datasets": self.top_datasets()}
 
     def to_pandas(self) -> Any:
         import pandas as pd
 
         return pd.DataFrame.from_records(self.records())
+
+    def _repr_html_(self) -> str:
+        from ..display import report_html
+
+        return report_html(self)
 
 
 def _usage(tier: DiskTier, refresh: bool) -> dict[str, Any]:

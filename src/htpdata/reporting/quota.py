@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from ..cache.disk import DiskTier
-from ..errors import HtpdataError
+from ..errors import HtpdataError, UsageError
 
 __all__ = ["OperatorOnlyError", "is_operator", "set_quota"]
 
@@ -42,6 +42,9 @@ def set_quota(tier: DiskTier, kind: str, who: str, hard: int, soft: int | None,
     """Set (hard 0: remove) a user's or group's limit in the tier's ``quota.json``."""
     if kind not in ("users", "groups"):
         raise ValueError(kind)
+    if soft is not None and hard > 0 and soft > hard:
+        raise UsageError(f"the soft limit ({soft} bytes) is above the hard one ({hard} bytes): "
+                         "the soft limit warns before the hard one refuses")
     if not is_operator(tier, operators_group):
         raise OperatorOnlyError(
             f"only the owner of {tier.root}, root or members of the operators group "

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._dask import connect
 from ..cache.disk import DiskTier
 from ..cache.evict import read_quotas
 from ..cache.identity import Identity
@@ -79,6 +80,11 @@ class StageSummary:
                 "failures": [{"name": r.name, "error": r.error} for r in self.failed],
                 "files": [r.as_dict() for r in self.results]}
 
+    def _repr_html_(self) -> str:
+        from ..display import stage_summary_html
+
+        return stage_summary_html(self)
+
 
 def _target_tier(client: Client, tier: str | None) -> DiskTier:
     if tier is None:
@@ -114,12 +120,24 @@ def _bounds(client: Client, tier: DiskTier) -> tuple[int | None, int | None, str
 
 
 def plan_stage(client: Client, names: list[str | Name], tier: DiskTier) -> Plan:
+    return _plan(client, names, tier)[0]
+
+
+def _plan(client: Client, names: list[str | Name],
+          tier: DiskTier) -> tuple[Plan, dict[str, str]]:
+    """The plan, and the dataset each file is staged as: the collection the user named (so
+    ``report --by dataset`` keeps a dataset staged by name together, even for files that
+    other datasets list too)."""
     files: dict[str, FileEntry] = {}
+    staged_as: dict[str, str] = {}
     for n in names:
-        if client.resolver.is_collection(n):
+        collection = client.resolver.is_collection(n)
+        if collection:
             client.resolve_all(n)  # one bulk Rucio call fills the metadata cache for all files
         for f in client.files(n):
             files.setdefault(f.name, f)
+            if collection:
+                staged_as.setdefault(f.name, str(parse_name(n)))
     complete: dict[str, bool] = {}
     partial: dict[str, int] = {}
     for f in files.values():
@@ -130,7 +148,7 @@ def plan_stage(client: Client, names: list[str | Name], tier: DiskTier) -> Plan:
         partial[f.name] = sum(e - s for s, e in tier.extents(key))
     tier_free, quota_free, quota_name = _bounds(client, tier)
     return make_plan(files.values(), complete, partial, tier.name, tier_free, quota_free,
-                     quota_name)
+                     quota_name), staged_as
 
 
 def stage(names: list[str | Name] | str | Name, *, client: Client | None = None,
@@ -148,11 +166,11 @@ def stage(names: list[str | Name] | str | Name, *, client: Client | None = None,
     client = client or default_client()
     todo: list[str | Name] = list(names) if isinstance(names, list) else [names]
     target = _target_tier(client, tier)
-    plan = plan_stage(client, todo, target)
+    plan, staged_as = _plan(client, todo, target)
     if not plan.fits and evict and not dry_run:
         need = plan.fetch_bytes - (plan.headroom or 0)
         client.cache.evict(target.name, need=need)
-        plan = plan_stage(client, todo, target)
+        plan, staged_as = _plan(client, todo, target)
     summary = StageSummary(plan, dry_run=dry_run)
     if dry_run:
         return summary
@@ -162,14 +180,19 @@ def stage(names: list[str | Name] | str | Name, *, client: Client | None = None,
     until = time.time() + (parse_duration(pin) if isinstance(pin, str) else pin) if pin \
         else None
     summary.pinned_until = until
+    dc, own = connect(dask) if dask is not None else (None, False)  # fails fast, one line
     t0 = time.monotonic()
-    with Progress(len(plan.to_fetch), plan.fetch_bytes, progress) as bar:
-        if dask is not None:
-            summary.results = _stage_on_dask(dask, client.settings, plan.to_fetch, target.name,
-                                             streams, retries, bar)
-        else:
-            summary.results = _stage_here(client, plan.to_fetch, target, jobs, streams,
-                                          site_limit, retries, bar)
+    try:
+        with Progress(len(plan.to_fetch), plan.fetch_bytes, progress) as bar:
+            if dc is not None:
+                summary.results = _stage_on_dask(dc, client.settings, plan.to_fetch,
+                                                 target.name, streams, retries, bar, staged_as)
+            else:
+                summary.results = _stage_here(client, plan.to_fetch, target, jobs, streams,
+                                              site_limit, retries, bar, staged_as)
+    finally:
+        if own and dc is not None:
+            dc.close()
     summary.seconds = time.monotonic() - t0
     if until is not None:
         for f in [*plan.cached, *(FileEntry(r.name, r.size, r.adler32)
@@ -181,10 +204,11 @@ def stage(names: list[str | Name] | str | Name, *, client: Client | None = None,
 
 
 def _stage_here(client: Client, files: list[FileEntry], tier: DiskTier, jobs: int, streams: int,
-                site_limit: int | None, retries: int, bar: Progress) -> list[FileResult]:
+                site_limit: int | None, retries: int, bar: Progress,
+                staged_as: dict[str, str]) -> list[FileResult]:
     return transfer(client, files, tier, jobs=jobs, streams=streams, site_limit=site_limit,
                     retries=retries, on_bytes=bar.add_bytes,
-                    on_file=lambda r: bar.file_done(r.status != "failed"))
+                    on_file=lambda r: bar.file_done(r.status != "failed"), datasets=staged_as)
 
 
 # -- Dask ---------------------------------------------------------------------------------------
@@ -192,32 +216,30 @@ _worker_clients: dict[int, Client] = {}
 
 
 def _remote_stage(settings: Settings, entry: FileEntry, tier: str, streams: int,
-                  retries: int) -> FileResult:
+                  retries: int, dataset: str | None = None) -> FileResult:
     """Runs on a Dask worker: one htpdata client per worker process and settings."""
     key = hash(repr(settings))
     client = _worker_clients.get(key)
     if client is None:
         client = _worker_clients[key] = Client(settings)
-    return stage_file(client, entry, client.cache.tier(tier), streams=streams, retries=retries)
+    result = stage_file(client, entry, client.cache.tier(tier), streams=streams,
+                        retries=retries, dataset=dataset)
+    client.cache.journal.flush()  # the staged bytes reach the traffic figures
+    return result
 
 
-def _stage_on_dask(dask: Any, settings: Settings, files: list[FileEntry], tier: str,
-                   streams: int, retries: int, bar: Progress) -> list[FileResult]:
-    from distributed import Client as DaskClient
+def _stage_on_dask(dc: Any, settings: Settings, files: list[FileEntry], tier: str,
+                   streams: int, retries: int, bar: Progress,
+                   staged_as: dict[str, str]) -> list[FileResult]:
     from distributed import as_completed
 
-    own = isinstance(dask, str)
-    dc = DaskClient(dask) if own else dask
-    try:
-        futures = [dc.submit(_remote_stage, settings, f, tier, streams, retries, pure=False,
-                             key=f"htpdata-stage-{i}-{f.name}") for i, f in enumerate(files)]
-        results = []
-        for fut in as_completed(futures):
-            r = fut.result()
-            results.append(r)
-            bar.add_bytes(r.fetched)
-            bar.file_done(r.status != "failed")
-        return results
-    finally:
-        if own:
-            dc.close()
+    futures = [dc.submit(_remote_stage, settings, f, tier, streams, retries,
+                         staged_as.get(f.name), pure=False, key=f"htpdata-stage-{i}-{f.name}")
+               for i, f in enumerate(files)]
+    results = []
+    for fut in as_completed(futures):
+        r = fut.result()
+        results.append(r)
+        bar.add_bytes(r.fetched)
+        bar.file_done(r.status != "failed")
+    return results

@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +31,13 @@ from ..cache.identity import Identity
 from ..cache.ranges import Range, cover, split
 from ..catalogs import FileEntry
 from ..client import Client
-from ..errors import CacheWriteError, ChecksumMismatchError, HtpdataError, StorageError
+from ..errors import (
+    CacheWriteError,
+    ChecksumMismatchError,
+    HtpdataError,
+    ReplicasExhaustedError,
+    StorageError,
+)
 from ..reader import ReplicaReader
 from ..resolve import ResolvedFile
 from .checksum import combine_all
@@ -40,6 +46,8 @@ __all__ = ["FileResult", "stage_file", "transfer"]
 
 log = logging.getLogger("htpdata.stage")
 _GRACE = 2.0  # seconds reads in flight may take to land after Ctrl-C
+# What a retry cannot mend: the file is not there, we may not read it, it is a folder.
+_FINAL = (FileNotFoundError, PermissionError, IsADirectoryError)
 
 
 @dataclass
@@ -61,7 +69,12 @@ class FileResult:
 
 
 def _problem(exc: Exception, tier: DiskTier) -> str | None:
-    """The one-line reason a file failed, or None for an exception that is a bug."""
+    """The one-line reason a file failed (the caller names the file), or None for an exception
+    that is a bug."""
+    if isinstance(exc, ReplicasExhaustedError):
+        what = ("not found" if isinstance(exc, FileNotFoundError) else
+                f"all {len(exc.attempts)} replica(s) failed")
+        return f"{what} [{'; '.join(a.describe() for a in exc.attempts)}]"
     if isinstance(exc, HtpdataError):
         return str(exc)
     if isinstance(exc, CacheWriteError):
@@ -76,8 +89,10 @@ class _File:
     ``fetch`` on read threads; only the dispatcher touches ``pending`` and ``inflight``."""
 
     def __init__(self, index: int, client: Client, entry: FileEntry, tier: DiskTier,
-                 retries: int, backoff: float, cancel: threading.Event) -> None:
+                 retries: int, backoff: float, cancel: threading.Event,
+                 dataset: str | None = None) -> None:
         self.index = index
+        self.dataset = dataset
         self.client = client
         self.entry = entry
         self.tier = tier
@@ -115,8 +130,10 @@ class _File:
             r.status, r.verified, r.adler32 = "cached", True, self.adler
             self.done = True
             return
+        # The dataset the user staged by name; a file's catalog dataset only when staged alone.
+        dataset = self.dataset or self.client.resolver.dataset_of(resolved.name)
         self.meta = {"user": self.client.cache.user, "group": self.client.cache.group,
-                     "dataset": self.client.resolver.dataset_of(resolved.name), "staged": True}
+                     "dataset": dataset, "staged": True}
         self._plan_pieces()
         if self.pending:
             # Open now (XRootD keeps the handle), so the first piece costs no open; a replica
@@ -177,15 +194,20 @@ class _File:
                 (data,) = reader.read_ranges([piece])
                 break
             except StorageError as exc:
-                if attempt == self.retries:
+                if attempt == self.retries or isinstance(exc, _FINAL):
                     raise
                 delay = self.backoff * 2 ** attempt
                 log.info("%s: %s; retrying in %.1f s", self.resolved.name, exc, delay)
                 time.sleep(delay)
                 reader = ReplicaReader(self.resolved, self.client.transports)  # all again
         self.tier.write_extent(self.ident, piece[0], data, self.meta)
-        if reader.replica is not None:
-            self.result.replica = reader.replica.url
+        rep = reader.replica
+        if rep is not None:
+            self.result.replica = rep.url
+        # Staged bytes count in the traffic figures (as "staged": fetched, not read).
+        self.client.cache.journal.add(self.ident.key, str(self.resolved.name),
+                                      self.meta.get("dataset"), rep.site if rep else None,
+                                      staged=len(data), inserted=len(data), requests=1)
         if on_bytes is not None:
             on_bytes(len(data))
         return len(data)
@@ -207,10 +229,12 @@ def transfer(client: Client, entries: Sequence[FileEntry], tier: DiskTier, *, jo
              streams: int = 4, site_limit: int | None = None, retries: int = 3,
              backoff: float = 1.0, on_bytes: Callable[[int], None] | None = None,
              on_file: Callable[[FileResult], None] | None = None,
-             cancel: threading.Event | None = None) -> list[FileResult]:
+             cancel: threading.Event | None = None,
+             datasets: Mapping[str, str] | None = None) -> list[FileResult]:
     """Stage ``entries`` into ``tier``: results in the order files finish. A storage problem
     fails its file (see ``.error``), never the others; Ctrl-C is raised again at once, and no
-    new piece starts (stored pieces stay, for a later run to resume from)."""
+    new piece starts (stored pieces stay, for a later run to resume from). ``datasets`` maps
+    a file's name to the dataset it was staged as (what reports count it under)."""
     jobs, streams = max(1, jobs), max(1, streams)
     cancel = cancel or threading.Event()
     window = jobs * streams  # piece reads in flight over all files
@@ -218,7 +242,8 @@ def transfer(client: Client, entries: Sequence[FileEntry], tier: DiskTier, *, jo
     if site_limit is not None and site_limit < 1:
         raise ValueError(f"site_limit must be at least 1, got {site_limit}")
     site_cap = site_limit or open_cap
-    files = [_File(i, client, e, tier, retries, backoff, cancel) for i, e in enumerate(entries)]
+    files = [_File(i, client, e, tier, retries, backoff, cancel,
+                   (datasets or {}).get(e.name)) for i, e in enumerate(entries)]
     by_site: dict[str, deque[_File]] = {}
     for f in files:
         by_site.setdefault(f.site, deque()).append(f)
@@ -343,10 +368,12 @@ def transfer(client: Client, entries: Sequence[FileEntry], tier: DiskTier, *, jo
 def stage_file(client: Client, entry: FileEntry, tier: DiskTier, *, streams: int = 4,
                retries: int = 3, backoff: float = 1.0,
                on_bytes: Callable[[int], None] | None = None,
-               cancel: threading.Event | None = None) -> FileResult:
+               cancel: threading.Event | None = None,
+               dataset: str | None = None) -> FileResult:
     """Stage one file into ``tier``; never raises for a storage problem (see ``.error``)."""
     return transfer(client, [entry], tier, jobs=1, streams=streams, retries=retries,
-                    backoff=backoff, on_bytes=on_bytes, cancel=cancel)[0]
+                    backoff=backoff, on_bytes=on_bytes, cancel=cancel,
+                    datasets={entry.name: dataset} if dataset else None)[0]
 
 
 def _whole_adler32(tier: DiskTier, ident: Identity) -> str:
