@@ -21,6 +21,7 @@ catch ``FileNotFoundError``, ``PermissionError``, ``TimeoutError``, ``OSError``)
     │   └── ReplicasExhaustedError                     every replica was tried; lists the attempts
     │       ├── NoReplicaFoundError (FileNotFoundError) ... and none of them had the file
     │       ├── ReplicasDeniedError (PermissionError)  ... and every one refused our credentials
+    │       ├── ReplicasTimedOutError (TimeoutError)   ... and every one timed out
     │       └── NotAFileError       (IsADirectoryError) ... and each of them is a folder
     ├── ChecksumMismatchError       (OSError)          bytes that do not match their adler32
 ├── UsageError                  (ValueError)       a request that cannot be done as asked
@@ -52,6 +53,7 @@ __all__ = [
     "NotAFileError",
     "ReplicasDeniedError",
     "ReplicasExhaustedError",
+    "ReplicasTimedOutError",
     "ServiceUnavailableError",
     "StorageError",
     "StorageExistsError",
@@ -253,6 +255,12 @@ class ReplicasDeniedError(ReplicasExhaustedError, StoragePermissionError):
     exit_code = 4
 
 
+class ReplicasTimedOutError(ReplicasExhaustedError, TimeoutError):
+    """Every replica timed out: the file may well exist; a longer timeout may do."""
+
+    exit_code = 5
+
+
 class NotAFileError(ReplicasExhaustedError, IsADirectoryError):
     """Every replica of a name is a folder: it cannot be read as a file."""
 
@@ -265,14 +273,16 @@ class NotAFileError(ReplicasExhaustedError, IsADirectoryError):
 
 
 def exhausted(name: str, attempts: Sequence[Attempt], what: str = "open") -> ReplicasExhaustedError:
-    """The right 'all replicas failed' error: not-found, denied or not-a-file if every replica
-    said so."""
+    """The right 'all replicas failed' error: not-found, denied, not-a-file or timed-out if
+    every replica said so."""
     if attempts and all(isinstance(a.error, FileNotFoundError) for a in attempts):
         return NoReplicaFoundError(name, attempts, what)
     if attempts and all(isinstance(a.error, PermissionError) for a in attempts):
         return ReplicasDeniedError(name, attempts, what)
     if attempts and all(isinstance(a.error, IsADirectoryError) for a in attempts):
         return NotAFileError(name, attempts, what)
+    if attempts and all(isinstance(a.error, TimeoutError) for a in attempts):
+        return ReplicasTimedOutError(name, attempts, what)
     return ReplicasExhaustedError(name, attempts, what)
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 from ..known import lookup, lookup_all
 from .args import at_least_one, dask_address, duration
 from .base import Command, client, json_option, name_argument
-from .output import Bytes, human_bytes, note, print_json, print_table
+from .output import Bytes, error, human_bytes, note, print_json, print_table
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -69,7 +68,7 @@ def _stage(args: argparse.Namespace) -> int:
                  f"{d['failed']}: {d['bytes_fetched']} bytes ({human_bytes(d['bytes_fetched'])}"
                  f") in {summary.seconds:.1f} s{rate}")
             for f in summary.failed:
-                print(f"htpdata: error: {f.name}: {f.error}", file=sys.stderr)
+                error(f"{f.name}: {f.error}")
     if args.dry_run:
         return 0 if summary.plan.fits else 9
     return 0 if summary.ok else 1

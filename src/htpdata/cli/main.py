@@ -20,7 +20,7 @@ from .._redact import install_filter, redact
 from ..errors import HtpdataError
 from .args import common_options
 from .commands import COMMANDS, Command
-from .output import configure
+from .output import configure, error
 
 __all__ = ["EXIT_INTERRUPTED", "build_parser", "main"]
 
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _fail(args: argparse.Namespace | None, message: str, code: int) -> int:
     if args is not None and args.debug:  # redacted: chained backend errors name request URLs
         print(redact(traceback.format_exc()), end="", file=sys.stderr)
-    print(f"htpdata: error: {message}", file=sys.stderr)
+    error(message)
     return code
 
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["Bytes", "configure", "console", "human_bytes", "note", "print_json", "print_table",
-           "write_atomically"]
+__all__ = ["Bytes", "configure", "console", "error", "human_bytes", "note", "print_json",
+           "print_table", "write_atomically"]
 
 
 class _Options:
@@ -55,6 +55,12 @@ def human_bytes(n: int | None) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{n} B"  # pragma: no cover
+
+
+def error(text: str) -> None:
+    """``htpdata: error: TEXT`` on standard error, always one line (a message from a library
+    underneath may hold newlines)."""
+    print(f"htpdata: error: {' '.join(text.split())}", file=sys.stderr)
 
 
 def note(text: str) -> None:

@@ -11,7 +11,7 @@ from ..errors import UnknownNamespaceError
 from ..known import lookup, lookup_all
 from .args import at_least_one
 from .base import Command, client, json_option, name_argument
-from .output import Bytes, note, print_json, print_table, write_atomically
+from .output import Bytes, error, note, print_json, print_table, write_atomically
 
 __all__ = ["CAT", "CP", "FILESET", "LS", "RESOLVE"]
 
@@ -127,7 +127,7 @@ def _cat_args(p: argparse.ArgumentParser, _: argparse.ArgumentParser) -> None:
 
 def _cat(args: argparse.Namespace) -> int:
     if args.start < 0 or (args.end is not None and args.end < args.start):
-        print("htpdata: error: need 0 <= --start <= --end", file=sys.stderr)
+        error("need 0 <= --start <= --end")
         return 2
     c = client()
     from ..known import check_local
@@ -187,8 +187,7 @@ def _cp(args: argparse.Namespace) -> int:
     entries = [f for k in lookup_all(c, args.names) for f in c.files(k.name)]
     if args.dest == "-":
         if len(entries) != 1:
-            print("htpdata: error: '-' (standard output) takes exactly one file",
-                  file=sys.stderr)
+            error("'-' (standard output) takes exactly one file")
             return 2
         r = copy_file(c, entries[0], "-", cache=args.cache, stdout=sys.stdout.buffer)
         sys.stdout.buffer.flush()
@@ -212,7 +211,7 @@ def _cp(args: argparse.Namespace) -> int:
                 note(f"copied {r.name} -> {r.dest} ({r.size} bytes, adler32 {r.adler32}, "
                      f"{check})")
             else:
-                print(f"htpdata: error: {r.error}", file=sys.stderr)
+                error(f"{r.error}")
     if not failed:
         return 0
     return failed[0].exit_code if len(results) == 1 else 1

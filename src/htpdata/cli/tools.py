@@ -7,7 +7,7 @@ import sys
 
 from .args import dask_address
 from .base import Command, client, json_option, name_argument
-from .output import print_json, print_table
+from .output import error, print_json, print_table
 
 __all__ = ["COMPLETION", "CONFIG", "CONVERT", "DEMO"]
 
@@ -41,7 +41,7 @@ def _convert(args: argparse.Namespace) -> int:
         print_table(f"converted to {args.format}", ["input", "derived name", "path"],
                     [[r["name"], r["derived"], r["path"]] for r in rows if "error" not in r])
         for r in failed:
-            print(f"htpdata: error: {r['error']}", file=sys.stderr)
+            error(f"{r['error']}")
     if len(rows) == 1 and failed:
         return 10
     return 1 if failed else 0
