@@ -216,4 +216,5 @@ def test_4_without_the_token(tmp_path: Path, token_origin: XRootDServer) -> None
     assert proc.returncode == 4, proc.stderr
     # (The XRootD client library itself may print a note about token security on stderr.)
     last = proc.stderr.decode().strip().splitlines()[-1]
-    assert last.startswith("htpdata: error: ") and "Permission" in last
+    assert last.startswith("htpdata: error: ")
+    assert "Permission" in last
