@@ -133,33 +133,57 @@ def _png_pixels(data: bytes) -> tuple[int, int, bytes]:
     return width, height, zlib.decompress(idat)
 
 
-def test_html_report_renders_in_chromium(filled: dict[str, object], tmp_path: Path) -> None:
+def _chromium(args: list[str], page: Path) -> subprocess.CompletedProcess[str]:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         if os.environ.get("HTPDATA_REQUIRE_SERVERS"):
             pytest.fail("chromium is not installed (Debian package chromium)")
         pytest.skip("chromium is not installed")
+    profile = tempfile.mkdtemp(prefix="htpdata-chromium-")
+    try:
+        return subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={profile}", "--enable-logging=stderr",
+             "--v=0", *args, page.as_uri()], capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_html_report_renders_in_chromium(filled: dict[str, object], tmp_path: Path) -> None:
+    """The page an operator opens: not blank, no console errors, and the answers are on it as
+    numbers: shares by user, hit ratio, what is hot, what goes next, which quota is over."""
+    from htpdata.reporting.quota import set_quota
+
     with htpdata.Client(**filled) as c:
-        page = to_html(build_report(c, by="user", refresh=True))
+        tier = c.cache.tier("shared")
+        set_quota(tier, "users", "alice", 100, 50)  # alice is over it
+        set_quota(tier, "users", "bob", 10**12, None)
+        report = build_report(c, by="user", refresh=True)
+        page = to_html(report)
+        totals = report.tier_totals()[0]
+        usage = report.tiers[0].usage
     assert "<script" not in page
     assert "http://" not in page
     assert "https://" not in page
     html_file = tmp_path / "report.html"
     html_file.write_text(page)
     shot = tmp_path / "shot.png"
-    profile = tempfile.mkdtemp(prefix="htpdata-chromium-")
-    try:
-        proc = subprocess.run(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", "--enable-logging=stderr",
-             "--v=0", "--window-size=1000,1400", f"--screenshot={shot}",
-             html_file.as_uri()], capture_output=True, text=True, timeout=120)
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
+    proc = _chromium(["--window-size=1000,1400", f"--screenshot={shot}"], html_file)
     assert shot.exists(), proc.stderr[-2000:]
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line]
     assert not console, console
     width, height, raw = _png_pixels(shot.read_bytes())
     assert (width, height) == (1000, 1400)
     assert len(set(raw[::7])) > 10, "the screenshot is blank"
+
+    dom = _chromium(["--dump-dom"], html_file).stdout
+    text = re.sub(r"<[^>]+>", " ", dom)
+    assert f"{totals['hit_ratio']:.1%}" in text  # the hit ratio, as a number
+    alice_share = usage["by_user"]["alice"] / usage["total"]
+    assert f"alice ({alice_share:.0%})" in text  # share of the volume by user
+    assert "quota(s) near or over their limit" in text
+    assert re.search(r"user\s+alice\s+[\d.]+ kB\s+50 B\s+100 B\s+[\d.]+%\s+OVER HARD", text), text
+    assert "test:/Test/All" in text  # what is hot
+    coldest = usage["coldest"][0]["name"]
+    assert coldest in text  # what goes next

@@ -11,7 +11,7 @@ from typing import Any
 
 from .collect import Report
 
-__all__ = ["to_csv", "to_html", "to_prometheus"]
+__all__ = ["quota_rows", "to_csv", "to_html", "to_prometheus"]
 
 
 def to_csv(report: Report) -> str:
@@ -70,6 +70,10 @@ def to_prometheus(report: Report) -> str:
         for src in ("memory", "local", "shared", "upstream"):
             lines.append(f'htpdata_cache_read_bytes_total{{tier="{tier}",source="{src}"}} '
                          f"{acc.get(src, 0)}")
+    lines += ["# HELP htpdata_cache_staged_bytes_total Bytes htpdata stage fetched into a tier.",
+              "# TYPE htpdata_cache_staged_bytes_total counter"]
+    for tier, acc in totals.items():
+        lines.append(f'htpdata_cache_staged_bytes_total{{tier="{tier}"}} {acc.get("staged", 0)}')
     return "\n".join(lines) + "\n"
 
 
@@ -133,35 +137,127 @@ def _columns(title: str, days: Sequence[tuple[str, float | None]]) -> str:
     return "".join(parts)
 
 
-def to_html(report: Report) -> str:
-    """One self-contained page: no scripts, no external assets, charts as inline SVG."""
-    when = dt.datetime.fromtimestamp(report.generated).strftime("%Y-%m-%d %H:%M")
-    sections = []
+NEAR = 0.8  # a quota is "near" from this share of its hard limit
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+                   for row in rows)
+    if not rows:
+        body = f'<tr><td colspan="{len(columns)}" class="none">none</td></tr>'
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def quota_rows(report: Report) -> list[dict[str, Any]]:
+    """Every quota of every tier with its use, sorted by how close it is to its hard limit
+    (pure): ``state`` is ``OVER HARD``, ``over soft``, ``near`` (past 80% of hard) or ``ok``."""
+    rows = []
     for t in report.tiers:
-        used = int(t.usage.get("total", 0))
-        size = f" of {_human(t.size)} ({used / t.size:.0%})" if t.size else ""
-        by_user = sorted(t.usage.get("by_user", {}).items(), key=lambda x: -x[1])
-        by_ds = sorted(t.usage.get("by_dataset", {}).items(), key=lambda x: -x[1])
-        days = [(d, _ratio(agg.get("totals", {}))) for d, agg in t.days.items()]
-        coldest = "".join(
-            f"<tr><td>{html.escape(str(c.get('name')))}</td><td>{_human(c.get('bytes', 0))}</td>"
-            f"<td>{html.escape(str(c.get('user')))}</td><td>"
-            f"{dt.datetime.fromtimestamp(c.get('last_access') or 0):%Y-%m-%d %H:%M}</td></tr>"
-            for c in t.usage.get("coldest", [])[:10])
-        sections.append(
-            f"<section><h2>{html.escape(t.name)} tier <small>{html.escape(t.root)}</small></h2>"
-            f"<p>{_human(used)}{size} in {t.usage.get('entries', 0)} files; "
-            f"{_human(t.usage.get('pinned', 0))} pinned.</p>"
-            f"{_bars('Usage by user', by_user)}{_bars('Usage by dataset', by_ds)}"
-            f"{_columns('Hit ratio per day (bytes served from cache / bytes read)', days)}"
-            f"<h3>Next to be evicted (coldest unpinned)</h3><table><tr><th>file</th>"
-            f"<th>size</th><th>owner</th><th>last access</th></tr>{coldest}</table></section>")
-    style = ("body{font-family:sans-serif;margin:2em;max-width:900px}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;"
-             "font-size:12px}small{color:#666;font-weight:normal}")
+        for kind in ("users", "groups"):
+            used_by = t.usage.get(f"by_{kind[:-1]}", {})
+            for who, q in t.quotas.get(kind, {}).items():
+                used = int(used_by.get(who, 0))
+                hard, soft = int(q.get("hard", 0)), int(q.get("soft", 0))
+                share = used / hard if hard else None
+                state = ("OVER HARD" if hard and used > hard else
+                         "over soft" if soft and used > soft else
+                         "near" if share is not None and share >= NEAR else "ok")
+                rows.append({"tier": t.name, "kind": kind[:-1], "name": who, "bytes": used,
+                             "soft": soft, "hard": hard, "share": share, "state": state})
+    return sorted(rows, key=lambda r: -(r["share"] or 0))
+
+
+def _hot(t: Any, key: str, n: int = 10) -> list[tuple[str, int, float | None]]:
+    """(name, bytes read, hit ratio) of the most read datasets or users of a tier's days."""
+    acc: dict[str, dict[str, int]] = {}
+    for day in t.days.values():
+        for who, c in day.get(f"by_{key}", {}).items():
+            row = acc.setdefault(who, {})
+            for k, v in c.items():
+                row[k] = row.get(k, 0) + int(v)
+    out = [(who, sum(c.get(k, 0) for k in ("memory", "local", "shared", "upstream")),
+            _ratio(c)) for who, c in acc.items()]
+    return sorted((x for x in out if x[1]), key=lambda x: -x[1])[:n]
+
+
+def _tier_section(report: Report, t: Any, tot: dict[str, Any]) -> str:
+    used = int(t.usage.get("total", 0))
+    size = f" of {_human(t.size)}" if t.size else ""
+    share = _pct(tot["share"]) if t.size else "no size set"
+    figures = [("held", f"{_human(used)}{size}"), ("share of the tier used", share),
+               ("files", str(tot["files"])), ("pinned", _human(tot["pinned"])),
+               ("hit ratio", _pct(tot["hit_ratio"])),
+               ("read from the cache", _human(tot["served"])),
+               ("fetched upstream by reads", _human(tot["upstream"])),
+               ("fetched by stages", _human(tot["staged"]))]
+    cards = "".join(f'<div class="card"><div class="num">{html.escape(v)}</div>'
+                    f'<div class="lbl">{html.escape(k)}</div></div>' for k, v in figures)
+    by_user = sorted(t.usage.get("by_user", {}).items(), key=lambda x: -x[1])
+    base = t.size or used or 1
+    shares = [(f"{who} ({b / base:.0%})", float(b)) for who, b in by_user]
+    by_ds = sorted(t.usage.get("by_dataset", {}).items(), key=lambda x: -x[1])
+    days = [(d, _ratio(agg.get("totals", {}))) for d, agg in t.days.items()]
+    hot_ds = _hot(t, "dataset")
+    hot_users = _hot(t, "user")
+    coldest = [[c.get("name"), _human(c.get("bytes", 0)), c.get("user"),
+                dt.datetime.fromtimestamp(c.get("last_access") or 0).strftime("%Y-%m-%d %H:%M")]
+               for c in t.usage.get("coldest", [])[:10]]
+    quotas = [[q["kind"], q["name"], _human(q["bytes"]), _human(q["soft"]), _human(q["hard"]),
+               _pct(q["share"]), q["state"]] for q in quota_rows(report) if q["tier"] == t.name]
+    per_day = [[d, _pct(r)] for d, r in days[-14:]]
+    users = [[who, _human(b), _pct(b / base), t.usage.get("files_by_user", {}).get(who, 0)]
+             for who, b in by_user[:15]]
+    parts = [
+        f'<section id="tier-{html.escape(t.name)}"><h2>{html.escape(t.name)} tier '
+        f'<small>{html.escape(t.root)}</small></h2><div class="cards">{cards}</div>',
+        "<h3>Who uses the volume</h3>", _bars("Share of the tier by user", shares),
+        _table(["user", "held", "share of the tier", "files"], users),
+        "<h3>Quotas, nearest to their limit first</h3>",
+        _table(["kind", "who", "using", "soft", "hard", "of hard", "state"], quotas),
+        "<h3>What is hot (bytes read)</h3>",
+        _table(["dataset", "bytes read", "hit ratio"],
+               [[d, _human(b), _pct(r)] for d, b, r in hot_ds]),
+        _table(["user", "bytes read", "hit ratio"],
+               [[u, _human(b), _pct(r)] for u, b, r in hot_users]),
+        _bars("Held by dataset", by_ds),
+        "<h3>Hit ratio per day</h3>",
+        _columns("Hit ratio per day (bytes served from cache / bytes read)", days),
+        _table(["day", "hit ratio"], per_day),
+        "<h3>What goes next (coldest unpinned, evicted first)</h3>",
+        _table(["file", "size", "owner", "last access"], coldest), "</section>"]
+    return "".join(parts)
+
+
+def to_html(report: Report) -> str:
+    """One self-contained page (no scripts, no external assets, charts as inline SVG) that
+    answers an operator's questions at a glance: how full each tier is and its hit ratio, who
+    uses it, which quotas are near or over, what is hot, what goes next."""
+    when = dt.datetime.fromtimestamp(report.generated).strftime("%Y-%m-%d %H:%M")
+    totals = {t["tier"]: t for t in report.tier_totals()}
+    alerts = [q for q in quota_rows(report) if q["state"] != "ok"]
+    alert = (f'<p class="alert">{len(alerts)} quota(s) near or over their limit: '
+             + ", ".join(html.escape(f"{q['kind']} {q['name']} ({q['tier']}): {q['state']}, "
+                                     f"{_pct(q['share'])} of hard") for q in alerts[:5])
+             + "</p>") if alerts else ""
+    sections = "".join(_tier_section(report, t, totals[t.name]) for t in report.tiers)
+    style = ("body{font-family:sans-serif;margin:2em;max-width:960px;color:#222}"
+             "table{border-collapse:collapse;margin:.5em 0 1em}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px;text-align:left}"
+             "small{color:#666;font-weight:normal}.none{color:#888}"
+             ".cards{display:flex;flex-wrap:wrap;gap:8px}.card{border:1px solid #ccc;"
+             "border-radius:4px;padding:6px 10px;min-width:120px}.num{font-size:20px;"
+             "font-weight:bold}.lbl{font-size:11px;color:#555}"
+             ".alert{background:#fde8e8;border:1px solid #c00;padding:6px 10px}")
+    since = (f"; traffic since {dt.datetime.fromtimestamp(report.since):%Y-%m-%d}"
+             if report.since else "")
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>htpdata cache report</title><style>{style}</style></head><body>"
-            f"<h1>htpdata cache report</h1><p>Generated {when}.</p>{''.join(sections)}"
+            f"<h1>htpdata cache report</h1><p>Generated {when}{since}.</p>{alert}{sections}"
             f"</body></html>")
 
 
