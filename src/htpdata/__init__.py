@@ -72,6 +72,7 @@ __all__ = [
     "UnknownNamespaceError",
     "__version__",
     "arrays",
+    "cache_info",
     "cat",
     "converted",
     "default_client",
@@ -121,6 +122,14 @@ def report(by: str = "user", since: float | str | None = None, refresh: bool = F
     if isinstance(since, str):
         since = time.time() - parse_duration(since)
     return build_report(default_client(), by=by, since=since, refresh=refresh)
+
+
+def cache_info(name: str | Name) -> Any:
+    """What each cache tier holds of a file (a :class:`~htpdata.reporting.held.CacheInfo`:
+    ``.tiers``, ``.as_dict()``, an HTML table in a notebook). No storage I/O."""
+    from .reporting.held import cache_info as _cache_info
+
+    return _cache_info(default_client(), name)
 
 
 def converted(name: str | Name, format: str = "parquet",
