@@ -126,3 +126,29 @@ def test_convert_on_a_dask_cluster(catalog_dir: Path, tmp_path: Path,
         rows = convert_many(["test:/Test/All"], "parquet", "*", client=c, dask=dask_client)
         assert len(rows) == len(TEST_FILES)
         assert all("path" in r and Path(r["path"]).exists() for r in rows), rows
+
+
+@pytest.mark.xrootd
+def test_convert_names_its_inputs_and_a_derived_name_to_pass_on(catalog_dir: Path,
+                                                                tmp_path: Path) -> None:
+    """Each output says which input it came from, and its derived name finds the copy for
+    someone else sharing the tier (no source, columns or format needed)."""
+    nano = next(n for n in TEST_FILES if n.startswith("nanoAOD"))
+    shared = tmp_path / "shared"
+    env = {**os.environ, "HTPDATA_CACHE_LOCAL_DIR": "off", "HTPDATA_CACHE_SHARED_DIR": str(shared)}
+    proc = subprocess.run([sys.executable, "-m", "htpdata", "convert", f"test:/store/test/{nano}",
+                           "--columns", "Muon_pt"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    header, row = proc.stdout.splitlines()
+    assert header.split("\t") == ["input", "derived name", "path"]
+    source, derived, path = row.split("\t")
+    assert source == f"test:/store/test/{nano}"
+    assert derived.startswith("derived:parquet:")
+    with htpdata.Client(cache={"local_dir": "off", "shared_dir": str(shared)}) as c:
+        assert str(converted(derived, client=c)) == path
+        with pytest.raises(ConversionError, match="not a derived name"):
+            converted("derived:nope", client=c)
+        c.cache.clear()
+        with pytest.raises(ConversionError, match="no tier holds it"):
+            converted(derived, client=c)

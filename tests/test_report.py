@@ -187,3 +187,32 @@ def test_html_report_renders_in_chromium(filled: dict[str, object], tmp_path: Pa
     assert "test:/Test/All" in text  # what is hot
     coldest = usage["coldest"][0]["name"]
     assert coldest in text  # what goes next
+
+
+def test_staged_bytes_and_a_dataset_staged_by_name(tmp_path: Path, origin: object) -> None:
+    """A dataset staged by name is one row of `report --by dataset`, even when another dataset
+    lists the same files; its bytes are in the traffic figures as staged, not as reads."""
+    from .conftest import TESTDATA, catalog_text
+
+    text = catalog_text([("SITE_A", origin, 1)])  # type: ignore[list-item]
+    files = text[text.index('[datasets."/Test/All"]'):].split("files = [", 1)[1]
+    text += f'\n[datasets."/Test/Also"]\nnamespace = "test"\nfiles = [{files}'  # same files
+    cat = tmp_path / "t.toml"
+    cat.write_text(text)
+    settings = {"catalogs": {"path": [str(cat)]},
+                "auth": {"ca_file": str(origin.cert)},  # type: ignore[attr-defined]
+                "cache": {"local_dir": "off", "shared_dir": str(tmp_path / "shared")}}
+    total = sum((TESTDATA / n).stat().st_size for n in TEST_FILES)
+    with htpdata.Client(**settings) as c:
+        assert c.resolver.dataset_of(f"test:/store/test/{TEST_FILES[0]}") == "test:/Test/Also"
+        assert htpdata.stage("test:/Test/All", client=c).ok
+        rows = build_report(c, by="dataset", refresh=True).records()
+        assert [r["dataset"] for r in rows] == ["test:/Test/All"]
+        (row,) = rows
+        assert row["files"] == len(TEST_FILES)
+        assert row["bytes"] == total
+        assert row["staged"] == total
+        assert row["upstream"] == 0
+        assert row["hit_ratio"] is None  # nothing was read yet: staging is not a read
+        (tier,) = build_report(c).tier_totals()
+        assert tier["staged"] == total
