@@ -78,8 +78,8 @@ class Client:
     def fileset(self, *datasets: str | Name, tree: str | None = None) -> dict[str, Any]:
         """The mapping coffea and ``uproot.dask`` expect, with ``htpdata://`` URLs so their
         reads go through the cache: ``{dataset: {"files": {url: tree}}}``; the tree is the one
-        the files have (see :mod:`htpdata.fileset`)."""
-        from .fileset import make_fileset
+        the files have (see :mod:`htpdata.filesets`)."""
+        from .filesets import make_fileset
 
         return make_fileset(self, datasets, tree)
 

@@ -5,8 +5,10 @@ Commands that take names (``resolve``, ``ls``, ``fileset``, ``pin``, ``unpin``, 
 you mean demo:/Demo/DiLepton/SIM?" (exit 3) instead of an entry for a file that does not exist.
 
 A name is known when it is a catalog dataset (or a prefix of some), a file a catalog lists, a
-DID Rucio knows, a file the cache holds, or a file or folder that storage says exists (one stat
-of its replicas, with failover; names the catalogs know cost no storage I/O). A bare word that
+DID Rucio knows, a file the cache holds, or a file or folder that storage does not deny (one
+stat of its replicas, with failover; names the catalogs know cost no storage I/O). Only a
+definite "not found" from every replica makes a name unknown: storage that cannot answer (down,
+no credential on this machine) is left for the command itself to meet. A bare word that
 is no local path but is a namespace (``htpdata ls demo``) is taken for a missing colon.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -142,7 +145,9 @@ def lookup(client: Client, text: str | Name, *, cache_ok: bool = True) -> Known:
         raise NameNotFoundError(str(n), f"{_reason(exc)}{did_you_mean(near)}") from None
     except StorageError as exc:
         if not isinstance(exc, FileNotFoundError):
-            raise  # storage could not say: that is not "unknown"
+            # Storage could not say (down, no credential here): not "unknown". What the
+            # command does next meets the same error and reports it.
+            return Known(n, "file")
         near = _catalog_near(client, n) if isinstance(n, LogicalName) else []
         what = ("no dataset or catalog file by this name, and no replica has such a file"
                 if isinstance(n, LogicalName) else "no such file or folder")
@@ -157,6 +162,12 @@ def _reason(exc: NameNotFoundError) -> str:
 
 def lookup_all(client: Client, names: Iterable[str | Name], *,
                cache_ok: bool = True) -> list[Known]:
-    """:func:`lookup` of each name; the first unknown one raises."""
-    return [lookup(client, n, cache_ok=cache_ok) for n in names]
+    """:func:`lookup` of each name, up to 16 at once (each may cost a stat); the first
+    unknown one, in the order given, raises."""
+    todo = list(names)
+    if len(todo) <= 1:
+        return [lookup(client, n, cache_ok=cache_ok) for n in todo]
+    with ThreadPoolExecutor(min(16, len(todo)), thread_name_prefix="htpdata-lookup") as pool:
+        futures = [pool.submit(lookup, client, n, cache_ok=cache_ok) for n in todo]
+        return [f.result() for f in futures]
 
