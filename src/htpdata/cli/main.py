@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import sys
+import textwrap
 import traceback
 from collections.abc import Sequence
 
@@ -39,13 +40,15 @@ examples:
 Names: cms:/store/..., rucio:SCOPE:NAME, root://host//path, davs://..., https://...,
 file:// or a local path. Exit codes: 0 ok, 1 other, 2 usage or invalid name, 3 not found,
 4 permission, 5 timeout, 6 unavailable, 7 catalog or config, 8 checksum, 9 stage refused,
-10 conversion, 130 interrupted (docs/errors.md). Shell completion: htpdata completion --help.
+10 conversion, 50 cp cannot write its destination, 130 interrupted (docs/errors.md).
+Shell completion: htpdata completion --help.
 """
 
 
 def _add(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, cmd: Command,
          common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(name, help=cmd.help, description=cmd.description or cmd.help,
+    description = textwrap.fill(cmd.description or cmd.help, 88)
+    p = sub.add_parser(name, help=cmd.help, description=description,
                        epilog=cmd.epilog(), parents=[common],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     cmd.configure(p, common)
@@ -56,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="htpdata", parents=[common], epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Read WLCG data by logical name, through catalogs and replicas, over "
+        description="Read WLCG data by logical name, through catalogs and replicas, over\n"
                     "XRootD and WebDAV, with a tiered cache.")
     parser.add_argument("--version", action="version", version=f"htpdata {__version__}",
                         help="print the version and exit")
