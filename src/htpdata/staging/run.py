@@ -37,11 +37,13 @@ class StageRefusedError(HtpdataError, OSError):
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in ``7d``, ``12h``, ``30m``, ``90s`` or a plain number of seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([smhdw]?)\s*", text)
+    """Seconds in ``7d``, ``12h``, ``30m``, ``90s``, ``2w``, ``1y`` (365 days) or a plain
+    number of seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([smhdwy]?)\s*", text)
     if m is None:
-        raise ValueError(f"expected a duration such as 7d, 12h or 30m, got {text!r}")
-    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}[m.group(2)]
+        raise ValueError(f"expected a duration such as 7d, 12h, 30m or 1y, got {text!r}")
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400,
+            "y": 365 * 86400}[m.group(2)]
     return float(m.group(1)) * unit
 
 
