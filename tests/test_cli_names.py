@@ -13,7 +13,7 @@ import pytest
 
 import htpdata
 from htpdata.errors import NameNotFoundError, UnknownNamespaceError, UsageError
-from htpdata.fileset import choose_tree
+from htpdata.filesets import choose_tree
 from htpdata.known import lookup, suggest
 from htpdata.testing import XRootDServer
 

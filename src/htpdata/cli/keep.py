@@ -110,7 +110,7 @@ def _identities(c: Client, names: list[str]) -> list[tuple[str, int, str | None]
 def _pin_args(p: argparse.ArgumentParser, _: argparse.ArgumentParser) -> None:
     name_argument(p, "names", "files or datasets", many=True)
     p.add_argument("--for", dest="duration", type=duration, default=7 * 86400.0,
-                   metavar="DURATION", help="how long: e.g. 12h, 7d, 2w (default 7d)")
+                   metavar="DURATION", help="how long: e.g. 12h, 7d, 2w, 1y (default 7d)")
     json_option(p, "the pinned files and the time the pin ends")
 
 
