@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,26 +83,36 @@ def one_line(proc: subprocess.CompletedProcess[bytes]) -> str:
     return err
 
 
+class Silent(int):
+    """The port of a server that accepts and never answers; ``connected`` is set at the first
+    connection (so a test knows a client is waiting on it)."""
+
+    connected: threading.Event
+
+
 @pytest.fixture
-def silent_port() -> Iterator[int]:
+def silent_port() -> Iterator[Silent]:
     """A real TCP server that accepts connections and never answers."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(64)
     conns: list[socket.socket] = []
     stop = threading.Event()
+    port = Silent(srv.getsockname()[1])
+    port.connected = threading.Event()
 
     def accept() -> None:
         srv.settimeout(0.2)
         while not stop.is_set():
             try:
                 conns.append(srv.accept()[0])
+                port.connected.set()
             except OSError:
                 continue
 
     t = threading.Thread(target=accept, daemon=True)
     t.start()
-    yield srv.getsockname()[1]
+    yield port
     stop.set()
     t.join()
     for c in conns:
@@ -138,7 +147,7 @@ def test_0_1_2_6_7(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("scheme", ["root", "http"])
-def test_5_when_every_replica_timed_out(tmp_path: Path, silent_port: int, scheme: str) -> None:
+def test_5_when_every_replica_timed_out(tmp_path: Path, silent_port: Silent, scheme: str) -> None:
     proc = run("cat", "x:/store/f.root",
                env=_catalog(tmp_path, scheme, f"{scheme}://localhost:{silent_port}/"))
     assert proc.returncode == 5, proc.stderr
@@ -153,12 +162,12 @@ def test_debug_keeps_the_exit_code(tmp_path: Path) -> None:
     assert debug.stderr.decode().strip().splitlines()[-1] == plain.stderr.decode().strip()
 
 
-def test_130_on_ctrl_c(tmp_path: Path, silent_port: int) -> None:
+def test_130_on_ctrl_c(tmp_path: Path, silent_port: Silent) -> None:
     env = {**os.environ, **_catalog(tmp_path, "http", f"http://localhost:{silent_port}/"),
            "HTPDATA_TIMEOUTS_READ": "60"}
     with subprocess.Popen([sys.executable, "-m", "htpdata", "cat", "x:/store/f.root"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env) as proc:
-        time.sleep(1.5)  # started and waiting on the silent server (a timing-free check below)
+        assert silent_port.connected.wait(60)  # htpdata is up and waiting on the server
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
