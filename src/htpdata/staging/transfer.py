@@ -73,6 +73,7 @@ def _problem(exc: Exception, tier: DiskTier) -> str | None:
     that is a bug."""
     if isinstance(exc, ReplicasExhaustedError):
         what = ("not found" if isinstance(exc, FileNotFoundError) else
+                "permission denied" if isinstance(exc, PermissionError) else
                 f"all {len(exc.attempts)} replica(s) failed")
         return f"{what} [{'; '.join(a.describe() for a in exc.attempts)}]"
     if isinstance(exc, HtpdataError):
