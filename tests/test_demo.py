@@ -40,7 +40,8 @@ def test_demo_runs() -> None:
 
 
 def test_another_shell_uses_the_running_demo() -> None:
-    """What `htpdata demo --keep-running` prints is all a second shell needs, HTTPS included."""
+    """What `htpdata demo --keep-running` prints is all a second shell needs, HTTPS included;
+    SIGTERM stops it and its origin."""
     from .conftest import _need_xrootd
 
     _need_xrootd()
@@ -79,7 +80,7 @@ def _use(demo: subprocess.Popen[str]) -> None:
         assert got.returncode == 0, got.stderr
         assert len(got.stdout) == 217945
     finally:
-        demo.send_signal(signal.SIGINT)
+        demo.send_signal(signal.SIGTERM)
         try:
             demo.wait(timeout=30)
         except subprocess.TimeoutExpired:  # pragma: no cover

@@ -165,8 +165,11 @@ def test_debug_keeps_the_exit_code(tmp_path: Path) -> None:
 def test_130_on_ctrl_c(tmp_path: Path, silent_port: Silent) -> None:
     env = {**os.environ, **_catalog(tmp_path, "http", f"http://localhost:{silent_port}/"),
            "HTPDATA_TIMEOUTS_READ": "60"}
+    # The default SIGINT disposition, even if this run's own SIGINT is ignored (a background
+    # job): Python then turns Ctrl-C into KeyboardInterrupt, as in a terminal.
     with subprocess.Popen([sys.executable, "-m", "htpdata", "cat", "x:/store/f.root"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env) as proc:
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as proc:
         assert silent_port.connected.wait(60)  # htpdata is up and waiting on the server
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)

@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -75,6 +76,22 @@ def _another_shell(server: XRootDServer, cache: dict[str, str]) -> dict[str, str
             "HTPDATA_CACHE_SHARED_DIR": cache["shared_dir"]}
 
 
+def _wait_for_stop() -> None:
+    """Until Ctrl-C or SIGTERM (a service manager, ``kill``, a background job whose SIGINT the
+    shell ignores): either way the origin is stopped on the way out."""
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def run_demo(keep_running: bool = False, as_json: bool = False) -> int:
     out = _Out(as_json)
     result: dict[str, Any] = {"ok": False}
@@ -88,11 +105,7 @@ def run_demo(keep_running: bool = False, as_json: bool = False) -> int:
         if as_json:
             print(json.dumps(result, indent=2, default=str), flush=True)
         if code == 0 and keep_running:
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
+            _wait_for_stop()
     return code
 
 
