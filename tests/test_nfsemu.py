@@ -1,8 +1,8 @@
 """The network-filesystem emulator (htpdata.testing.nfsemu) and the syscall counter.
 
 Real FUSE mounts: skipped with the reason when /dev/fuse, fusermount3 or pyfuse3 is missing and
-HTPDATA_REQUIRE_SERVERS is unset, a failure when it is set (CI). The tests with a second Unix
-user run only as root; they create the user ``htpnfs1`` once and reuse it.
+HTPDATA_REQUIRE_SERVERS is unset, a failure when it is set (CI). The tests with other Unix
+users run only as root, with the tenants of :mod:`htpdata.testing.users`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import grp
 import os
 import pwd
 import shutil
@@ -33,8 +34,7 @@ from htpdata.testing.nfsemu import (
     unavailable_reason,
 )
 from htpdata.testing.syscount import count_syscalls, parse_trace, strace_available
-
-TEST_USER = "htpnfs1"
+from htpdata.testing.users import GROUP, ensure_users, make_shared_tier
 
 
 def _need(reason: str | None) -> None:
@@ -60,22 +60,16 @@ def emu(backing: Path) -> Iterator[NfsEmulator]:
         yield e
 
 
-def _user() -> pwd.struct_passwd:
-    """A second real Unix user (created once, reused), or a skip when not root."""
+def _users() -> dict[str, pwd.struct_passwd]:
+    """The tenants of htpdata.testing.users (created once, reused), or a skip when not root."""
     if os.geteuid() != 0:
-        pytest.skip("needs root to run commands as another Unix user")
-    try:
-        return pwd.getpwnam(TEST_USER)
-    except KeyError:
-        subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", TEST_USER], check=False,
-                       capture_output=True)  # may race with another run creating it
-        return pwd.getpwnam(TEST_USER)
+        pytest.skip("needs root to run commands as other Unix users")
+    return ensure_users()
 
 
-def _as_user(code: str) -> subprocess.CompletedProcess[str]:
-    """Run Python ``code`` as the test user (Debian's Python: readable by every user)."""
-    user = _user()
-    return subprocess.run(["runuser", "-u", user.pw_name, "--", "/usr/bin/python3", "-c",
+def _as_user(user: str, code: str) -> subprocess.CompletedProcess[str]:
+    """Run Python ``code`` as ``user`` (Debian's Python: every user may run it)."""
+    return subprocess.run(["runuser", "-u", user, "--", "/usr/bin/python3", "-c",
                            textwrap.dedent(code)], capture_output=True, text=True, timeout=60,
                           check=False)
 
@@ -278,41 +272,55 @@ def test_mode_follows_the_callers_umask_and_setgid_folders(emu: NfsEmulator,
 
 
 @pytest.mark.fuse
-def test_another_users_files_are_theirs_and_the_kernel_enforces_permissions(
+def test_other_users_files_are_theirs_and_the_kernel_enforces_permissions(
         emu: NfsEmulator, backing: Path) -> None:
-    user = _user()
+    users = _users()
+    alice = users["htpalice"]
+    cms = grp.getgrnam(GROUP).gr_gid
     a, b = emu.mounts
+    make_shared_tier(a / "tier")  # htpcache:htpcms 3775, made through node 0
     (a / "roots").write_text("root's")
     os.chmod(a / "roots", 0o644)
-    os.mkdir(a / "group", 0o2777)
-    os.chown(a / "group", 0, 100)  # setgid folder of group 100 ("users")
-    os.chmod(a / "group", 0o2777)
-    r = _as_user(f"""
-        import os, errno
+    r = _as_user("htpalice", f"""
+        import os
         os.umask(0o022)
-        open('{a}/mine', 'w').write('u')
-        os.mkdir('{b}/group/sub')
-        open('{a}/group/f', 'w').close()
-        os.symlink('mine', '{a}/ln')
-        for what, call in [('unlink', lambda: os.unlink('{b}/roots')),
-                           ('write', lambda: open('{a}/roots', 'a')),
-                           ('chmod', lambda: os.chmod('{b}/roots', 0o666))]:
+        open('{a}/tier/mine', 'w').write('alice')
+        os.mkdir('{b}/tier/sub')
+        os.symlink('mine', '{a}/tier/ln')
+        open('{b}/private', 'w').write('alice, group from her primary group')
+    """)
+    assert r.returncode == 0, r.stderr
+    for name, gid in [("tier/mine", cms), ("tier/sub", cms), ("tier/ln", cms),
+                      ("private", alice.pw_gid)]:
+        st = os.lstat(backing / name)
+        assert (st.st_uid, st.st_gid) == (alice.pw_uid, gid), name
+    assert os.stat(backing / "tier" / "sub").st_mode & 0o2000  # setgid is inherited
+    assert oct(os.stat(backing / "tier" / "mine").st_mode & 0o777) == "0o644"
+
+    probe = textwrap.dedent("""
+        import os, errno
+        for what, call in CALLS:
             try:
                 call()
                 print(what, 'allowed')
             except OSError as e:
                 print(what, errno.errorcode[e.errno])
-        print('owner', os.stat('{b}/mine').st_uid)
     """)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split("\n")[:4] == ["unlink EPERM", "write EACCES", "chmod EPERM",
-                                        f"owner {user.pw_uid}"]
-    for name, gid in [("mine", user.pw_gid), ("ln", user.pw_gid), ("group/sub", 100),
-                      ("group/f", 100)]:
-        st = os.lstat(backing / name)
-        assert (st.st_uid, st.st_gid) == (user.pw_uid, gid), name
-    assert os.stat(backing / "group" / "sub").st_mode & 0o2000
-    assert oct(os.stat(backing / "mine").st_mode & 0o777) == "0o644"
+    mallory = _as_user("htpmallory", probe.replace("CALLS", f"""[
+        ('unlink', lambda: os.unlink('{b}/tier/mine')),            # sticky: not hers
+        ('replace', lambda: os.rename('{b}/tier/sub', '{b}/x')),   # nor this
+        ('write', lambda: open('{a}/tier/mine', 'a')),             # 0644, not hers
+        ('chmod', lambda: os.chmod('{b}/roots', 0o666)),
+        ('create', lambda: open('{a}/tier/mallorys', 'w').close()),  # group-writable tier
+    ]"""))
+    assert mallory.stdout.split() == ["unlink", "EPERM", "replace", "EPERM", "write", "EACCES",
+                                      "chmod", "EPERM", "create", "allowed"], mallory.stderr
+    outsider = _as_user("htpeve", probe.replace("CALLS", f"""[
+        ('create', lambda: open('{a}/tier/eves', 'w').close()),  # not in htpcms
+    ]"""))
+    assert outsider.stdout.split() == ["create", "EACCES"], outsider.stderr
+    assert os.stat(b / "tier" / "mine").st_uid == alice.pw_uid  # the other node agrees
+    assert not (backing / "tier" / "eves").exists()
 
 
 # -- caches and consistency ----------------------------------------------------------------
