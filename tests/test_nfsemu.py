@@ -534,6 +534,19 @@ def test_parse_trace_counts_kinds_and_follows_files_through_renames() -> None:
     assert counts.metadata == 12
 
 
+def test_parse_trace_counts_only_the_calls_in_a_window() -> None:
+    trace = [
+        '7 100.5 newfstatat(AT_FDCWD</t>, "a", 0x1, 0) = -1 ENOENT (No such file or directory)',
+        '7 101.0 openat(AT_FDCWD</t>, "a", O_WRONLY|O_CREAT|O_EXCL, 0600 <unfinished ...>',
+        '8 101.2 getdents64(3</t>, 0x55 /* 2 entries */, 32768) = 48',
+        '7 101.5 <... openat resumed>) = 4</t/a>',
+        '7 103.0 unlinkat(AT_FDCWD</t>, "a", 0) = 0',
+    ]
+    counts = parse_trace(trace, ["/t"], since=101.1, until=102.0)
+    assert counts.kinds == {"listdir": 1, "open_create": 1}
+    assert counts.files_transient == 1  # files are followed through the whole trace
+
+
 def test_count_syscalls_runs_a_command_under_strace(tmp_path: Path) -> None:
     _need(strace_available())
     work = tmp_path / "tier"

@@ -32,8 +32,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["KINDS", "SYSCALLS", "SyscallCounts", "count_syscalls", "parse_trace",
-           "strace_available"]
+__all__ = ["KINDS", "SYSCALLS", "SyscallCounts", "count_syscalls", "parse_trace", "snapshot",
+           "strace_argv", "strace_available"]
 
 # syscall -> kind ("open" is split into open_create / open by the O_CREAT flag)
 SYSCALLS: Mapping[str, str] = {
@@ -71,6 +71,7 @@ class SyscallCounts:
     returncode: int = 0
     elapsed: float = 0.0
     lasting_paths: tuple[str, ...] = ()
+    stdout: str = ""  # what the command printed (count_syscalls)
 
     @property
     def metadata(self) -> int:
@@ -99,9 +100,12 @@ def strace_available() -> str | None:
 
 
 # -- parsing -------------------------------------------------------------------------------
-_LINE = re.compile(r"^(?P<pid>\d+)\s+(?P<name>[a-z0-9_]+)\((?P<args>.*)\)\s+=\s+(?P<ret>.*)$")
-_UNFINISHED = re.compile(r"^(?P<pid>\d+)\s+(?P<head>.*)\s+<unfinished \.\.\.>$")
-_RESUMED = re.compile(r"^(?P<pid>\d+)\s+<\.\.\. (?P<name>[a-z0-9_]+) resumed>(?P<rest>.*)$")
+_TS = r"(?:(?P<ts>\d+\.\d+)\s+)?"  # strace -ttt: seconds since the epoch
+_LINE = re.compile(rf"^(?P<pid>\d+)\s+{_TS}(?P<name>[a-z0-9_]+)\((?P<args>.*)\)\s+=\s+"
+                   r"(?P<ret>.*)$")
+_UNFINISHED = re.compile(rf"^(?P<pid>\d+)\s+{_TS}(?P<head>.*)\s+<unfinished \.\.\.>$")
+_RESUMED = re.compile(rf"^(?P<pid>\d+)\s+{_TS}<\.\.\. (?P<name>[a-z0-9_]+) resumed>"
+                      r"(?P<rest>.*)$")
 # one argument: a quoted string, a descriptor with its path (3</x> or AT_FDCWD</x>), or other
 _STRING = r'"(?:[^"\\]|\\.)*"'
 _FDPATH = r"(?:-?\d+|AT_FDCWD)<(?:[^>\\]|\\.)*>"
@@ -199,12 +203,15 @@ class _Files:
 
 
 def parse_trace(lines: Iterable[str], folders: Sequence[str | Path],
-                existing: Iterable[str] = (), cwd: str | None = None) -> SyscallCounts:
+                existing: Iterable[str] = (), cwd: str | None = None, *,
+                since: float | None = None, until: float | None = None) -> SyscallCounts:
     """Counts from ``strace -f -y`` output lines for calls under ``folders``.
 
     ``existing`` holds the paths present under the folders before the run (so an O_CREAT open
     of one of them is not a creation); ``cwd`` is the command's working folder, for the old
-    path calls whose relative paths strace does not annotate.
+    path calls whose relative paths strace does not annotate. With ``since``/``until`` (epoch
+    seconds; the trace needs ``strace -ttt``, see :func:`strace_argv`) only the calls that
+    completed in that window are counted; files are still followed through the whole trace.
     """
     roots = sorted({os.path.normpath(str(f)) for f in folders}
                    | {os.path.realpath(str(f)) for f in folders})
@@ -230,7 +237,7 @@ def parse_trace(lines: Iterable[str], folders: Sequence[str | Path],
             head = pending.pop(m_re["pid"], None)
             if head is None:
                 continue
-            line = f"{m_re['pid']} {head}{m_re['rest']}"
+            line = f"{m_re['pid']} {m_re['ts'] or ''} {head}{m_re['rest']}"
         m = _LINE.match(line)
         if m is None:
             continue
@@ -262,6 +269,8 @@ def parse_trace(lines: Iterable[str], folders: Sequence[str | Path],
                 paths = [result]
         if not any(under(p) for p in paths):
             continue
+        ts = float(m["ts"]) if m["ts"] else None
+        counted = ts is None or ((since is None or ts >= since) and (until is None or ts <= until))
         if kind == "open":
             flags = args[2] if name in ("openat", "openat2") and len(args) > 2 else (
                 args[1] if len(args) > 1 else "")
@@ -269,10 +278,11 @@ def parse_trace(lines: Iterable[str], folders: Sequence[str | Path],
                 kind = "open_create"
         if kind == "unlink" and len(args) > 2 and "AT_REMOVEDIR" in args[2]:
             kind = "rmdir"
-        calls[name] += 1
-        kinds[kind] += 1
+        if counted:
+            calls[name] += 1
+            kinds[kind] += 1
+            failed += not ok
         if not ok:
-            failed += 1
             continue
         _apply(files, name, kind, paths, args, under)
 
@@ -347,6 +357,21 @@ def _snapshot(folders: Sequence[str | Path]) -> set[str]:
     return seen
 
 
+def snapshot(folders: Sequence[str | Path]) -> set[str]:
+    """Every path under ``folders`` now: what :func:`parse_trace` takes as ``existing``."""
+    return _snapshot(folders)
+
+
+def strace_argv(cmd: Sequence[str], trace: str | Path, *, timestamps: bool = False
+                ) -> list[str]:
+    """The command line running ``cmd`` under strace, tracing the metadata calls into ``trace``
+    (``-f``: children too; ``-y``: descriptors' paths; ``-ttt`` with ``timestamps``)."""
+    traced = ",".join(f"?{name}" for name in [*SYSCALLS, "chdir", "fchdir"])
+    return ["strace", "-f", "-qq", "-y", "-s", "4096", "--seccomp-bpf",
+            *(["-ttt"] if timestamps else []), "-e", f"trace={traced}", "-o", str(trace),
+            "--", *cmd]
+
+
 def count_syscalls(cmd: Sequence[str], folders: Sequence[str | Path], *,
                    env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
                    timeout: float | None = None, keep_trace: str | Path | None = None,
@@ -363,14 +388,11 @@ def count_syscalls(cmd: Sequence[str], folders: Sequence[str | Path], *,
     folders = [os.path.abspath(str(f)) for f in folders]
     workdir = os.path.abspath(str(cwd)) if cwd is not None else os.getcwd()
     existing = _snapshot(folders)
-    traced = ",".join(f"?{name}" for name in [*SYSCALLS, "chdir", "fchdir"])
     with tempfile.TemporaryDirectory(prefix="htpdata-strace-") as tmp:
         out = Path(keep_trace) if keep_trace is not None else Path(tmp) / "trace"
-        argv = ["strace", "-f", "-qq", "-y", "-s", "4096", "--seccomp-bpf", "-e",
-                f"trace={traced}", "-o", str(out), "--", *cmd]
         start = time.monotonic()
-        proc = subprocess.run(argv, env=None if env is None else dict(env), cwd=workdir,
-                              capture_output=True, timeout=timeout, check=False)
+        proc = subprocess.run(strace_argv(cmd, out), env=None if env is None else dict(env),
+                              cwd=workdir, capture_output=True, timeout=timeout, check=False)
         elapsed = time.monotonic() - start
         if check and proc.returncode != 0:
             raise subprocess.CalledProcessError(proc.returncode, list(cmd), proc.stdout,
@@ -379,4 +401,4 @@ def count_syscalls(cmd: Sequence[str], folders: Sequence[str | Path], *,
             counts = parse_trace(f, folders, existing, cwd=workdir)
     return SyscallCounts(counts.calls, counts.kinds, counts.failed, counts.files_lasting,
                          counts.files_transient, counts.dirs_created, proc.returncode, elapsed,
-                         counts.lasting_paths)
+                         counts.lasting_paths, proc.stdout.decode(errors="replace"))
