@@ -348,6 +348,31 @@ def test_each_node_has_its_own_attribute_cache_and_open_revalidates(backing: Pat
 
 
 @pytest.mark.fuse
+def test_a_node_reaches_many_inodes_by_file_handle_with_few_descriptors(backing: Path) -> None:
+    _need(unavailable_reason())
+    if os.geteuid() != 0:
+        pytest.skip("file handles (open_by_handle_at) need root; otherwise fds are held")
+    with NfsEmulator(backing, mounts=2, meta_latency_ms=0, fd_cache=16) as emu:
+        a, b = emu.mounts
+        for i in range(200):
+            (a / f"f{i}").write_text(str(i))
+        assert sorted(os.listdir(b), key=lambda n: int(n[1:])) == [f"f{i}" for i in range(200)]
+        assert all((b / f"f{i}").read_text() == str(i) for i in range(200))
+        state = emu.server_state(1)
+        assert state["inodes"] >= 200  # the kernel holds them all
+        assert state["open_fds"] < 60  # the server does not
+        held = open(b / "f0", "rb")  # noqa: SIM115  (closed below)
+        try:
+            for i in range(200):
+                os.unlink(a / f"f{i}")
+            assert held.read() == b"0"  # an open file on this node survives its removal
+            with pytest.raises(FileNotFoundError):
+                (b / "f150").read_text()  # removed: ESTALE from its handle, then ENOENT
+        finally:
+            held.close()
+
+
+@pytest.mark.fuse
 def test_latency_is_slept_per_counted_metadata_operation(backing: Path) -> None:
     _need(unavailable_reason())
     with NfsEmulator(backing, mounts=1, meta_latency_ms=5) as emu:

@@ -91,14 +91,16 @@ class NfsEmulator:
     (seconds) are how long each node's kernel trusts what it was told, like NFS's ``actimeo``;
     ``negative_timeout`` (default: ``entry_timeout``) how long it trusts "no such name".
     ``mount_dir`` is where the mount points go (default a new folder under the system's temp
-    folder, mode 0755 so other Unix users reach them). ``backing`` must exist.
+    folder, mode 0755 so other Unix users reach them). ``backing`` must exist. ``fd_cache`` is
+    how many inodes a node keeps an open descriptor for (the others it reopens by file handle,
+    as an NFS server does), so a tree of millions of files needs no million descriptors.
     """
 
     def __init__(self, backing: str | Path, *, mounts: int = 2, meta_latency_ms: float = 1.0,
                  data_latency_ms: float = 0.0, attr_timeout: float = 1.0,
                  entry_timeout: float = 1.0, negative_timeout: float | None = None,
                  close_latency: bool = False, mount_dir: str | Path | None = None,
-                 python: str | None = None) -> None:
+                 fd_cache: int = 4096, python: str | None = None) -> None:
         if mounts < 1:
             raise ValueError("mounts must be at least 1")
         self.backing = Path(backing).resolve()
@@ -111,6 +113,7 @@ class NfsEmulator:
         self.entry_timeout = entry_timeout
         self.negative_timeout = negative_timeout
         self.close_latency = close_latency
+        self.fd_cache = fd_cache
         self.python = python or sys.executable
         self._given_mount_dir = Path(mount_dir) if mount_dir is not None else None
         self.work: Path | None = None
@@ -132,7 +135,7 @@ class NfsEmulator:
                 "--data-latency-ms", str(self.data_latency_ms),
                 "--attr-timeout", str(self.attr_timeout),
                 "--entry-timeout", str(self.entry_timeout),
-                "--parent-pid", str(os.getpid())]
+                "--fd-cache", str(self.fd_cache), "--parent-pid", str(os.getpid())]
         if self.negative_timeout is not None:
             argv += ["--negative-timeout", str(self.negative_timeout)]
         if self.close_latency:
@@ -278,6 +281,8 @@ class NfsEmulator:
         for i in self._nodes(node):
             self._call(i, request)
 
-    def cached_inodes(self, node: int) -> int:
-        """How many inodes ``node``'s kernel holds references to (server-side O_PATH fds)."""
-        return int(self._call(node, {"cmd": "ping"})["inodes"])
+    def server_state(self, node: int) -> dict[str, int]:
+        """``inodes``: how many inodes ``node``'s kernel holds references to; ``open_fds``: the
+        descriptors its server process has open."""
+        reply = self._call(node, {"cmd": "ping"})
+        return {"inodes": int(reply["inodes"]), "open_fds": int(reply["open_fds"])}

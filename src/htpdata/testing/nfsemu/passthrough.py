@@ -1,10 +1,13 @@
 """The emulated server: a pyfuse3 (low-level FUSE) passthrough over one backing folder.
 
-Each inode the kernel knows is held by an ``O_PATH`` descriptor on the backing inode, opened at
-lookup and closed at forget (the design of libfuse's ``passthrough_hp``). Every operation acts on
-those descriptors (``openat``, ``fstat``, ``renameat`` ...), never on remembered path names, so a
-rename made through the *other* mount (another process, another "node") cannot make this one act
-on the wrong file. Node ids are the backing inode numbers, so both nodes report the same
+Each inode the kernel knows is remembered by its backing file handle (``name_to_handle_at``,
+what an NFS server hands out), and reached through an ``O_PATH`` descriptor opened from it
+(``open_by_handle_at``) and kept in a bounded cache, pinned while the node has the file open.
+Every operation acts on those descriptors (``openat``, ``fstat``, ``renameat`` ...), never on
+remembered path names, so a rename made through the *other* mount (another process, another
+"node") cannot make this one act on the wrong file, and a tree of millions of files needs no
+million descriptors. (Not root, or a backing filesystem without file handles: each inode's
+descriptor is held from lookup to forget instead, the design of libfuse's ``passthrough_hp``.) Node ids are the backing inode numbers, so both nodes report the same
 ``st_ino`` for a file, as NFS clients report the server's file id.
 
 The kernel checks permissions itself (``default_permissions``) with the caller's credentials and
@@ -42,6 +45,7 @@ import functools
 import logging
 import os
 import stat
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -63,7 +67,7 @@ from pyfuse3 import (
     StatvfsData,
 )
 
-from ._libc import fchown_empty, link_empty, renameat2
+from ._libc import fchown_empty, file_handle, link_empty, open_by_handle, renameat2
 from .counters import DATA_OPS, META_OPS, OpCounts
 
 __all__ = ["PassthroughFs", "ServerSettings"]
@@ -91,15 +95,23 @@ class ServerSettings:
     entry_timeout: float = 1.0
     negative_timeout: float = 1.0
     close_latency: bool = False  # also sleep meta_latency in flush/release (NFSv4 CLOSE)
+    fd_cache: int = 4096  # O_PATH descriptors kept open for inodes reached by file handle
 
 
 class _Inode:
-    """One inode the kernel holds a reference to: its O_PATH descriptor and reference counts."""
+    """One inode the kernel holds a reference to: how to reach it, and its reference counts.
 
-    __slots__ = ("fd", "nlookup", "opens", "seen")
+    ``handle`` is the backing inode's file handle (``name_to_handle_at``), what an NFS server
+    keeps; ``fd`` an O_PATH descriptor opened from it when needed and kept in a bounded cache
+    (pinned while the node has the file open). A backing filesystem without file handles gets
+    ``handle`` None and a descriptor held until the kernel forgets the inode.
+    """
 
-    def __init__(self, fd: int, seen: tuple[int, int, int]) -> None:
-        self.fd = fd
+    __slots__ = ("fd", "handle", "nlookup", "opens", "seen")
+
+    def __init__(self, fd: int, handle: bytes | None, seen: tuple[int, int, int]) -> None:
+        self.fd: int | None = fd
+        self.handle = handle
         self.nlookup = 1
         self.opens = 0  # open files and folders on this node
         self.seen = seen  # (size, mtime_ns, ctime_ns) as last told to this node's kernel
@@ -165,15 +177,19 @@ class PassthroughFs(pyfuse3.Operations):
         super().__init__()
         self.settings = settings
         self.root_fd = os.open(backing, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        # open_by_handle_at wants a real descriptor of the filesystem, not an O_PATH one
+        self.mount_fd = os.open(backing, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         st = os.fstat(self.root_fd)
         self._root_key = (st.st_dev, st.st_ino)
         self._dev = st.st_dev
-        self.inodes: dict[int, _Inode] = {ROOT: _Inode(self.root_fd, _seen(st))}
+        self.inodes: dict[int, _Inode] = {ROOT: _Inode(self.root_fd, None, _seen(st))}
+        self._fds: OrderedDict[int, None] = OrderedDict()  # node ids whose fd may be closed
         self.inodes[ROOT].nlookup = 1 << 62  # never forgotten
         self._foreign: dict[tuple[int, int], int] = {}
         self._handles: dict[int, _Handle] = {}
         self._dirs: dict[int, _Dir] = {}
         self._owner = os.geteuid() == 0  # only root can give files to their callers
+        self._by_handle = self._owner  # and open inodes by file handle
         self._ops: dict[str, int] = {}
         self._bytes_read = 0
         self._bytes_written = 0
@@ -215,6 +231,38 @@ class PassthroughFs(pyfuse3.Operations):
         except KeyError:
             raise FUSEError(errno.ESTALE) from None
 
+    def _fd(self, nodeid: int) -> int:
+        """An O_PATH descriptor of the inode; ESTALE if it is gone from the backing folder."""
+        ino = self._inode(nodeid)
+        if ino.fd is not None:
+            if nodeid in self._fds:
+                self._fds.move_to_end(nodeid)
+            return ino.fd
+        assert ino.handle is not None
+        try:
+            ino.fd = open_by_handle(self.mount_fd, ino.handle, os.O_PATH | os.O_CLOEXEC)
+        except OSError as exc:
+            raise FUSEError(exc.errno or errno.ESTALE) from None  # removed: ESTALE, as NFS
+        self._unpin(nodeid)
+        return ino.fd
+
+    def _unpin(self, nodeid: int) -> None:
+        """Let the inode's descriptor be closed when the cache is full (file handle known)."""
+        self._fds[nodeid] = None
+        self._fds.move_to_end(nodeid)
+        while len(self._fds) > self.settings.fd_cache:
+            old, _ = self._fds.popitem(last=False)
+            ino = self.inodes.get(old)
+            if ino is not None and ino.fd is not None and ino.opens <= 0:
+                os.close(ino.fd)
+                ino.fd = None
+
+    def _pin(self, nodeid: int) -> int:
+        """Keep the inode's descriptor open while the node has the file open (unlinked or not)."""
+        fd = self._fd(nodeid)
+        self._fds.pop(nodeid, None)
+        return fd
+
     def _entry(self, st: os.stat_result, nodeid: int) -> EntryAttributes:
         e = EntryAttributes()
         e.st_ino = nodeid
@@ -241,7 +289,13 @@ class PassthroughFs(pyfuse3.Operations):
         nodeid = self._nodeid(st)
         known = self.inodes.get(nodeid)
         if known is None:
-            self.inodes[nodeid] = _Inode(fd, _seen(st))
+            try:
+                handle: bytes | None = file_handle(fd) if self._by_handle else None
+            except OSError:
+                handle = None  # no file handles here: hold the descriptor instead
+            self.inodes[nodeid] = _Inode(fd, handle, _seen(st))
+            if handle is not None:
+                self._unpin(nodeid)
         else:
             os.close(fd)
             known.nlookup += 1
@@ -251,12 +305,14 @@ class PassthroughFs(pyfuse3.Operations):
     def _drop_if_unused(self, nodeid: int) -> None:
         ino = self.inodes.get(nodeid)
         if ino is not None and nodeid != ROOT and ino.nlookup <= 0 and ino.opens <= 0:
-            os.close(ino.fd)
+            if ino.fd is not None:
+                os.close(ino.fd)
+            self._fds.pop(nodeid, None)
             del self.inodes[nodeid]
 
     def _fresh_stat(self, nodeid: int, ino: _Inode) -> os.stat_result:
         """The inode's attributes; ESTALE if it was removed in the backing folder meanwhile."""
-        st = os.fstat(ino.fd)
+        st = os.fstat(self._fd(nodeid))
         if st.st_nlink == 0 and ino.opens == 0 and nodeid != ROOT:
             raise FUSEError(errno.ESTALE)
         return st
@@ -293,7 +349,7 @@ class PassthroughFs(pyfuse3.Operations):
         if name in (b".", b".."):
             raise FUSEError(errno.ENOENT)
         try:
-            fd = os.open(name, _PATH_FLAGS, dir_fd=self._inode(parent_inode).fd)
+            fd = os.open(name, _PATH_FLAGS, dir_fd=self._fd(parent_inode))
         except FileNotFoundError:
             if self.settings.negative_timeout <= 0:
                 raise
@@ -325,12 +381,13 @@ class PassthroughFs(pyfuse3.Operations):
     async def setattr(self, inode: InodeT, attr: EntryAttributes, fields: SetattrFields,
                       fh: FileHandleT | None, ctx: RequestContext) -> EntryAttributes:
         ino = self._inode(inode)
-        target: int | str = fh if fh is not None else _proc(ino.fd)
-        is_link = stat.S_ISLNK(os.fstat(ino.fd).st_mode)
+        pfd = self._fd(inode)
+        target: int | str = fh if fh is not None else _proc(pfd)
+        is_link = stat.S_ISLNK(os.fstat(pfd).st_mode)
         if fields.update_size:
             os.truncate(target, attr.st_size)
         if fields.update_uid or fields.update_gid:
-            fchown_empty(ino.fd, attr.st_uid if fields.update_uid else -1,
+            fchown_empty(pfd, attr.st_uid if fields.update_uid else -1,
                          attr.st_gid if fields.update_gid else -1)
         if fields.update_mode:  # after chown, which clears setuid and setgid
             if is_link:
@@ -339,22 +396,22 @@ class PassthroughFs(pyfuse3.Operations):
         if fields.update_atime or fields.update_mtime:
             if is_link:
                 raise FUSEError(errno.EPERM)
-            now = os.fstat(ino.fd)
+            now = os.fstat(pfd)
             os.utime(target, ns=(attr.st_atime_ns if fields.update_atime else now.st_atime_ns,
                                  attr.st_mtime_ns if fields.update_mtime else now.st_mtime_ns))
-        st = os.fstat(ino.fd)
+        st = os.fstat(pfd)
         ino.seen = _seen(st)
         return self._entry(st, inode)
 
     @_request("readlink")
     async def readlink(self, inode: InodeT, ctx: RequestContext) -> FileNameT:
-        return os.readlink(b"", dir_fd=self._inode(inode).fd)
+        return os.readlink(b"", dir_fd=self._fd(inode))
 
     @_request("mknod")
     async def mknod(self, parent_inode: InodeT, name: FileNameT, mode: ModeT, rdev: int,
                     ctx: RequestContext) -> EntryAttributes:
         self._check_name(name)
-        pfd = self._inode(parent_inode).fd
+        pfd = self._fd(parent_inode)
         mode &= ~ctx.umask
         os.mknod(name, mode, rdev, dir_fd=pfd)
         return self._new_entry(pfd, name, ctx, mode)
@@ -363,7 +420,7 @@ class PassthroughFs(pyfuse3.Operations):
     async def mkdir(self, parent_inode: InodeT, name: FileNameT, mode: ModeT,
                     ctx: RequestContext) -> EntryAttributes:
         self._check_name(name)
-        pfd = self._inode(parent_inode).fd
+        pfd = self._fd(parent_inode)
         os.mkdir(name, stat.S_IMODE(mode & ~ctx.umask), dir_fd=pfd)
         return self._new_entry(pfd, name, ctx, 0)
 
@@ -371,7 +428,7 @@ class PassthroughFs(pyfuse3.Operations):
     async def symlink(self, parent_inode: InodeT, name: FileNameT, target: FileNameT,
                       ctx: RequestContext) -> EntryAttributes:
         self._check_name(name)
-        pfd = self._inode(parent_inode).fd
+        pfd = self._fd(parent_inode)
         os.symlink(target, name, dir_fd=pfd)
         return self._new_entry(pfd, name, ctx, 0)
 
@@ -380,30 +437,30 @@ class PassthroughFs(pyfuse3.Operations):
                    ctx: RequestContext) -> EntryAttributes:
         self._check_name(new_name)
         ino = self._inode(inode)
-        pfd = self._inode(new_parent_inode).fd
+        fd, pfd = self._fd(inode), self._fd(new_parent_inode)
         if self._owner:
-            link_empty(ino.fd, pfd, new_name)
+            link_empty(fd, pfd, new_name)
         else:
-            os.link(_proc(ino.fd), new_name, dst_dir_fd=pfd, follow_symlinks=True)
-        st = os.fstat(ino.fd)
+            os.link(_proc(fd), new_name, dst_dir_fd=pfd, follow_symlinks=True)
+        st = os.fstat(fd)
         ino.nlookup += 1
         ino.seen = _seen(st)
         return self._entry(st, inode)
 
     @_request("unlink")
     async def unlink(self, parent_inode: InodeT, name: FileNameT, ctx: RequestContext) -> None:
-        os.unlink(name, dir_fd=self._inode(parent_inode).fd)
+        os.unlink(name, dir_fd=self._fd(parent_inode))
 
     @_request("rmdir")
     async def rmdir(self, parent_inode: InodeT, name: FileNameT, ctx: RequestContext) -> None:
-        os.rmdir(name, dir_fd=self._inode(parent_inode).fd)
+        os.rmdir(name, dir_fd=self._fd(parent_inode))
 
     @_request("rename")
     async def rename(self, parent_inode_old: InodeT, name_old: FileNameT,
                      parent_inode_new: InodeT, name_new: FileNameT, flags: FlagT,
                      ctx: RequestContext) -> None:
         self._check_name(name_new)
-        src, dst = self._inode(parent_inode_old).fd, self._inode(parent_inode_new).fd
+        src, dst = self._fd(parent_inode_old), self._fd(parent_inode_new)
         if flags:
             renameat2(src, name_old, dst, name_new, flags)
         else:
@@ -412,14 +469,24 @@ class PassthroughFs(pyfuse3.Operations):
     # -- files ---------------------------------------------------------------------------
     def _opened(self, fd: int, nodeid: int) -> None:
         self._handles[fd] = _Handle(nodeid)
+        self._pin(nodeid)
         self.inodes[nodeid].opens += 1
+
+    def _closed(self, nodeid: int) -> None:
+        ino = self.inodes.get(nodeid)
+        if ino is None:
+            return
+        ino.opens -= 1
+        if ino.opens <= 0 and ino.handle is not None and nodeid != ROOT:
+            self._unpin(nodeid)
+        self._drop_if_unused(nodeid)
 
     @_request("open")
     async def open(self, inode: InodeT, flags: FlagT, ctx: RequestContext) -> FileInfo:
         ino = self._inode(inode)
         st = self._fresh_stat(inode, ino)
         changed = _seen(st) != ino.seen
-        fd = os.open(_proc(ino.fd), (flags & ~_STRIP_OPEN) | os.O_CLOEXEC)
+        fd = os.open(_proc(self._fd(inode)), (flags & ~_STRIP_OPEN) | os.O_CLOEXEC)
         self._opened(fd, inode)
         ino.seen = _seen(st)
         if changed:  # close-to-open: the node's cached attributes are stale, drop them
@@ -434,7 +501,7 @@ class PassthroughFs(pyfuse3.Operations):
     async def create(self, parent_inode: InodeT, name: FileNameT, mode: ModeT, flags: FlagT,
                      ctx: RequestContext) -> tuple[FileInfo, EntryAttributes]:
         self._check_name(name)
-        pfd = self._inode(parent_inode).fd
+        pfd = self._fd(parent_inode)
         mode &= ~ctx.umask
         try:
             fd = os.open(name, (flags & ~_STRIP_OPEN) | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
@@ -478,11 +545,9 @@ class PassthroughFs(pyfuse3.Operations):
         try:
             if handle is not None:
                 ino = self.inodes.get(handle.nodeid)
-                if ino is not None:
-                    if handle.wrote:  # this node's kernel knows its own writes
-                        ino.seen = _seen(os.fstat(fh))
-                    ino.opens -= 1
-                    self._drop_if_unused(handle.nodeid)
+                if ino is not None and handle.wrote:  # this node's kernel knows its writes
+                    ino.seen = _seen(os.fstat(fh))
+                self._closed(handle.nodeid)
         finally:
             os.close(fh)
 
@@ -495,8 +560,9 @@ class PassthroughFs(pyfuse3.Operations):
     async def opendir(self, inode: InodeT, ctx: RequestContext) -> FileHandleT:
         ino = self._inode(inode)
         self._fresh_stat(inode, ino)
-        fd = os.open(_proc(ino.fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(_proc(self._fd(inode)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._dirs[fd] = _Dir(inode)
+        self._pin(inode)
         ino.opens += 1
         return fd
 
@@ -521,9 +587,8 @@ class PassthroughFs(pyfuse3.Operations):
     async def releasedir(self, fh: FileHandleT) -> None:
         d = self._dirs.pop(fh, None)
         try:
-            if d is not None and d.nodeid in self.inodes:
-                self.inodes[d.nodeid].opens -= 1
-                self._drop_if_unused(d.nodeid)
+            if d is not None:
+                self._closed(d.nodeid)
         finally:
             os.close(fh)
 
@@ -549,7 +614,8 @@ class PassthroughFs(pyfuse3.Operations):
             with contextlib.suppress(OSError):
                 os.close(fd)
         for nodeid, ino in list(self.inodes.items()):
-            if nodeid != ROOT:
+            if nodeid != ROOT and ino.fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(ino.fd)
         self.inodes = {ROOT: self.inodes[ROOT]}
+        self._fds.clear()

@@ -2,7 +2,7 @@
 
     python -m htpdata.testing.nfsemu.serve --backing DIR --mount DIR --control SOCKET \\
         [--meta-latency-ms 1] [--data-latency-ms 0] [--attr-timeout 1] [--entry-timeout 1] \\
-        [--negative-timeout 1] [--close-latency] [--parent-pid PID]
+        [--negative-timeout 1] [--close-latency] [--fd-cache 4096] [--parent-pid PID]
 
 :class:`~.emulator.NfsEmulator` starts one per mount point. The control socket (a Unix socket,
 mode 0600) takes one JSON object per line and answers one per line:
@@ -57,7 +57,8 @@ def mount_options(node: str) -> set[str]:
 def _answer(fs: PassthroughFs, request: dict[str, Any]) -> dict[str, Any]:
     cmd = request.get("cmd")
     if cmd == "ping":
-        return {"ok": True, "pid": os.getpid(), "inodes": len(fs.inodes)}
+        return {"ok": True, "pid": os.getpid(), "inodes": len(fs.inodes),
+                "open_fds": len(os.listdir("/proc/self/fd"))}
     if cmd == "counters":
         return {"ok": True, "counters": fs.counters().to_json()}
     if cmd == "reset":
@@ -152,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds an absent name is cached (default: the entry timeout)")
     ap.add_argument("--close-latency", action="store_true",
                     help="also sleep the metadata latency in flush and release")
+    ap.add_argument("--fd-cache", type=int, default=4096,
+                    help="descriptors kept open for inodes reached by file handle")
     ap.add_argument("--parent-pid", type=int, default=None)
     ap.add_argument("--debug", action="store_true")
     args = ap.parse_args(argv)
@@ -159,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s nfsemu[%(process)d] %(levelname)s %(message)s")
 
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # one O_PATH fd per cached inode
+    try:  # inodes without file handles, and open files, each hold a descriptor
+        with open("/proc/sys/fs/nr_open") as f:
+            most = int(f.read())
+        resource.setrlimit(resource.RLIMIT_NOFILE, (most, most))  # root only
+    except (OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     os.umask(0)  # the callers' modes arrive already masked with their own umask
 
     settings = ServerSettings(
@@ -167,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         attr_timeout=args.attr_timeout, entry_timeout=args.entry_timeout,
         negative_timeout=(args.entry_timeout if args.negative_timeout is None
                           else args.negative_timeout),
-        close_latency=args.close_latency)
+        close_latency=args.close_latency, fd_cache=max(1, args.fd_cache))
     fs = PassthroughFs(args.backing, settings)
     pyfuse3.init(fs, args.mount, mount_options(args.node))
     log.info("nfsemu: node %s serves %s at %s (meta %.3g ms, data %.3g ms, attr %gs, "
