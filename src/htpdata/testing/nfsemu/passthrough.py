@@ -7,8 +7,9 @@ Every operation acts on those descriptors (``openat``, ``fstat``, ``renameat`` .
 remembered path names, so a rename made through the *other* mount (another process, another
 "node") cannot make this one act on the wrong file, and a tree of millions of files needs no
 million descriptors. (Not root, or a backing filesystem without file handles: each inode's
-descriptor is held from lookup to forget instead, the design of libfuse's ``passthrough_hp``.) Node ids are the backing inode numbers, so both nodes report the same
-``st_ino`` for a file, as NFS clients report the server's file id.
+descriptor is held from lookup to forget instead, the design of libfuse's ``passthrough_hp``.)
+Node ids are the backing inode numbers, so both nodes report the same ``st_ino`` for a file, as
+NFS clients report the server's file id.
 
 The kernel checks permissions itself (``default_permissions``) with the caller's credentials and
 the attributes passed through here; the server runs as root and gives what a caller creates to
