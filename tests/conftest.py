@@ -57,6 +57,8 @@ def _isolated_config(tmp_path_factory: pytest.TempPathFactory,
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    (home / "run").mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(home / "run"))  # gateway state files
     for var in list(os.environ):
         if var.startswith("HTPDATA_") and var not in ("HTPDATA_REQUIRE_SERVERS",
                                                       "HTPDATA_TESTDATA"):

@@ -79,6 +79,8 @@ __all__ = [
     "errors",
     "files",
     "fileset",
+    "gateway",
+    "gateway_url",
     "load_settings",
     "ls",
     "open",
@@ -167,6 +169,24 @@ def ls(name: str | Name) -> list[dict[str, Any]]:
 def cat(name: str | Name, start: int | None = None, end: int | None = None) -> bytes:
     """The bytes of a file (or of ``[start, end)``)."""
     return default_client().cat(name, start, end)
+
+
+def gateway_url(name: str | Name) -> str:
+    """The URL of ``name`` through your running gateway (``htpdata serve``, or
+    ``htpdata.gateway()`` in this process), for ROOT's ``RDataFrame``, ``TChain`` or curl."""
+    from .gateway import gateway_url as _gateway_url
+
+    return _gateway_url(name)
+
+
+def __getattr__(attr: str) -> Any:
+    # ``htpdata.gateway`` (the package, callable: ``with htpdata.gateway() as gw``) is imported
+    # on first use, so ``import htpdata`` does not pay for aiohttp.
+    if attr == "gateway":
+        import importlib
+
+        return importlib.import_module(".gateway", __name__)
+    raise AttributeError(f"module 'htpdata' has no attribute {attr!r}")
 
 
 def _register() -> None:

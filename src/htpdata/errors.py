@@ -25,8 +25,10 @@ catch ``FileNotFoundError``, ``PermissionError``, ``TimeoutError``, ``OSError``)
     │       └── NotAFileError       (IsADirectoryError) ... and each of them is a folder
     ├── ChecksumMismatchError       (OSError)          bytes that do not match their adler32
 ├── UsageError                  (ValueError)       a request that cannot be done as asked
-    └── CacheWriteError             (OSError)          a cache tier cannot store bytes (internal:
-                                                       reads go on uncached with one warning)
+    ├── CacheWriteError             (OSError)          a cache tier cannot store bytes (internal:
+    │                                                  reads go on uncached with one warning)
+    └── GatewayError                (OSError)          no gateway running, its port taken, its
+                                                       state file unsafe (``htpdata serve``)
 
 Backend exceptions are translated in one function, :func:`htpdata.transports.base.translate`.
 Messages never contain secrets: they pass through :func:`htpdata._redact.redact`.
@@ -46,6 +48,7 @@ __all__ = [
     "CatalogError",
     "ChecksumMismatchError",
     "ConfigError",
+    "GatewayError",
     "HtpdataError",
     "InvalidNameError",
     "NameNotFoundError",
@@ -318,3 +321,10 @@ class CacheWriteError(HtpdataError, OSError):
         super().__init__(message)
         self.errno = errno_
         self.strerror = message
+
+
+class GatewayError(HtpdataError, OSError):
+    """The HTTP gateway (``htpdata serve``) cannot be started, found or used: none is running,
+    its port is taken by another program, or its state file is not safe to trust."""
+
+    exit_code = 12

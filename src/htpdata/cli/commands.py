@@ -1,10 +1,12 @@
 """The subcommands, in the order ``htpdata --help`` lists them. Each lives in a small module
 by what it is for: :mod:`.read` (find and read), :mod:`.keep` (the cache), :mod:`.report`
-(usage and quotas), :mod:`.tools` (convert, config, demo, completion)."""
+(usage and quotas), :mod:`.gateway` (url, serve), :mod:`.tools` (convert, config, demo,
+completion)."""
 
 from __future__ import annotations
 
 from .base import Command
+from .gateway import SERVE, URL
 from .keep import CACHE, EVICT, PIN, STAGE, UNPIN
 from .read import CAT, CP, FILESET, LS, RESOLVE
 from .report import QUOTA, REPORT
@@ -23,6 +25,8 @@ COMMANDS: dict[str, Command] = {
     "evict": EVICT,
     "cache": CACHE,
     "fileset": FILESET,
+    "url": URL,
+    "serve": SERVE,
     "convert": CONVERT,
     "report": REPORT,
     "quota": QUOTA,

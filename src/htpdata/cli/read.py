@@ -236,6 +236,9 @@ def _fileset_args(p: argparse.ArgumentParser, _: argparse.ArgumentParser) -> Non
     p.add_argument("-o", "--output", help="write to this file (default: standard output)")
     p.add_argument("--tree", help="the TTree or RNTuple to read (default: the one the files "
                                   "have; needed when they have several)")
+    p.add_argument("--for", dest="for_", choices=["uproot", "root"], default="uproot",
+                   help="uproot/coffea: htpdata:// URLs (default); root: URLs through your "
+                        "running gateway (htpdata serve), for RDataFrame and TChain")
     json_option(p, "the fileset (what stdout gets anyway; with -o, a summary)")
 
 
@@ -243,6 +246,10 @@ def _fileset(args: argparse.Namespace) -> int:
     import json
 
     data = client().fileset(*args.datasets, tree=args.tree)
+    if args.for_ == "root":
+        from ..gateway import fileset, running
+
+        data = fileset(data, running())
     if args.output is None:
         print_json(data)
         return 0
@@ -263,4 +270,5 @@ FILESET = Command(
     _fileset,
     (("htpdata fileset demo:/Demo/DiLepton/SIM -o fileset.json", "the tree is found in the "
       "files"),
-     ("htpdata fileset demo:/Demo/TTJets/NANOAODSIM --tree Events", "name it explicitly")))
+     ("htpdata fileset demo:/Demo/TTJets/NANOAODSIM --tree Events", "name it explicitly"),
+     ("htpdata fileset demo:/Demo/TTJets/NANOAODSIM --for root", "gateway URLs, for ROOT")))
