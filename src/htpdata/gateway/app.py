@@ -288,6 +288,8 @@ class _Handler:
             resp.content_length = length
             self.counters.multi_range += 1
         self.counters.ranges += len(parts)
+        log.debug("GET %s: %d range(s), %d bytes", what, len(parts),
+                  sum(e - s for s, e in parts))
         groups = list(_groups(_pieces(parts, heads)))
         loop = asyncio.get_running_loop()
         inflight: list[asyncio.Future[list[bytes]]] = []
