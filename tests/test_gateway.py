@@ -7,12 +7,9 @@ import concurrent.futures
 import json
 import logging
 import os
-import pwd
-import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -270,43 +267,24 @@ def test_url_gateway_without_a_gateway(catalog_dir: Path, origin) -> None:  # ty
 
 
 # -- another Unix user -----------------------------------------------------------------------------
-OTHER = "htpgwother"
-
-
-def _other_user() -> str:
-    """A real second Unix user (made once, as root)."""
-    if os.getuid() != 0 or shutil.which("runuser") is None:
-        pytest.skip("needs root (and runuser) to act as another Unix user")
-    try:
-        pwd.getpwnam(OTHER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/bin/sh",
-                        OTHER], check=True, capture_output=True)
-    return OTHER
-
-
-def _as(user: str, *cmd: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["runuser", "-u", user, "--", "env", "-i", "PATH=/usr/bin:/bin",
-                           *cmd], capture_output=True, text=True, timeout=60)
-
-
-def test_another_user_is_refused(served) -> None:  # type: ignore[no-untyped-def]
+def test_another_user_is_refused(served, tenants) -> None:  # type: ignore[no-untyped-def]
+    """Other users on the node (``tenants``: real Unix users) reach the port but not the data:
+    no secret, a guessed one or a nearly right one all get 403, and nothing they can read on
+    the node holds the secret."""
     proc, env = served
-    user = _other_user()
     info = state.discover(env)
     assert info is not None
     port, path = info.port, f"test/store/test/{NANO}"
-    for url in (f"http://127.0.0.1:{port}/{path}",                              # no secret
-                f"http://127.0.0.1:{port}/{state.new_secret()}/{path}",       # a guess
-                f"http://127.0.0.1:{port}/{info.secret[:-1]}x/{path}",        # nearly
-                f"http://127.0.0.1:{port}/_gateway/status"):
-        r = _as(user, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url)
-        assert r.stdout == "403", (url, r.stdout, r.stderr)
-    # Nothing on the node tells the other user the secret.
-    assert _as(user, "cat", str(state.state_path(env))).returncode != 0
-    assert _as(user, "cat", f"/proc/{proc.pid}/environ").returncode != 0
-    ps = _as(user, "cat", f"/proc/{proc.pid}/cmdline")
-    assert info.secret not in ps.stdout
+    for user in (tenants.mallory, tenants.eve):
+        for url in (f"http://127.0.0.1:{port}/{path}",                           # no secret
+                    f"http://127.0.0.1:{port}/{state.new_secret()}/{path}",    # a guess
+                    f"http://127.0.0.1:{port}/{info.secret[:-1]}x/{path}",     # nearly
+                    f"http://127.0.0.1:{port}/_gateway/status"):
+            r = tenants.run(user, ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url])
+            assert r.out == "403", (user.name, url, r.out, r.err)
+        assert tenants.run(user, ["cat", str(state.state_path(env))]).returncode != 0
+        assert tenants.run(user, ["cat", f"/proc/{proc.pid}/environ"]).returncode != 0
+        ps = tenants.run(user, ["cat", f"/proc/{proc.pid}/cmdline"])
+        assert info.secret not in ps.out
     # ... while the owner reads.
     assert httpx.get(info.url(NAME), headers={"Range": "bytes=0-3"}).content == b"root"
-    time.sleep(0)  # (the owner's own processes can read the state file: by design)
