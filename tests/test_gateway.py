@@ -177,6 +177,13 @@ def test_unix_socket_checks_the_peer(client: htpdata.Client, tmp_path: Path) -> 
     assert not sock.exists()
 
 
+def test_around_the_cache(client: htpdata.Client) -> None:
+    with htpdata.gateway(client, cache=False) as g, httpx.Client() as http:
+        assert int(http.head(g.url(NAME)).headers["content-length"]) == len(DATA)
+        r = http.get(g.url(NAME), headers={"Range": "bytes=10-19,30-39"})
+        assert [p for _, p in _multipart(r)] == [DATA[10:20], DATA[30:40]]
+
+
 def test_port_taken_is_a_clear_error(gw, client: htpdata.Client) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(htpdata.errors.GatewayError, match="already in use"):
         htpdata.gateway(client, port=gw.info.port)

@@ -104,10 +104,11 @@ class ReaderPool:
             if hit is not None and now - hit[0] < self.ttl:
                 self._readers.move_to_end(key)
                 return hit[1]
-        # Until the contracts stream makes ReplicaReader a FileReader (hold/release no-ops).
+        # cast and _hold: until ReplicaReader is a FileReader (hold/release no-ops), which the
+        # contracts stream brings; then both go.
         reader = cast(FileReader, self.client.reader(name, cache=self.cache))
         reader.size()
-        reader.hold()
+        _hold(reader, "hold")
         dropped: list[FileReader] = []
         with self._lock:
             old = self._readers.pop(key, None)
@@ -117,7 +118,7 @@ class ReaderPool:
             while len(self._readers) > self.max_readers:
                 dropped.append(self._readers.popitem(last=False)[1][1])
         for r in dropped:
-            r.release()
+            _hold(r, "release")
         return reader
 
     def close(self) -> None:
@@ -125,10 +126,16 @@ class ReaderPool:
             readers = [r for _, r in self._readers.values()]
             self._readers.clear()
         for r in readers:
-            r.release()
+            _hold(r, "release")
 
     def __len__(self) -> int:
         return len(self._readers)
+
+
+def _hold(reader: FileReader, what: str) -> None:
+    op = getattr(reader, what, None)  # a reader around the cache has none on main yet
+    if op is not None:
+        op()
 
 
 @dataclass
