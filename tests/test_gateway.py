@@ -177,6 +177,40 @@ def test_unix_socket_checks_the_peer(client: htpdata.Client, tmp_path: Path) -> 
     assert not sock.exists()
 
 
+def test_failure_mid_answer_cuts_the_connection(client: htpdata.Client,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Every replica failing between two groups of one answer: the headers are out, so the
+    connection is cut and the client sees a short body, never wrong bytes. (A fault injected
+    into the reader: killing every origin between two groups of one answer cannot be timed.)"""
+    from htpdata.errors import StorageUnavailableError
+
+    monkeypatch.setattr(gateway_app, "GROUP_BYTES", 10_000)
+    real_get = gateway_app.ReaderPool.get
+
+    def failing_get(self: gateway_app.ReaderPool, name: object) -> object:
+        reader = real_get(self, name)  # type: ignore[arg-type]
+        calls = {"n": 0}
+        read_ranges = reader.read_ranges
+
+        def flaky(ranges: list[tuple[int, int]]) -> list[bytes]:
+            calls["n"] += 1
+            if calls["n"] > 2:
+                raise StorageUnavailableError("every replica went away", name=str(name))
+            return read_ranges(ranges)
+
+        reader.read_ranges = flaky  # type: ignore[method-assign]
+        return reader
+
+    monkeypatch.setattr(gateway_app.ReaderPool, "get", failing_get)
+    caplog.set_level(logging.WARNING, logger="htpdata.gateway")
+    with htpdata.gateway(client) as g, httpx.Client() as http:
+        with pytest.raises(httpx.RemoteProtocolError, match="complete message body"):
+            http.get(g.url(NAME))
+        assert http.get(g.url(NAME), headers={"Range": "bytes=0-9"}).status_code == 502
+    assert any("connection closed mid-answer" in r.getMessage() for r in caplog.records)
+
+
 def test_around_the_cache(client: htpdata.Client) -> None:
     with htpdata.gateway(client, cache=False) as g, httpx.Client() as http:
         assert int(http.head(g.url(NAME)).headers["content-length"]) == len(DATA)
