@@ -41,6 +41,7 @@ from .state import ENV_URL, GatewayInfo, discover
 
 if TYPE_CHECKING:
     from ..client import Client
+    from ..config import Settings
     from .server import Gateway
 
 __all__ = ["ENV_URL", "GatewayInfo", "discover", "fileset", "gateway", "gateway_url",
@@ -96,7 +97,7 @@ def fileset(data: dict[str, Any], info: GatewayInfo) -> dict[str, Any]:
 
 
 def install(client: Any, *, port: int | None = None, threads: int = 8,
-            settings: Any = None) -> GatewayInfo:
+            settings: Settings | None = None) -> GatewayInfo:
     """Run one gateway per node and user on a Dask cluster (see :mod:`.dask`)."""
     from .dask import install as _install
 

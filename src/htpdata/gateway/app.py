@@ -179,13 +179,14 @@ def _groups(pieces: list[_Piece]) -> Iterator[list[_Piece]]:
 
 
 class _Handler:
-    def __init__(self, pool: ReaderPool, executor: ThreadPoolExecutor, secret: str,
-                 counters: GatewayCounters, boundary: str) -> None:
+    def __init__(self, pool: ReaderPool, executor: ThreadPoolExecutor, threads: int,
+                 secret: str, counters: GatewayCounters, boundary: str) -> None:
         self.pool = pool
         self.executor = executor
         self.secret = secret
         self.counters = counters
         self.boundary = boundary
+        self.threads = threads
         self.started = time.time()
 
     def run(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
@@ -229,7 +230,7 @@ class _Handler:
     def status(self) -> web.Response:
         return web.json_response({"gateway": "htpdata", "pid": os.getpid(),
                                   "started": self.started, "readers": len(self.pool),
-                                  "threads": self.executor._max_workers,
+                                  "threads": self.threads,
                                   "counters": asdict(self.counters)})
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -349,10 +350,11 @@ class _Handler:
                 fut.cancel()
 
 
-def make_app(pool: ReaderPool, executor: ThreadPoolExecutor, secret: str,
+def make_app(pool: ReaderPool, executor: ThreadPoolExecutor, threads: int, secret: str,
              counters: GatewayCounters) -> web.Application:
-    """The aiohttp application: ``/_gateway/hello`` for anyone, everything else by secret."""
-    handler = _Handler(pool, executor, secret, counters, rng.multipart_boundary())
+    """The aiohttp application: ``/_gateway/hello`` for anyone, everything else by secret.
+    ``threads`` is the executor's size (shown in the status)."""
+    handler = _Handler(pool, executor, threads, secret, counters, rng.multipart_boundary())
     app = web.Application(client_max_size=1 << 16)
     app.router.add_get("/_gateway/hello", handler.hello)
     app.router.add_get("/{tail:.*}", handler.handle)  # and HEAD; other methods get 405

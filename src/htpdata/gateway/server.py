@@ -20,12 +20,12 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, GatewayError
 from ..names import Name
@@ -187,7 +187,8 @@ class Gateway:
                                             thread_name_prefix="htpdata-gateway")
         self._pool = ReaderPool(self.client, self.options.cache)
         self.counters = GatewayCounters()
-        app = make_app(self._pool, self._executor, self.secret, self.counters)
+        app = make_app(self._pool, self._executor, self.options.threads, self.secret,
+                       self.counters)
         # access_log=None: an access log line would carry the secret (the path's first part).
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      shutdown_timeout=2.0)
@@ -277,7 +278,7 @@ class Gateway:
             else:
                 os.environ[ENV_URL] = self._old_env
 
-    def serve_forever(self, on_ready: Any = None) -> None:
+    def serve_forever(self, on_ready: Callable[[Gateway], None] | None = None) -> None:
         """Serve in this thread until SIGINT or SIGTERM (or, with ``users_lock``, until no
         worker is left). ``on_ready(gateway)`` is called once it answers."""
         self._bind()
