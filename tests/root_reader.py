@@ -63,10 +63,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if op == "distributed":
         import distributed
 
-        from htpdata.gateway.root import enable_http
-
+        # The workers registered ROOT's HTTP handler: htpdata.gateway.install(..., root=True).
         with distributed.Client(spec["scheduler"]) as dc:
-            dc.run(enable_http)  # the wheel's TWebFile entry, on every worker
             df = root.RDataFrame(spec["tree"], spec["urls"], executor=dc,
                                  npartitions=spec.get("npartitions", 2))
             return {"hists": _hists(root, df, spec["branches"])}

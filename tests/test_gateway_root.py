@@ -219,7 +219,7 @@ def test_dask_one_gateway_per_node_same_url_everywhere(dask_client, root_site: S
                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("HTPDATA_CATALOGS_PATH", str(root_site.catalogs))
     htpdata.reset_default_client()
-    info = htpdata.gateway.install(dask_client)
+    info = htpdata.gateway.install(dask_client, root=True)
     url = info.url(f"gw:/store/gw/{NANO}")
     data = (root_site.local / NANO).read_bytes()
 

@@ -97,11 +97,11 @@ def fileset(data: dict[str, Any], info: GatewayInfo) -> dict[str, Any]:
 
 
 def install(client: Any, *, port: int | None = None, threads: int = 8,
-            settings: Settings | None = None) -> GatewayInfo:
+            settings: Settings | None = None, root: bool = False) -> GatewayInfo:
     """Run one gateway per node and user on a Dask cluster (see :mod:`.dask`)."""
     from .dask import install as _install
 
-    return _install(client, port=port, threads=threads, settings=settings)
+    return _install(client, port=port, threads=threads, settings=settings, root=root)
 
 
 class _CallableModule(types.ModuleType):

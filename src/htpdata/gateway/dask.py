@@ -164,11 +164,13 @@ class GatewayPlugin(WorkerPlugin):
     idempotent = False
     name = PLUGIN_NAME
 
-    def __init__(self, port: int, secret: str, settings: Settings, threads: int = 8) -> None:
+    def __init__(self, port: int, secret: str, settings: Settings, threads: int = 8,
+                 root: bool = False) -> None:
         self.port = port
         self.secret = secret
         self.settings = settings
         self.threads = threads
+        self.root = root
         self._fd: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -182,6 +184,10 @@ class GatewayPlugin(WorkerPlugin):
         self._fd = node_gateway(self.port, self.secret, self.settings, self.threads)
         # Tasks on this worker find the gateway too (htpdata.gateway_url, ROOT macros).
         os.environ[ENV_URL] = GatewayInfo("127.0.0.1", self.port, self.secret).base_url
+        if self.root:  # ROOT in this worker opens http:// (the PyPI wheel's TWebFile entry)
+            from .root import enable_http
+
+            enable_http()
 
     def teardown(self, worker: Any) -> None:
         if self._fd is not None:
@@ -191,9 +197,12 @@ class GatewayPlugin(WorkerPlugin):
 
 
 def install(client: Any, *, port: int | None = None, threads: int = 8,
-            settings: Settings | None = None) -> GatewayInfo:
+            settings: Settings | None = None, root: bool = False) -> GatewayInfo:
     """Run a gateway on every node of the cluster of ``client`` (a ``distributed.Client``);
     returns the gateway as tasks see it (``.url(name)`` works on every worker).
+
+    ``root=True`` also registers ROOT's HTTP handler in every worker (imports ROOT there), as
+    ROOT's distributed RDataFrame needs with the PyPI wheel; workers that join later get it too.
 
     ``port`` defaults to one that is free here; when it is taken on some node, another is
     tried (twice). With an explicit ``port``, a taken port is a :class:`GatewayError`.
@@ -209,7 +218,7 @@ def install(client: Any, *, port: int | None = None, threads: int = 8,
     for _ in range(tries):
         chosen = port if port is not None else _free_port()
         try:
-            client.register_plugin(GatewayPlugin(chosen, secret, settings, threads),
+            client.register_plugin(GatewayPlugin(chosen, secret, settings, threads, root),
                                    name=PLUGIN_NAME)
         except GatewayError as exc:
             last = exc
