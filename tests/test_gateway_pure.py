@@ -158,7 +158,10 @@ def test_path_quoting() -> None:
     assert paths.name_for_path("/demo/store/a%20b%23c%3F.root") == parse_name(
         "demo:/store/a b#c?.root")
     with pytest.raises(InvalidNameError, match="query"):
-        paths.path_for_name("https://host/x.root?authz=abc")
+        paths.path_for_name("https://host/x.root?foo=bar")
+    # Credentials leave a name when it is parsed (they ride along to the request), so a
+    # gateway URL never carries them.
+    assert paths.path_for_name("https://host/x.root?authz=abc") == "/_url/https/host/x.root"
 
 
 def test_secret_split() -> None:
