@@ -165,10 +165,6 @@ def repetition(b: h.Bench, n: int, local_path: Path, size: int, args: argparse.N
     read(b, LOCAL, "TChain of local paths", [str(local_path)] * n)
     read(b, DIRECT, "TChain of root:// over the WAN",
          [f"root://localhost:{wan.port}/{lfn(i)}" for i in range(n)])
-    with h.xcache(wan.port) as xc:
-        urls = [f"root://localhost:{xc.port}/{lfn(i)}" for i in range(n)]
-        read(b, XC_COLD, "TChain of root:// via XCache", urls)
-        read(b, XC_WARM, "TChain of root:// via XCache", urls)
     names = [f"bench:{lfn(i)}" for i in range(n)]
     local_dir = b.work / f"gw-local-{rep}"
     with gateway(b.env, b.work, local_dir, f"{rep}a") as (info, _pid):
@@ -178,6 +174,14 @@ def repetition(b: h.Bench, n: int, local_path: Path, size: int, args: argparse.N
     with gateway(b.env, b.work, local_dir, f"{rep}b") as (info, pid):
         read(b, GW_RESTART, "TChain of http:// via htpdata serve", [info.url(x) for x in names])
         load(b, info, pid, names, size, args.load_gb * 1e9, args.connections)
+    # XCache last, after the disk has written back: removing its cache folder (every byte of
+    # every file) and the writeback would otherwise land on whichever case came next.
+    os.sync()
+    with h.xcache(wan.port) as xc:
+        urls = [f"root://localhost:{xc.port}/{lfn(i)}" for i in range(n)]
+        read(b, XC_COLD, "TChain of root:// via XCache", urls)
+        read(b, XC_WARM, "TChain of root:// via XCache", urls)
+    os.sync()
 
 
 def wan_mb(case: h.Case | None) -> float | None:
