@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import htpdata
-from htpdata.client import reset_default_client
+from htpdata.default import reset_default_client
 from htpdata.demo import SAMPLES
 from htpdata.testing import XRootDServer
 from htpdata.testing.tokens import TokenIssuer, TokenOrigin
@@ -187,6 +187,19 @@ def dask_client() -> Iterator[object]:
                                   dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as dc:
         yield dc
+
+
+_SERVER_FIXTURES = frozenset({"origin", "two_origins", "catalog_dir", "client"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test using a real XRootD server must say so (``@pytest.mark.xrootd``), so that
+    ``-m "not xrootd"`` runs without servers and CI knows what a skip would hide."""
+    for item in items:
+        uses = _SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if uses and item.get_closest_marker("xrootd") is None:
+            raise pytest.UsageError(f"{item.nodeid} uses {', '.join(sorted(uses))} (a real "
+                                    "XRootD server) but lacks @pytest.mark.xrootd")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

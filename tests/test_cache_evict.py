@@ -160,6 +160,7 @@ def test_disk_tier_modes_on_the_shared_volume(tmp_path: Path) -> None:
             assert mode & 0o1000, f"{p} lacks the sticky bit"
 
 
+@pytest.mark.xrootd
 def test_tier_walk_agrees_with_lookups_and_never_follows_symlinks(catalog_dir: Path,
                                                                   tmp_path: Path) -> None:
     """The one-walk scan (eviction, ``report --refresh``) sees what per-key lookups see, and a

@@ -77,7 +77,7 @@ def test_keeps_only_the_ranges_read_plus_head_and_tail(dirs: dict[str, object],
 def test_cache_false_and_disabled_bypass(dirs: dict[str, object], tmp_path: Path) -> None:
     with htpdata.Client(**dirs) as client:
         assert client.cat(NAME, cache=False) == WANT
-        with client.open(NAME, cache=False) as f:
+        with htpdata.open(NAME, cache=False, client=client) as f:
             assert f.read() == WANT
     assert not (tmp_path / "shared" / "entries").exists()
     off = {"cache": {**dirs["cache"], "enabled": False}}  # type: ignore[dict-item]
@@ -93,7 +93,7 @@ def test_warm_reads_need_no_origin(dirs: dict[str, object], origin: XRootDServer
     expected = uproot.open(TESTDATA / NANO)["Events"].arrays(branches)
     with htpdata.Client(**dirs) as client:
         htpdata.reset_default_client(client)
-        with client.open(NAME) as f:  # road A
+        with htpdata.open(NAME, client=client) as f:  # road A
             assert ak.array_equal(uproot.open(f)["Events"].arrays(branches), expected)
         with uproot.open(f"htpdata://test/store/test/{NANO}:Events") as t:  # road B
             assert ak.array_equal(t.arrays(branches), expected)
@@ -101,7 +101,7 @@ def test_warm_reads_need_no_origin(dirs: dict[str, object], origin: XRootDServer
     try:
         with htpdata.Client(**dirs) as client:  # the catalog knows size and adler32
             htpdata.reset_default_client(client)
-            with client.open(NAME) as f:
+            with htpdata.open(NAME, client=client) as f:
                 assert ak.array_equal(uproot.open(f)["Events"].arrays(branches), expected)
     finally:
         origin.start()

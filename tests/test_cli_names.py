@@ -75,7 +75,7 @@ def test_unknown_names_are_errors_everywhere(catalog_dir: Path, tmp_path: Path) 
     assert not (tmp_path / "x").exists()
     with htpdata.Client(cache={"local_dir": str(tmp_path / "c")}) as c:
         with pytest.raises(NameNotFoundError, match="did you mean test:/Test/All"):
-            c.fileset("test:/Test/Al")
+            htpdata.fileset("test:/Test/Al", client=c)
         known = lookup(c, f"test:/store/test/{TEST_FILES[0]}")
         assert known.kind == "file"
         assert lookup(c, "test:/Test/All").kind == "collection"

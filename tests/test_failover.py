@@ -30,7 +30,8 @@ def test_killed_mid_read_continues_on_next_replica(two_origins) -> None:  # type
     a, _b, cat = two_origins
     want = (TESTDATA / NANO).read_bytes()
     with _client(cat) as client:
-        f = client.open(f"test:/store/test/{NANO}", block_size=8192, cache_type="none")
+        f = htpdata.open(f"test:/store/test/{NANO}", block_size=8192, cache_type="none",
+                         client=client)
         first = f.read(100_000)
         assert f.reader.replica.site == "SITE_A"
         a.kill()
@@ -46,8 +47,8 @@ def test_uproot_survives_a_dying_origin(two_origins, extra) -> None:  # type: ig
     ak = pytest.importorskip("awkward")
     a, _b, cat = two_origins
     expected = uproot.open(TESTDATA / NANO)["Events"].arrays(["Muon_pt", "Jet_eta", "MET_pt"])
-    with _client(cat, **extra) as client, client.open(f"test:/store/test/{NANO}",
-                                             block_size=4096, cache_type="none") as f:
+    with _client(cat, **extra) as client, htpdata.open(
+            f"test:/store/test/{NANO}", block_size=4096, cache_type="none", client=client) as f:
         tree = uproot.open(f)["Events"]  # header, streamers and keys come from SITE_A
         a.kill()
         got = tree.arrays(["Muon_pt", "Jet_eta", "MET_pt"])

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 import htpdata
+from htpdata.fs import HtpdataFileSystem
 from htpdata.testing import XRootDServer
+from htpdata.transports.xrootd import XRootDTransport
 
 from .conftest import TEST_FILES, TESTDATA
 
@@ -85,13 +87,25 @@ def test_bytes_equal_on_every_protocol(client: htpdata.Client, origin: XRootDSer
 
 
 def test_cat_ranges_is_one_vector_read(client: htpdata.Client) -> None:
-    fs = htpdata.fs.HtpdataFileSystem()
+    """Four ranges of one file: one XRootD vector read, not four reads (counted by the
+    transport, as the requests it sent)."""
+    fs = HtpdataFileSystem(client=client, cache=False, skip_instance_cache=True)
     name = TEST_FILES[0]
+    url = f"htpdata://test/store/test/{name}"
     want = (TESTDATA / name).read_bytes()
+    assert fs.cat_file(url, 0, 4) == want[:4]  # opens the file
+    transport = client.transports.for_url(client.resolve(f"test:/store/test/{name}")
+                                          .replicas[0].url)
+    assert isinstance(transport, XRootDTransport)
+    before = dict(transport.sent)
     starts = [0, 1000, 50_000, len(want) - 10]
     ends = [10, 1500, 50_400, len(want) + 100]
-    got = fs.cat_ranges([f"htpdata://test/store/test/{name}"] * 4, starts, ends)
+    got = fs.cat_ranges([url] * 4, starts, ends)
     assert got == [want[s:e] for s, e in zip(starts, ends, strict=True)]
+    sent = {k: v - before.get(k, 0) for k, v in transport.sent.items()}
+    assert sent.get("vector_read") == 1, sent
+    assert not sent.get("read"), sent
+    assert not sent.get("open"), sent  # the handle of the first read was kept
 
 
 def test_resolve_and_files(client: htpdata.Client) -> None:

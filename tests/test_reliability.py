@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -199,9 +200,19 @@ def test_kill_9_converters_leave_no_partial_output(catalog_dir: Path, tmp_path: 
 def test_kill_9_readers_then_verify(tiers: dict[str, dict[str, object]], tmp_path: Path) -> None:
     settings = json.dumps({"cache": {**tiers["cache"], "max_extent": 8192, "memory_size": 0}})
     ranges = json.dumps([[s, s + 40_000] for s in range(0, 300_000, 50_000)])
-    _kill_loop([sys.executable, WORKER, settings, NAME, ranges, "--loop"], os.environ.copy(), 6,
-               seed=3)
-    verify_tier(tmp_path)
+    killed = _kill_loop([sys.executable, WORKER, settings, NAME, ranges, "--loop"],
+                        os.environ.copy(), 6, seed=3)
+    assert killed > 0, "no reader was killed while it ran"
+    stored_by_killed = verify_tier(tmp_path)
+    # One more reader, not killed: it reads every range through what the killed ones left.
+    done = subprocess.run([sys.executable, WORKER, settings, NAME, ranges], timeout=120,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    want = [zlib.adler32(WANT[s:s + 40_000]) & 0xFFFFFFFF for s in range(0, 300_000, 50_000)]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["adler32"] == want
+    stored = verify_tier(tmp_path)
+    assert stored >= stored_by_killed
+    assert stored >= 6 * 40_000  # every range is in a tier, and every stored byte checked
 
 
 # -- damaged cache files --------------------------------------------------------------------------
@@ -339,7 +350,7 @@ def test_soak_memory_and_descriptors_stay_flat(tiers: dict[str, dict[str, object
         rounds = 0
         while time.monotonic() < deadline:
             for n in TEST_FILES:
-                with c.open(f"test:/store/test/{n}") as f:
+                with htpdata.open(f"test:/store/test/{n}", client=c) as f:
                     f.seek(rounds * 997 % 10_000)
                     f.read(5000)
             stage("test:/Test/All", client=c)
@@ -390,14 +401,20 @@ def test_other_users_cannot_delete_entries_on_the_shared_tier(tmp_path: Path) ->
         pytest.skip("needs root and su to act as two users")
     from htpdata.cache.disk import DiskTier
 
-    root = Path(tempfile_dir := str(tmp_path / "shared"))
-    tier = DiskTier("shared", root, 0, shared=True)
+    # A folder the other users can reach, made in the world-traversable temp folder: pytest's
+    # own folders (tmp_path's parents) are the invoking user's and stay as they are.
+    base = Path(tempfile.mkdtemp(prefix="htpdata-two-users-"))
+    try:
+        _two_users_cannot_delete(DiskTier, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _two_users_cannot_delete(disk_tier: type, base: Path) -> None:
+    base.chmod(0o755)
+    root = base / "shared"
+    tier = disk_tier("shared", root, 0, shared=True)
     tier.ensure()
-    os.chmod(tmp_path, 0o755)
-    for parent in tmp_path.parents:
-        if parent == Path("/"):
-            break
-        os.chmod(parent, os.stat(parent).st_mode | 0o011)  # let other users traverse
     folder = root / "entries"
     tier._mkdir(folder / "ab")
     shared_dir = folder / "ab"
@@ -414,8 +431,9 @@ def test_other_users_cannot_delete_entries_on_the_shared_tier(tmp_path: Path) ->
     attack = subprocess.run(["su", "daemon", "-s", "/bin/sh", "-c",
                              f"rm -f {shared_dir}/by-nobody"], capture_output=True)
     count(faults_tried=1)
+    assert attack.returncode != 0, "the other user's rm ran and succeeded"
+    assert b"rm:" in attack.stderr, attack.stderr  # rm itself ran, and was refused
     assert (shared_dir / "by-nobody").exists(), attack.stderr
-    assert tempfile_dir
 
 
 def test_secrets_never_reach_logs_errors_reports_or_keys(tiers: dict[str, dict[str, object]],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from htpdata.config import ReplicaSettings, RucioSettings
 from htpdata.errors import AuthenticationError, NameNotFoundError, ServiceUnavailableError
 from htpdata.replicas import Replica, ReplicaPolicy, order_replicas
 from htpdata.rucio import MetadataCache, RucioService, file_entry, replicas_of
-from htpdata.rucio.convert import compact_row
+from htpdata.rucio.convert import compact_row, scope_name, unpack
 from htpdata.rucio.service import _translate
 
 ROW = {
@@ -44,11 +45,26 @@ def test_replicas_keep_the_logical_name_and_order_by_policy() -> None:
     assert "T1_IT_CNAF_Tape" not in {r.site for r in ordered}  # tape never streams
 
 
+def test_compact_rows_round_trip_and_sort_by_scope_then_name() -> None:
+    row = compact_row(ROW)
+    assert isinstance(row, str)
+    scope, name, size, adler, pfns = unpack(row)
+    assert (scope, name, size, adler) == ("cms", "/store/mc/x.root", 1234, "abc")
+    assert {(p, rse, tape) for p, rse, tape in pfns} == {
+        (url, info["rse"], "1" if info["type"] == "TAPE" else "") for url, info in
+        ROW["pfns"].items()}
+    assert scope_name(row) == ("cms", "/store/mc/x.root")
+    rows = [compact_row({**ROW, "scope": s, "name": n}) for s, n in
+            [("cms2", "/a"), ("cms", "/b"), ("cms", "/a/b"), ("cms", "/a")]]
+    assert [scope_name(r) for r in sorted(rows)] == sorted(scope_name(r) for r in rows)
+
+
 def test_old_servers_rses_map_and_no_priority() -> None:
     row = compact_row({"scope": "s", "name": "/f", "bytes": None, "adler32": None,
                        "rses": {"A": ["root://a//f"], "B": ["davs://b/f"]}})
-    assert row == ["s", "/f", None, None, [["root://a//f", "A", False],
-                                            ["davs://b/f", "B", False]]]
+    scope, name, size, adler, pfns = unpack(row)
+    assert (scope, name, size, adler, list(pfns)) == (
+        "s", "/f", None, None, [("root://a//f", "A", ""), ("davs://b/f", "B", "")])
     assert file_entry(row).size is None
     assert [r.site for r in replicas_of(row)] == ["A", "B"]
 
@@ -103,3 +119,31 @@ def test_unreachable_server_uses_the_last_answer(tmp_path: Path,
     svc.meta.put(f"{svc.host}|type|cms:/x", "FILE")
     assert svc.did_type("cms", "/x") == "FILE"
     assert "Rucio unreachable" in caplog.text
+
+
+def test_rucio_client_logs_are_dropped_only_inside_htpdata_calls(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """What the Rucio client logs during htpdata's own call is reported by htpdata, once,
+    translated; the user's own Rucio logging (levels, records outside htpdata's calls) is
+    left alone."""
+    base = logging.getLogger("baseclient")
+    level_before = base.level
+
+    class FailingClient:
+        def get_did(self, scope: str, name: str) -> dict[str, str]:
+            base.error("request failed (logged by the Rucio client)")
+            raise ConnectionError("refused")
+
+    svc = RucioService(RucioSettings(), tmp_path, client_factory=FailingClient)
+    with caplog.at_level(logging.INFO):
+        with pytest.raises(ServiceUnavailableError):
+            svc.did_type("cms", "/x")
+        base.error("the user's own Rucio call")
+    seen = [r.getMessage() for r in caplog.records if r.name == "baseclient"]
+    assert seen == ["the user's own Rucio call"]
+    assert base.level == level_before
+    with caplog.at_level(logging.DEBUG, logger="htpdata.rucio"):  # --debug: they pass
+        caplog.clear()
+        with pytest.raises(ServiceUnavailableError):
+            svc.did_type("cms", "/y")
+    assert "request failed (logged by the Rucio client)" in caplog.text

@@ -65,7 +65,6 @@ def test_plan() -> None:
     assert "quota" in (p.problem or "")
 
 
-pytestmark_real = pytest.mark.xrootd
 
 
 def _dirs(tmp_path: Path) -> dict[str, dict[str, object]]:

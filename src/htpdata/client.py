@@ -1,16 +1,20 @@
-"""The :class:`Client`: settings, catalogs, transports, and the operations on names.
+"""The :class:`Client`: settings, catalogs, transports, the cache, and the operations on names.
 
-``htpdata.open``, ``htpdata.resolve`` and friends call a default client built from the
-configuration on first use; make your own ``Client(timeouts={"read": 10})`` for other settings.
+``htpdata.open``, ``htpdata.resolve`` and friends use a default client built from the
+configuration on first use (:mod:`htpdata.default`); make your own
+``Client(timeouts={"read": 10})`` for other settings and pass it on
+(``htpdata.open(name, client=client)``). Byte-level reads go through :meth:`Client.reader`,
+whatever reader it returns is a :class:`~htpdata.io.FileReader`; file objects and ``htpdata://``
+are the fsspec layer above (:mod:`htpdata.fs`).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any, BinaryIO, cast
+from typing import Any, cast
 
-from .cache import Cache, CachedReader
+from .cache import Cache, DiskTier
 from .catalogs import FileEntry
 from .config import Settings, load_settings
 from .errors import Attempt as _Attempt
@@ -21,14 +25,14 @@ from .errors import (
     UnknownNamespaceError,
     exhausted,
 )
+from .io import FileReader, byte_range
 from .names import DID, LogicalName, Name, PhysicalURL, parse_name
 from .reader import ReplicaReader
-from .resolve import ResolvedFile, Resolver
+from .replicas import ResolvedFile
+from .resolve import Resolver
 from .transports import Transports
 
-__all__ = ["Client", "Reader", "default_client", "reset_default_client"]
-
-Reader = ReplicaReader | CachedReader
+__all__ = ["Client"]
 
 
 class Client:
@@ -51,14 +55,25 @@ class Client:
                 self._cache = Cache(self.settings.cache)
             return self._cache
 
+    def tier(self, name: str | None = None) -> DiskTier:
+        """A cache tier by name; by default the one whole files go to (``htpdata stage``,
+        converted copies): the shared tier when one is configured (every node sees it), else
+        the node-local one."""
+        if name is None:
+            name = "shared" if any(t.name == "shared" for t in self.cache.tiers) else "local"
+        return self.cache.tier(name)
+
     def __reduce__(self) -> tuple[object, ...]:
         # Rebuilt from settings on the other side (Dask workers); connections are not shipped.
         return (Client, (self.settings,))
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """Let queued cache writes land, then close connections, open handles and their
+        threads. The client can be used again (it reconnects). Returns False when some
+        storage handle could not be closed in time (a dead server) and may still be open."""
         if self._cache is not None:
             self._cache.close()
-        self.transports.close()
+        return self.transports.close()
 
     def __enter__(self) -> Client:
         return self
@@ -75,26 +90,19 @@ class Client:
         """Every file of a dataset or container (or the one file) with its replicas, in bulk."""
         return self.resolver.resolve_all(name)
 
-    def fileset(self, *datasets: str | Name, tree: str | None = None) -> dict[str, Any]:
-        """The mapping coffea and ``uproot.dask`` expect, with ``htpdata://`` URLs so their
-        reads go through the cache: ``{dataset: {"files": {url: tree}}}``; the tree is the one
-        the files have (see :mod:`htpdata.filesets`)."""
-        from .filesets import make_fileset
-
-        return make_fileset(self, datasets, tree)
-
     def files(self, name: str | Name) -> list[FileEntry]:
         """The files a name stands for (a dataset's files, or the file itself)."""
         return self.resolver.files(name)
 
-    def reader(self, name: str | Name, cache: bool | None = None) -> Reader:
+    def reader(self, name: str | Name, cache: bool | None = None) -> FileReader:
         """A byte-range reader for one file: through the cache unless ``cache=False`` or the
         cache is switched off in the settings."""
         upstream = ReplicaReader(self.resolve(name), self.transports)
         use_cache = self.settings.cache.enabled if cache is None else cache
         if not use_cache:
             return upstream
-        return self.cache.wrap(upstream, self.resolver.dataset_of(name))
+        # The cached reader meets FileReader once it keeps ReadCounters (the cache rebuild).
+        return cast(FileReader, self.cache.wrap(upstream, self.resolver.dataset_of(name)))
 
     def forget(self, name: str | Name) -> None:
         """Drop what the cache holds for ``name`` (after it was written through htpdata)."""
@@ -102,22 +110,11 @@ class Client:
             self.cache.forget(str(parse_name(name)))
 
     # -- reading -------------------------------------------------------------------------
-    def open(self, name: str | Name, mode: str = "rb", cache: bool | None = None,
-             **kwargs: Any) -> BinaryIO:
-        """A seekable binary file for reading (through the cache, with failover), or a
-        writable one (``"wb"``, straight to storage)."""
-        from .fs import HtpdataFileSystem
-
-        fs = HtpdataFileSystem(client=self, cache=cache, skip_instance_cache=True)
-        return fs.open(fs.path_for(parse_name(name)), mode, **kwargs)  # type: ignore[no-any-return]
-
     def cat(self, name: str | Name, start: int | None = None, end: int | None = None,
             cache: bool | None = None) -> bytes:
         reader = self.reader(name, cache=cache)
-        size = reader.size()
-        s = 0 if start is None else (start if start >= 0 else max(0, size + start))
-        e = size if end is None else (end if end >= 0 else max(0, size + end))
-        return reader.read(s, min(e, size)) if e > s else b""
+        s, e = byte_range(start, end, reader.size())
+        return reader.read(s, e) if e > s else b""
 
     def info(self, name: str | Name) -> dict[str, Any]:
         n = parse_name(name)
@@ -195,24 +192,3 @@ def _logical_child(parent: LogicalName, parent_url: str, child_url: str) -> str:
     if child.startswith(base + "/"):
         return f"{parent.namespace}:{parent.path.rstrip('/')}/{child[len(base) + 1:]}"
     return child_url
-
-
-_default: Client | None = None
-_default_lock = threading.Lock()
-
-
-def default_client() -> Client:
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = Client()
-        return _default
-
-
-def reset_default_client(client: Client | None = None) -> None:
-    """Forget the default client (after changing configuration), or install ``client``."""
-    global _default
-    with _default_lock:
-        old, _default = _default, client
-    if old is not None and old is not client:
-        old.close()

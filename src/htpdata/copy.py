@@ -26,23 +26,17 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from .adler32 import adler32
 from .catalogs import FileEntry
-from .errors import ChecksumMismatchError, HtpdataError, StorageError
+from .errors import ChecksumMismatchError, CopyError, HtpdataError, StorageError
 from .names import DID, LogicalName, parse_name
 
 if TYPE_CHECKING:
-    from .client import Client, Reader
+    from .client import Client
+    from .io import FileReader
 
 __all__ = ["CopyError", "CopyResult", "copy", "copy_file", "targets"]
 
 PIECE = 8 << 20
 PIECES_AT_ONCE = 4  # one vector read (XRootD) or parallel ranges (HTTP) per round trip
-
-
-class CopyError(HtpdataError, OSError):
-    """The destination cannot take the file: it exists (without ``force``), the folder is
-    missing, no space or no permission. Exit code 50, as ``xrdcp`` uses for local errors."""
-
-    exit_code = 50
 
 
 @dataclass
@@ -128,7 +122,7 @@ def _publish(tmp: str, target: str, force: bool) -> None:
     os.unlink(tmp)
 
 
-def _stream(reader: Reader, size: int, out: BinaryIO,
+def _stream(reader: FileReader, size: int, out: BinaryIO,
             on_bytes: Callable[[int], None] | None, cancel: threading.Event | None) -> int:
     """Write the file's bytes to ``out``; returns their adler32."""
     value = 1

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .replicas import ResolvedFile
     from .reporting.collect import Report
     from .reporting.held import CacheInfo
-    from .resolve import ResolvedFile
     from .staging.run import StageSummary
 
 __all__ = ["cache_info_html", "report_html", "resolved_html", "stage_summary_html", "table"]

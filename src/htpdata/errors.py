@@ -24,14 +24,21 @@ catch ``FileNotFoundError``, ``PermissionError``, ``TimeoutError``, ``OSError``)
     │       ├── ReplicasTimedOutError (TimeoutError)   ... and every one timed out
     │       └── NotAFileError       (IsADirectoryError) ... and each of them is a folder
     ├── ChecksumMismatchError       (OSError)          bytes that do not match their adler32
-├── UsageError                  (ValueError)       a request that cannot be done as asked
+    ├── UsageError                  (ValueError)       a request that cannot be done as asked
     ├── CacheWriteError             (OSError)          a cache tier cannot store bytes (internal:
     │                                                  reads go on uncached with one warning)
-    └── GatewayError                (OSError)          no gateway running, its port taken, its
-                                                       state file unsafe (``htpdata serve``)
+    ├── CopyError                   (OSError)          htpdata cp: the destination cannot take it
+    ├── StageRefusedError           (OSError)          a stage that would not fit (tier, quota)
+    ├── OperatorOnlyError           (PermissionError)  an operator's command run by someone else
+    ├── GatewayError                (OSError)          no gateway running, its port taken, its
+    │                                                  state file unsafe (``htpdata serve``)
+    └── ConversionError             (ValueError)       a conversion that cannot be done
+        └── ColumnNotFoundError     (KeyError)         a column pattern that matches nothing
 
-Backend exceptions are translated in one function, :func:`htpdata.transports.base.translate`.
-Messages never contain secrets: they pass through :func:`htpdata._redact.redact`.
+``exit_code`` on each class is the one table of CLI exit codes (docs/errors.md shows it).
+Backend exceptions and statuses are translated in one place, :mod:`htpdata.transports.base`,
+through one table per protocol (XRootD client and server codes, HTTP statuses), the message
+read last. Messages never contain secrets: they pass through :func:`htpdata._redact.redact`.
 """
 
 from __future__ import annotations
@@ -47,17 +54,22 @@ __all__ = [
     "CacheWriteError",
     "CatalogError",
     "ChecksumMismatchError",
+    "ColumnNotFoundError",
     "ConfigError",
+    "ConversionError",
+    "CopyError",
     "GatewayError",
     "HtpdataError",
     "InvalidNameError",
     "NameNotFoundError",
     "NoReplicaFoundError",
     "NotAFileError",
+    "OperatorOnlyError",
     "ReplicasDeniedError",
     "ReplicasExhaustedError",
     "ReplicasTimedOutError",
     "ServiceUnavailableError",
+    "StageRefusedError",
     "StorageError",
     "StorageExistsError",
     "StorageIsADirectoryError",
@@ -67,6 +79,7 @@ __all__ = [
     "StorageUnavailableError",
     "UnknownNamespaceError",
     "UsageError",
+    "exhausted",
 ]
 
 
@@ -173,15 +186,18 @@ class NameNotFoundError(HtpdataError, FileNotFoundError):
 
 
 class StorageError(HtpdataError, OSError):
-    """A storage server failed. Carries the logical name, the replica URL and the server status."""
+    """A storage server failed. Carries the logical name, the replica URL, what the server said
+    (``status``) and its status code (``code``: the XRootD server's ``kXR_*`` error number or
+    the XRootD client's error code, or the HTTP status), when there is one."""
 
     exit_code = 6
 
     def __init__(self, message: str, *, name: str | None = None, url: str | None = None,
-                 status: str | None = None) -> None:
+                 status: str | None = None, code: int | None = None) -> None:
         self.name = name
         self.url = redact(url) if url else url
         self.status = status
+        self.code = code
         parts = [message]
         if url:
             parts.append(f"replica {self.url}")
@@ -328,3 +344,40 @@ class GatewayError(HtpdataError, OSError):
     its port is taken by another program, or its state file is not safe to trust."""
 
     exit_code = 12
+class StageRefusedError(HtpdataError, OSError):
+    """The stage would not fit in the tier or the user's quota (nothing was fetched)."""
+
+    exit_code = 9
+
+
+class OperatorOnlyError(HtpdataError, PermissionError):
+    """Only the tier's owner, root or the configured operators group may do this."""
+
+    exit_code = 4
+
+
+class ConversionError(HtpdataError, ValueError):
+    """A conversion that cannot be done: not a ROOT file, not a tree, an unsupported type."""
+
+    exit_code = 10
+
+
+class ColumnNotFoundError(ConversionError, KeyError):
+    """A column pattern that matches no column of the file; ``near`` are the closest names."""
+
+    def __init__(self, source: str, pattern: str, near: Sequence[str]) -> None:
+        self.source = source
+        self.pattern = pattern
+        self.near = list(near)
+        hint = f"; did you mean {', '.join(self.near)}?" if self.near else ""
+        super().__init__(f"{source}: no column matches {pattern!r}{hint}")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.message
+
+
+class CopyError(HtpdataError, OSError):
+    """The destination cannot take the file: it exists (without ``force``), the folder is
+    missing, no space or no permission. Exit code 50, as ``xrdcp`` uses for local errors."""
+
+    exit_code = 50

@@ -45,7 +45,9 @@ def trees_in(client: Client, name: str | Name) -> list[str]:
     except ImportError:
         raise UsageError("cannot tell the tree without uproot: pass --tree, or pip install "
                          "'htpdata[root]'") from None
-    with client.open(name) as fh, uproot.open(fh) as f:
+    from .fs import open_name
+
+    with open_name(client, name) as fh, uproot.open(fh) as f:
         kinds = {k.split(";")[0]: v for k, v in f.classnames(recursive=False).items()}
     return [k for k, v in kinds.items() if v == "TTree" or "RNTuple" in v]
 

@@ -5,31 +5,97 @@ through htpdata unchanged::
     fsspec.open("htpdata://rucio/user.jdoe:file.root")
     fsspec.open("htpdata://root://host//store/x.root")      # a physical URL, same machinery
 
-Registered through the ``fsspec.specs`` entry point. Reads go through
-:class:`~htpdata.reader.ReplicaReader` (failover); ``cat_ranges`` sends each file's ranges in one
-request (an XRootD vector read, or parallel HTTP range requests). Writes (``put``,
-``open(..., "wb")``, ``mkdir``, ``rm``) pass straight through to the first replica's storage.
+Registered through the ``fsspec.specs`` entry point. Reads go through the client's
+:class:`~htpdata.io.FileReader` (the cache, then replicas with failover); ``cat_ranges`` sends
+each file's ranges in one request (an XRootD vector read, or parallel HTTP range requests).
+Writes (``put``, ``open(..., "wb")``, ``mkdir``, ``rm``) pass straight through to the first
+replica's storage.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import threading
 import time
 from collections import OrderedDict, defaultdict
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, SupportsIndex
 
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
-from .client import Client, Reader, default_client
+from .client import Client
+from .config import Settings
+from .default import default_client
+from .errors import StorageError
+from .io import FileReader, byte_range
 from .names import Name, from_fsspec_path, parse_name, to_fsspec_url
 from .transports import translate
 
-__all__ = ["HtpdataFile", "HtpdataFileSystem"]
+__all__ = ["HtpdataFile", "HtpdataFileSystem", "open_name", "settings_from_storage_options"]
 
+log = logging.getLogger("htpdata.fs")
 PROTOCOL = "htpdata"
 _MAX_READERS = 256
 _READER_TTL = 300.0  # seconds a file's size learnt from a stat is trusted
+
+# Storage options that uproot, coffea, pandas, pyarrow, Dask and fsspec itself pass to every
+# filesystem for their own reasons. They mean nothing to htpdata (its reads are vector reads,
+# its caching is its own, its listings are not cached) and are accepted and ignored.
+FOREIGN_OPTIONS = frozenset({
+    # fsspec: instance and listings caches, async
+    "skip_instance_cache", "use_listings_cache", "listings_expiry_time", "max_paths",
+    "asynchronous", "loop", "batch_size",
+    # fsspec file objects
+    "block_size", "cache_type", "cache_options", "default_block_size", "default_cache_type",
+    "default_fill_cache", "fill_cache", "compression", "auto_mkdir",
+    # uproot and coffea (their readers' threads and handlers)
+    "handler", "handle", "num_workers", "num_fallback_workers", "use_threads",
+    "begin_chunk_size", "minimal_ttree_metadata", "xrootd_handler", "http_handler",
+    "object_handler", "file_handler", "max_num_elements",
+    # pandas and pyarrow
+    "storage_options", "pre_buffer", "buffer_size",
+})
+_warned_options: set[str] = set()
+
+
+def settings_from_storage_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The htpdata settings in an ``htpdata://`` filesystem's storage options.
+
+    Configuration sections (``timeouts``, ``cache``, ``replicas``, ...) are htpdata's own.
+    ``timeout`` (seconds; uproot's and coffea's option) is ``timeouts.read`` for this
+    filesystem, unless ``timeouts`` says otherwise. What other libraries pass for their own
+    use (:data:`FOREIGN_OPTIONS`) is ignored; anything else is ignored with one warning. None
+    of them is ever an error: a library passing its usual options must not stop a read.
+    """
+    sections = {f.name for f in dataclasses.fields(Settings)}
+    out: dict[str, Any] = {}
+    timeout = 0.0
+    for key, value in options.items():
+        if key in sections:
+            out[key] = value
+        elif key == "timeout":
+            timeout = _seconds(value)
+        elif key not in FOREIGN_OPTIONS and key not in _warned_options:
+            _warned_options.add(key)
+            log.warning("htpdata:// ignores the storage option %r (not an htpdata setting; "
+                        "the sections are %s)", key, ", ".join(sorted(sections)))
+    explicit = out.get("timeouts")
+    if timeout > 0 and (explicit is None or isinstance(explicit, Mapping)):
+        out["timeouts"] = {"read": timeout, **(explicit or {})}
+    return out
+
+
+def _seconds(value: Any) -> float:
+    """A positive number of seconds, or 0 for anything else (None, a bool, text)."""
+    if isinstance(value, bool):
+        return 0.0
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return seconds if seconds > 0 else 0.0
 
 
 class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
@@ -37,15 +103,20 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
     root_marker = ""
 
     def __init__(self, *args: Any, client: Client | None = None, cache: bool | None = None,
-                 **overrides: Any) -> None:
-        super().__init__(*args, client=client, cache=cache, **overrides)
-        if client is None and overrides:
-            client = Client(**overrides)
+                 **storage_options: Any) -> None:
+        super().__init__(*args, client=client, cache=cache, **storage_options)
+        sections = settings_from_storage_options(storage_options)
+        if client is None and sections:
+            client = Client(**sections)
         self._client = client
         self.use_cache = cache
         # One reader per file and filesystem: uproot calls cat_ranges many times per file, and
-        # each new reader would stat the file upstream again (a WAN round trip).
-        self._readers: OrderedDict[tuple[str, bool | None], tuple[float, Reader]] = OrderedDict()
+        # each new reader would stat the file upstream again (a WAN round trip). Readers
+        # belong to the client that made them: when the default client is replaced
+        # (reset_default_client), they are all dropped.
+        self._readers: OrderedDict[tuple[str, bool | None], tuple[float, FileReader]] = \
+            OrderedDict()
+        self._readers_of: Client | None = None
         self._readers_lock = threading.Lock()
 
     @property
@@ -78,20 +149,25 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def path_for(name: Name) -> str:
         return str(HtpdataFileSystem._strip_protocol(to_fsspec_url(name)))
 
-    def _reader(self, path: str, cache: bool | None = None) -> Reader:
+    def _reader(self, path: str, cache: bool | None = None) -> FileReader:
         use = self.use_cache if cache is None else cache
         key = (self._strip_protocol(path), use)
+        client = self.client
         now = time.monotonic()
         with self._readers_lock:
+            if self._readers_of is not client:
+                self._readers.clear()
+                self._readers_of = client
             hit = self._readers.get(key)
             if hit is not None and now - hit[0] < _READER_TTL:
                 self._readers.move_to_end(key)
                 return hit[1]
-        reader = self.client.reader(self.name_of(path), cache=use)
+        reader = client.reader(self.name_of(path), cache=use)
         with self._readers_lock:
-            self._readers[key] = (now, reader)
-            while len(self._readers) > _MAX_READERS:
-                self._readers.popitem(last=False)
+            if self._readers_of is client:
+                self._readers[key] = (now, reader)
+                while len(self._readers) > _MAX_READERS:
+                    self._readers.popitem(last=False)
         return reader
 
     def invalidate_cache(self, path: str | None = None) -> None:
@@ -108,7 +184,7 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
             reader = self._reader(path)
             try:
                 info = {**reader.stat(), "adler32": reader.resolved.adler32}
-            except Exception:
+            except StorageError:
                 self._drop_reader(path)  # never keep a reader whose replicas all failed
                 raise
         info["name"] = self._strip_protocol(path)
@@ -123,25 +199,33 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 e["type"] = "directory"
         return entries if detail else [e["name"] for e in entries]
 
-    def cat_file(self, path: str, start: int | None = None, end: int | None = None,
-                 **kwargs: Any) -> bytes:
+    def cat_file(self, path: str, start: SupportsIndex | None = None,
+                 end: SupportsIndex | None = None, **kwargs: Any) -> bytes:
         reader = self._reader(path)
         try:
-            size = reader.size()
-        except Exception:
-            self._drop_reader(path)
+            s, e = byte_range(start, end, reader.size())
+            return reader.read(s, e) if e > s else b""
+        except StorageError:
+            self._drop_reader(path)  # never keep a reader whose replicas all failed
             raise
-        s = 0 if start is None else (start if start >= 0 else max(0, size + start))
-        e = size if end is None else (end if end >= 0 else max(0, size + end))
-        return reader.read(s, min(e, size)) if e > s else b""
 
-    def cat_ranges(self, paths: list[str], starts: list[int] | int, ends: list[int] | int,
-                   max_gap: int | None = None, on_error: str = "return",
-                   **kwargs: Any) -> list[Any]:
-        """All ranges of one file in one request (vector read); files one after another."""
+    def cat_ranges(self, paths: list[str], starts: Any, ends: Any, max_gap: int | None = None,
+                   on_error: str = "raise", **kwargs: Any) -> list[Any]:
+        """All ranges of one file in one request (vector read); files one after another.
+
+        ``starts`` and ``ends`` are lists (or one value for every path), of any integer type;
+        ``None`` and negative offsets as in :meth:`cat_file`. A failure raises the typed error:
+        fsspec's base class returns it in the list by default (``on_error="return"``), which
+        is asked for explicitly by callers that handle it (fsspec's reference filesystem); its
+        other callers (uproot's fsspec source, Dask) would take the exception for bytes.
+        """
+        if on_error not in ("raise", "return"):
+            raise ValueError(f"on_error must be 'raise' or 'return', not {on_error!r}")
+        if not isinstance(paths, list):
+            raise TypeError(f"paths must be a list, not {type(paths).__name__}")
         n = len(paths)
-        starts = [starts] * n if isinstance(starts, int) else list(starts)
-        ends = [ends] * n if isinstance(ends, int) else list(ends)
+        starts = list(starts) if isinstance(starts, list | tuple) else [starts] * n
+        ends = list(ends) if isinstance(ends, list | tuple) else [ends] * n
         if not (len(starts) == len(ends) == n):
             raise ValueError("paths, starts and ends must have the same length")
         by_path: dict[str, list[int]] = defaultdict(list)
@@ -153,11 +237,9 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
             try:
                 reader = self._reader(p)
                 size = reader.size()
-                ranges = [(min(starts[i] if starts[i] >= 0 else size + starts[i], size),
-                           min(ends[i] if ends[i] >= 0 else size + ends[i], size)) for i in idx]
-                data = reader.read_ranges(ranges)
-            except Exception as exc:
-                self._drop_reader(p)
+                data = reader.read_ranges([byte_range(starts[i], ends[i], size) for i in idx])
+            except StorageError as exc:
+                self._drop_reader(p)  # never keep a reader whose replicas all failed
                 if on_error == "raise":
                     raise
                 data = [exc] * len(idx)
@@ -204,9 +286,7 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
         self._drop_reader(path)
         self.client.forget(self.name_of(path))
         for rep in self.client.resolve(self.name_of(path)).replicas:
-            forget = getattr(self.client.transports.for_replica(rep), "forget", None)
-            if forget is not None:
-                forget(rep.url)
+            self.client.transports.forget(rep)
 
     def _pass(self, op: str, path: str, *args: Any, **kwargs: Any) -> Any:
         self._forget(path)
@@ -272,21 +352,30 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
         return self._pass("modified", path)
 
 
-class HtpdataFile(AbstractBufferedFile):  # type: ignore[misc]
-    """A seekable read-only file whose blocks come from :class:`ReplicaReader` (with failover)."""
+def open_name(client: Client, name: str | Name, mode: str = "rb", cache: bool | None = None,
+              **kwargs: Any) -> Any:
+    """``name`` opened through ``client`` as an ``htpdata://`` file (what ``htpdata.open``
+    returns): reads through the cache unless ``cache=False``, writes straight to storage."""
+    fs = HtpdataFileSystem(client=client, cache=cache, skip_instance_cache=True)
+    return fs.open(fs.path_for(parse_name(name)), mode, **kwargs)
 
-    def __init__(self, fs: HtpdataFileSystem, path: str, reader: Reader,
+
+class HtpdataFile(AbstractBufferedFile):  # type: ignore[misc]
+    """A seekable read-only file whose blocks come from a :class:`~htpdata.io.FileReader`
+    (through the cache, with replica failover)."""
+
+    def __init__(self, fs: HtpdataFileSystem, path: str, reader: FileReader,
                  **kwargs: Any) -> None:
         self.reader = reader
+        self._held = False
         super().__init__(fs, path, size=reader.size(), **kwargs)
-        hold = getattr(reader, "hold", None)
-        if hold is not None:
-            hold()  # eviction leaves this file's cache entry alone while it is open
+        reader.hold()  # eviction leaves this file's cache entry alone while it is open
+        self._held = True
 
     def close(self) -> None:
-        release = getattr(self.reader, "release", None)
-        if release is not None:
-            release()
+        if self._held:  # fsspec may call close twice
+            self._held = False
+            self.reader.release()
         super().close()
 
     @property
@@ -309,4 +398,8 @@ class HtpdataFile(AbstractBufferedFile):  # type: ignore[misc]
         return f"{PROTOCOL}://{self.path}"
 
     def _fetch_range(self, start: int, end: int) -> bytes:
-        return self.reader.read(start, end)
+        try:
+            return self.reader.read(start, end)
+        except StorageError:
+            self.fs._drop_reader(self.path)  # the next open starts from fresh replicas
+            raise

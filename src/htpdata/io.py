@@ -9,14 +9,15 @@ dataclass a caller can read at any time (updated under the reader's own lock).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, SupportsIndex, runtime_checkable
 
 if TYPE_CHECKING:
-    from .resolve import ResolvedFile
+    from .replicas import ResolvedFile
 
-__all__ = ["FileReader", "ReadCounters"]
+__all__ = ["FileReader", "ReadCounters", "byte_range"]
 
 
 @dataclass
@@ -79,3 +80,22 @@ class FileReader(Protocol):
     def release(self) -> None:
         """Undo one :meth:`hold`."""
         ...
+
+
+def byte_range(start: SupportsIndex | None, end: SupportsIndex | None, size: int
+               ) -> tuple[int, int]:
+    """``[start, end)`` in fsspec's terms made concrete for a file of ``size`` bytes.
+
+    ``None`` is the file's start or end, a negative offset counts from the end, and both are
+    clipped to the file (so ``end >= start``). Offsets may be of any integer type (uproot
+    passes numpy's); anything that is not an integer (a float, a string) is a ``TypeError``:
+    a caller's bad argument, never a storage failure.
+    """
+    s = 0 if start is None else operator.index(start)
+    e = size if end is None else operator.index(end)
+    if s < 0:
+        s = max(0, size + s)
+    if e < 0:
+        e = max(0, size + e)
+    s = min(s, size)
+    return s, max(s, min(e, size))

@@ -37,8 +37,10 @@ __all__ = [
     "PhysicalURL",
     "URLCredential",
     "from_fsspec_path",
+    "namespace_of",
     "parse_name",
     "split_credentials",
+    "to_fsspec_url",
 ]
 
 PHYSICAL_SCHEMES = frozenset({"root", "xroot", "davs", "https", "http", "dav", "file"})
@@ -316,3 +318,12 @@ def to_fsspec_url(name: Name) -> str:
     if isinstance(name, DID):
         return f"htpdata://rucio/{name.scope}:{name.name}"
     return f"htpdata://{name.url}"
+
+
+def namespace_of(name: str) -> str:
+    """The namespace a name's text belongs to, for grouping figures (no parsing, so any
+    recorded text works): ``cms`` for ``cms:/store/x``, ``rucio:SCOPE`` for a DID, the scheme
+    for a URL, ``?`` for text without one."""
+    if name.startswith(f"{RUCIO_NAMESPACE}:"):
+        return f"{RUCIO_NAMESPACE}:" + name.split(":", 2)[1]
+    return name.split(":", 1)[0] if ":" in name else "?"

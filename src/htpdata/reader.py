@@ -4,18 +4,20 @@
 that last worked; when a request fails (refused, dropped, timed out, file missing, wrong size)
 it records the attempt, moves to the next replica, checks that its size is the same, and asks
 it for the same byte ranges, so a read continues at the same offset. Only when every replica has
-failed does it raise, once, an error listing what was tried.
+failed does it raise, once, an error listing what was tried. It is a
+:class:`~htpdata.io.FileReader`; the cache's reader wraps one.
 """
 
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 from collections.abc import Sequence
 
 from .errors import Attempt, StorageError, StorageIsADirectoryError, exhausted
-from .replicas import Replica
-from .resolve import ResolvedFile
+from .io import ReadCounters
+from .replicas import Replica, ResolvedFile
 from .transports import Transports
 
 __all__ = ["ReplicaReader"]
@@ -24,12 +26,15 @@ log = logging.getLogger("htpdata.reader")
 
 
 class ReplicaReader:
-    """Byte-range reads of one file with failover. Thread-safe: uproot reads from threads."""
+    """Byte-range reads of one file with failover (a :class:`~htpdata.io.FileReader`).
+    Thread-safe: uproot reads from threads."""
 
     def __init__(self, resolved: ResolvedFile, transports: Transports) -> None:
         self.resolved = resolved
         self.transports = transports
         self.name = str(resolved.name)
+        self.counters = ReadCounters()
+        """Every byte comes from storage: ``bytes_read == upstream``."""
         self.attempts: list[Attempt] = []
         self._index = 0
         self._size: int | None = None
@@ -87,6 +92,8 @@ class ReplicaReader:
                 size = self._check(index, rep)
                 if op is None:
                     return size
+                with self._lock:
+                    self.counters.upstream_requests += 1  # failed ones were sent too
                 data = self.transports.for_replica(rep).cat_ranges(rep.url, op)
                 for (start, end), chunk in zip(op, data, strict=True):
                     want = max(0, min(end, size) - start)
@@ -138,9 +145,24 @@ class ReplicaReader:
         """Bytes of each ``[start, end)``; ends past the file are clipped, like a file read."""
         if not ranges:
             return []
-        result = self._run("read", list(ranges))
+        # Plain ints from here down: a numpy offset is fine, a float is the caller's TypeError
+        # (raised before any request, so never counted as a replica's failure).
+        result = self._run("read", [(operator.index(a), operator.index(b)) for a, b in ranges])
         assert isinstance(result, list)
+        got = sum(len(chunk) for chunk in result)
+        with self._lock:
+            c = self.counters
+            c.requests += 1
+            c.ranges += len(ranges)
+            c.bytes_read += got
+            c.upstream += got
         return result
 
     def read(self, start: int, end: int) -> bytes:
         return self.read_ranges([(start, end)])[0]
+
+    def hold(self) -> None:
+        """Nothing is cached here, so nothing to keep from eviction."""
+
+    def release(self) -> None:
+        """See :meth:`hold`."""

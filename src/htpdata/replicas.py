@@ -1,19 +1,24 @@
-"""Replicas and the pure decision of which to try first.
+"""Replicas, a file with its ordered replicas, and the pure decision of which to try first.
 
 No I/O here: :func:`order_replicas` is a function of the candidates and the settings, tested
-exhaustively without servers. The I/O that walks the list lives in :mod:`htpdata.io`.
+exhaustively without servers. :class:`ResolvedFile` is what the resolver
+(:mod:`htpdata.resolve`) hands to the readers; the I/O that walks its replicas, with failover,
+is :class:`htpdata.reader.ReplicaReader` (the contract every reader meets is
+:class:`htpdata.io.FileReader`).
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from .catalogs import FileEntry
 from .config import ReplicaSettings
-from .names import URLCredential
+from .names import Name, URLCredential
 
-__all__ = ["Replica", "ReplicaPolicy", "order_replicas"]
+__all__ = ["Replica", "ReplicaPolicy", "ResolvedFile", "order_replicas"]
 
 
 class Replica(NamedTuple):
@@ -37,6 +42,31 @@ class Replica(NamedTuple):
     def as_dict(self) -> dict[str, object]:
         return {"url": self.url, "site": self.site, "protocol": self.protocol,
                 "name": self.name, "preference": self.preference, "role": self.role}
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedFile:
+    """A file with what is known of it and its replicas in the order they will be tried."""
+
+    name: Name
+    replicas: tuple[Replica, ...]
+    size: int | None = None
+    adler32: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": str(self.name), "size": self.size, "adler32": self.adler32,
+                "replicas": [r.as_dict() for r in self.replicas]}
+
+    def entry(self) -> FileEntry:
+        return FileEntry(str(self.name), self.size, self.adler32)
+
+    def _repr_html_(self) -> str:
+        from .display import resolved_html
+
+        return resolved_html(self)
+
+
+_new_tuple = tuple.__new__
 
 
 def _matches(site: str, patterns: Iterable[str]) -> bool:
@@ -84,15 +114,18 @@ class ReplicaPolicy:
         ranked.sort()  # URLs are unique now: the replicas themselves are never compared
         return [r for _, _, r in ranked]
 
-    def order_pfns(self, pfns: Iterable[Sequence[Any]], name: str) -> list[Replica]:
-        """:meth:`order` for Rucio's ``[pfn, rse, tape]`` triples (site role, default
-        preference), building only the replicas kept: a dataset's warm resolution is this
-        loop, so it is written for speed (two replicas sorted without a sort)."""
+    def order_pfns(self, pfns: Iterable[Sequence[Any]], name: str) -> tuple[Replica, ...]:
+        """:meth:`order` for Rucio's ``(pfn, rse, tape)`` triples (site role, default
+        preference; ``tape`` anything true or false), building only the replicas kept: a
+        dataset's warm resolution is this loop, so it is written for speed (two replicas
+        sorted without a sort, the kept replicas built as tuples without the named tuple's
+        Python-level constructor)."""
         ranks = self._pfn_ranks
         kept = []
         for pfn, rse, tape in pfns:
-            scheme = pfn[:pfn.find("://")] if "://" in pfn else "file"
-            key = (rse, scheme, tape)
+            cut = pfn.find("://")
+            scheme = pfn[:cut] if cut > 0 else "file"
+            key = (rse, scheme, bool(tape))
             if key in ranks:
                 rank = ranks[key]
             else:
@@ -110,7 +143,9 @@ class ReplicaPolicy:
             if len({k[1] for k in kept}) < n:
                 kept = list({k[1]: k for k in kept}.values())
             kept.sort()
-        return [Replica(pfn, rse, scheme, name) for _, pfn, rse, scheme in kept]
+        # Tape is never kept, so every replica here is Replica(pfn, rse, scheme, name).
+        return tuple([_new_tuple(Replica, (pfn, rse, scheme, name, 100, "site", False, None))
+                      for _, pfn, rse, scheme in kept])
 
 
 def order_replicas(replicas: Iterable[Replica], settings: ReplicaSettings) -> list[Replica]:

@@ -16,11 +16,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._gc import paused
 from .catalogs import CatalogSet, Dataset, FileEntry, load_catalogs
 from .config import Settings, default_local_dir
 from .errors import (
@@ -30,36 +28,16 @@ from .errors import (
     UnknownNamespaceError,
 )
 from .names import DID, LogicalName, Name, PhysicalURL, parse_name
-from .replicas import Replica, ReplicaPolicy
+from .replicas import Replica, ReplicaPolicy, ResolvedFile
 
 if TYPE_CHECKING:
     from .rucio.convert import CompactRow
 
+# ResolvedFile lives beside the replicas (htpdata.replicas); it is re-exported here, where
+# callers have always found it.
 __all__ = ["ResolvedFile", "Resolver"]
 
 log = logging.getLogger("htpdata.resolve")
-
-
-@dataclass(frozen=True, slots=True)
-class ResolvedFile:
-    """A file with what is known of it and its replicas in the order they will be tried."""
-
-    name: Name
-    replicas: tuple[Replica, ...]
-    size: int | None = None
-    adler32: str | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        return {"name": str(self.name), "size": self.size, "adler32": self.adler32,
-                "replicas": [r.as_dict() for r in self.replicas]}
-
-    def entry(self) -> FileEntry:
-        return FileEntry(str(self.name), self.size, self.adler32)
-
-    def _repr_html_(self) -> str:
-        from .display import resolved_html
-
-        return resolved_html(self)
 
 
 class Resolver:
@@ -175,11 +153,8 @@ class Resolver:
             try:
                 if self.rucio.did_type(did.scope, did.name) == "FILE":
                     return [self.resolve(n)]
-                # One young collection at the end, not one per step; a cold fetch is covered
-                # too (the client's streamed answer is thousands of small objects as well).
-                with paused():
-                    rows = self.rucio.dataset_replicas(did.scope, did.name)
-                    return self._from_rows(rows, cms=isinstance(n, LogicalName))
+                rows = self.rucio.dataset_replicas(did.scope, did.name)
+                return self._from_rows(rows, cms=isinstance(n, LogicalName))
             except (NameNotFoundError, ServiceUnavailableError) as exc:
                 self._fallback(n, exc)
         if self.dataset(n) is not None:
@@ -232,19 +207,18 @@ class Resolver:
         The warm path of a whole dataset is this loop (thousands of files): names Rucio returned
         for a valid DID are built directly, not re-parsed, and each site's rank is decided once.
         """
-        from .rucio.convert import adler32_text, replicas_of
+        from .rucio.convert import adler32_text, replicas_of, unpack
 
         out = []
         order = self.policy.order_pfns
-        for scope, fname, size, adler, pfns in sorted(rows, key=_scope_name):
+        for row in sorted(rows):  # scope, then name: the row starts with them
+            scope, fname, size, adler, pfns = unpack(row)
             file: Name = LogicalName("cms", fname) if cms else DID(scope, fname)
             text = str(file)
             ordered = order(pfns, text)
             if not ordered:  # raises, saying why
-                self._ordered(file, replicas_of([scope, fname, size, adler, pfns], text),
-                              FileEntry(text))
-            out.append(ResolvedFile(file, tuple(ordered), None if size is None else int(size),
-                                    adler32_text(adler)))
+                self._ordered(file, replicas_of(row, text), FileEntry(text))
+            out.append(ResolvedFile(file, ordered, size, adler32_text(adler)))
         return out
 
     def _ordered(self, n: Name, candidates: list[Replica], meta: FileEntry,
@@ -275,10 +249,6 @@ def _product(n: LogicalName, site: str, scheme: str, url: str) -> PhysicalURL:
         raise InvalidNameError(str(n), f"site {site}'s {scheme} rule maps it to something that "
                                f"is not a {scheme}:// URL", part=url[:80])
     return phys
-
-
-def _scope_name(row: CompactRow) -> tuple[str, str]:
-    return row[0], row[1]
 
 
 def _did_of(name: str, cms_scope: str) -> tuple[str, str]:

@@ -37,7 +37,7 @@ class Command:
 
 
 def client() -> Client:
-    from ..client import default_client
+    from ..default import default_client
 
     return default_client()
 

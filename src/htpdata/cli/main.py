@@ -9,6 +9,7 @@ command line.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -119,21 +120,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The console script: run, flush what htpdata holds, and exit without the interpreter's
-    slow teardown (the XRootD client's threads can hold an exit for a second or more)."""
-    code = main()
-    try:
-        from ..cache.accounting import _flush_all
-        from ..client import _default
+    """The console script: run, then close the default client before the interpreter exits.
 
-        if _default is not None and _default._cache is not None:
-            _default._cache.close()  # queued cache writes land, the journal flushes
-        _flush_all()  # (open storage handles need no goodbye: the process ends here)
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BaseException:  # pragma: no cover - never mask the command's own result
-        sys.exit(code)
-    os._exit(code)
+    Closing first is what keeps the exit prompt: queued cache writes land and the journal
+    flushes; the XRootD handles still open are closed concurrently (each close is a round
+    trip; a dead server gets at most 5 s), so the XRootD client's own exit handler finds none
+    left to close one by one, and its threads stop at once. When every handle is closed, the
+    objects alive now are frozen (``gc.freeze``): the interpreter's exit still runs every exit
+    handler, flushes and joins its threads, but its last collections no longer walk the whole
+    heap, and the XRootD client's exit handler (which scans every object for open files) has
+    none to scan: it has nothing to close. That makes a normal exit as quick as ``os._exit``
+    was (measured: docs/architecture.md). A handle left open (its server did not answer the
+    close) must be closed by that handler while the client's threads still run: then nothing
+    is frozen.
+    """
+    code = main()
+    closed = False
+    try:
+        from ..default import close_default_client
+
+        closed = close_default_client()
+    except Exception as exc:  # pragma: no cover - never mask the command's own result
+        logging.getLogger("htpdata").debug("closing the client failed: %s", exc)
+    if closed:
+        gc.freeze()
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

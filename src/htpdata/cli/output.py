@@ -13,9 +13,14 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..atomic import write_atomically
+from ..units import human_bytes
+
 if TYPE_CHECKING:
     from rich.console import Console
 
+# human_bytes and write_atomically live in htpdata.units and htpdata.atomic (the reports use
+# them too); they are re-exported here, where the commands have always found them.
 __all__ = ["Bytes", "configure", "console", "error", "human_bytes", "note", "print_json",
            "print_table", "write_atomically"]
 
@@ -44,17 +49,6 @@ def console() -> Console:
     from rich.console import Console
 
     return Console(soft_wrap=True)
-
-
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
-        if size < 1000 or unit == "PB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"  # pragma: no cover
 
 
 def error(text: str) -> None:
@@ -101,18 +95,3 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
     for row in rows:
         table.add_row(*(_cell(v, OPTIONS.exact_bytes) for v in row))
     console().print(table)
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Write beside ``path``, then rename: never a half-written file under its name."""
-    import os
-
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

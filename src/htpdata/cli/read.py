@@ -245,11 +245,14 @@ def _fileset_args(p: argparse.ArgumentParser, _: argparse.ArgumentParser) -> Non
 def _fileset(args: argparse.Namespace) -> int:
     import json
 
-    data = client().fileset(*args.datasets, tree=args.tree)
-    if args.for_ == "root":
-        from ..gateway import fileset, running
+    from ..api import fileset
 
-        data = fileset(data, running())
+    data = fileset(*args.datasets, tree=args.tree, client=client())
+    if args.for_ == "root":
+        from ..gateway import fileset as through_gateway
+        from ..gateway import running
+
+        data = through_gateway(data, running())
     if args.output is None:
         print_json(data)
         return 0

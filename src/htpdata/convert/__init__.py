@@ -47,12 +47,6 @@ def _derived_name(source: Identity, columns: Sequence[str] | None, fmt: str,
     return f"derived:{fmt}:{hashlib.sha256(spec.encode()).hexdigest()[:32]}"
 
 
-def _tier(client: Client, tier: str | None) -> DiskTier:
-    if tier is None:
-        tier = "shared" if any(t.name == "shared" for t in client.cache.tiers) else "local"
-    return client.cache.tier(tier)
-
-
 def _lookup(tier: DiskTier, derived: str) -> Path | None:
     key = tier.current_key(Identity(derived, 0).name_key)
     if key is None or not tier.is_complete(key):
@@ -92,14 +86,14 @@ def find_derived(derived: str, *, client: Client | None = None,
                  tier: str | None = None) -> Path:
     """The file of a derived name (``derived:FORMAT:HASH``) in the tiers, or ConversionError
     when none holds it (evicted: convert its source again)."""
-    from ..client import default_client
+    from ..default import default_client
 
     client = client or default_client()
     parts = derived.split(":")
     if len(parts) != 3 or parts[1] not in FORMATS or not parts[2].isalnum():
         raise ConversionError(f"{derived!r} is not a derived name (derived:FORMAT:HASH, as "
                               "htpdata convert prints)")
-    tiers = [_tier(client, tier)] if tier else client.cache.tiers
+    tiers = [client.tier(tier)] if tier else client.cache.tiers
     for t in tiers:
         found = _lookup(t, derived)
         if found is not None:
@@ -112,7 +106,8 @@ def convert_one(name: str | Name, format: str = "parquet",
                 columns: str | Sequence[str] | None = None, *, client: Client | None = None,
                 tree: str | None = None, tier: str | None = None) -> tuple[Path, str]:
     """:func:`converted`, and the derived name of the copy (one users can pass on)."""
-    from ..client import default_client
+    from ..default import default_client
+    from ..fs import open_name
 
     if isinstance(name, str) and name.startswith("derived:"):
         return find_derived(name, client=client, tier=tier), name
@@ -122,17 +117,16 @@ def convert_one(name: str | Name, format: str = "parquet",
     n = parse_name(name)
     patterns = parse_patterns(columns)
     reader = client.reader(n)
-    source = reader.identity() if hasattr(reader, "identity") else Identity(
-        str(n), reader.size(), reader.resolved.adler32)
+    source = Identity(str(n), reader.size(), reader.resolved.adler32)
     derived = _derived_name(source, patterns, format, tree)
-    target = _tier(client, tier)
+    target = client.tier(tier)
     found = _lookup(target, derived)
     if found is not None:
         return found, derived
     tmp = target.scratch() / f".convert-{os.getpid()}-{secrets.token_hex(4)}.{format}"
     t0 = time.monotonic()
     try:
-        with client.open(n) as f:
+        with open_name(client, n) as f:
             obj = open_tree(f, tree, str(n))
             cols = choose(obj, patterns, str(n))
             if format == "parquet":
@@ -184,7 +178,7 @@ def convert_many(names: Sequence[str | Name], format: str = "parquet",
                  tree: str | None = None, tier: str | None = None,
                  dask: Any = None) -> list[dict[str, Any]]:
     """Convert every file of the given names (datasets expand); on a Dask cluster if given."""
-    from ..client import default_client
+    from ..default import default_client
 
     client = client or default_client()
     files = [f.name for n in names for f in client.files(n)]
@@ -211,15 +205,12 @@ def convert_many(names: Sequence[str | Name], format: str = "parquet",
             dc.close()
 
 
-_remote_clients: dict[int, Client] = {}
-
-
 def _remote_convert(settings: Any, name: str, fmt: str, columns: Any, tree: str | None,
                     tier: str | None) -> dict[str, Any]:
-    key = hash(repr(settings))
-    client = _remote_clients.get(key)
-    if client is None:
-        client = _remote_clients[key] = Client(settings)
+    """Runs on a Dask worker: one htpdata client per worker process and settings."""
+    from ..default import worker_client
+
+    client = worker_client(settings)
     t0 = time.monotonic()
     try:
         path, derived = convert_one(name, fmt, columns, client=client, tree=tree, tier=tier)

@@ -6,27 +6,10 @@ import difflib
 import fnmatch
 from collections.abc import Sequence
 
-from ..errors import HtpdataError
+from ..errors import ColumnNotFoundError, ConversionError
 
+# The two errors live in htpdata.errors; they are re-exported here, where they were first.
 __all__ = ["ColumnNotFoundError", "ConversionError", "select_columns"]
-
-
-class ConversionError(HtpdataError, ValueError):
-    """A conversion that cannot be done: not a ROOT file, not a tree, an unsupported type."""
-
-    exit_code = 10
-
-
-class ColumnNotFoundError(ConversionError, KeyError):
-    def __init__(self, source: str, pattern: str, near: Sequence[str]) -> None:
-        self.source = source
-        self.pattern = pattern
-        self.near = list(near)
-        hint = f"; did you mean {', '.join(self.near)}?" if self.near else ""
-        super().__init__(f"{source}: no column matches {pattern!r}{hint}")
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return self.message
 
 
 def select_columns(available: Sequence[str], patterns: Sequence[str] | None,

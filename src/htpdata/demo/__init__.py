@@ -156,8 +156,10 @@ def _run(server: XRootDServer, out: _Out, result: dict[str, Any], keep_running: 
         result["ok"] = True
         return 0
     out.section("uproot through htpdata")
+    from ..fs import open_name
+
     t0 = time.perf_counter()
-    with client.open(name, cache=False) as f:
+    with open_name(client, name, cache=False) as f:
         events = uproot.open(f)["Events"]
         pt = events["Muon_pt"].array(library="np")
     out.line(f"  uproot.open(htpdata.open({name!r}))['Events']: {events.num_entries} events, "
@@ -165,7 +167,7 @@ def _run(server: XRootDServer, out: _Out, result: dict[str, Any], keep_running: 
              f"({time.perf_counter() - t0:.2f} s, root://)", markup=False)
     url = f"htpdata://davs://localhost:{server.http_port}{name.split(':', 1)[1]}:Events"
     t0 = time.perf_counter()
-    from ..client import reset_default_client
+    from ..default import reset_default_client
 
     reset_default_client(client)
     tree = uproot.open(url, cache=False)
@@ -180,7 +182,7 @@ def _run(server: XRootDServer, out: _Out, result: dict[str, Any], keep_running: 
     for label in ("cold", "warm"):
         with Client(auth={"ca_file": str(server.cert)}, cache=cache) as c:
             t0 = time.perf_counter()
-            with c.open(name) as f:
+            with open_name(c, name) as f:
                 uproot.open(f)["Events"].arrays(branches)
             took = time.perf_counter() - t0
             s = c.cache.journal.totals

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
@@ -104,11 +104,9 @@ class ReaderPool:
             if hit is not None and now - hit[0] < self.ttl:
                 self._readers.move_to_end(key)
                 return hit[1]
-        # cast and _hold: until ReplicaReader is a FileReader (hold/release no-ops), which the
-        # contracts stream brings; then both go.
-        reader = cast(FileReader, self.client.reader(name, cache=self.cache))
+        reader = self.client.reader(name, cache=self.cache)
         reader.size()
-        _hold(reader, "hold")
+        reader.hold()
         dropped: list[FileReader] = []
         with self._lock:
             old = self._readers.pop(key, None)
@@ -118,7 +116,7 @@ class ReaderPool:
             while len(self._readers) > self.max_readers:
                 dropped.append(self._readers.popitem(last=False)[1][1])
         for r in dropped:
-            _hold(r, "release")
+            r.release()
         return reader
 
     def close(self) -> None:
@@ -126,16 +124,10 @@ class ReaderPool:
             readers = [r for _, r in self._readers.values()]
             self._readers.clear()
         for r in readers:
-            _hold(r, "release")
+            r.release()
 
     def __len__(self) -> int:
         return len(self._readers)
-
-
-def _hold(reader: FileReader, what: str) -> None:
-    op = getattr(reader, what, None)  # a reader around the cache has none on main yet
-    if op is not None:
-        op()
 
 
 @dataclass

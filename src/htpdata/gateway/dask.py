@@ -208,7 +208,7 @@ def install(client: Any, *, port: int | None = None, threads: int = 8,
     tried (twice). With an explicit ``port``, a taken port is a :class:`GatewayError`.
     ``settings`` default to those of htpdata's default client here.
     """
-    from ..client import default_client
+    from ..default import default_client
 
     if settings is None:
         settings = default_client().settings

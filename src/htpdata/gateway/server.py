@@ -128,7 +128,7 @@ class Gateway:
                  secret: str | None = None, record: bool = False,
                  users_lock: str | Path | None = None,
                  environ: Mapping[str, str] | None = None) -> None:
-        from ..client import default_client
+        from ..default import default_client
 
         self.client = client if client is not None else default_client()
         self.options = options or GatewayOptions()

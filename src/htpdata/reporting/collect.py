@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,8 @@ BY = ("user", "group", "dataset", "namespace", "site")
 SERVED = ("memory", "local", "shared")
 
 
-def hit_ratio(row: dict[str, Any]) -> float | None:
+def hit_ratio(row: Mapping[str, Any]) -> float | None:
+    """Bytes served from the cache over all bytes read (None when nothing was read)."""
     served = sum(int(row.get(k, 0)) for k in SERVED)
     total = served + int(row.get("upstream", 0))
     return served / total if total else None
@@ -120,8 +122,12 @@ class Report:
             "top_datasets": self.top_datasets()}
 
     def to_pandas(self) -> Any:
-        import pandas as pd
-
+        """:meth:`records` as a pandas DataFrame (``pip install "htpdata[pandas]"``)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError('Report.to_pandas() needs pandas: pip install "htpdata[pandas]"'
+                              ) from exc
         return pd.DataFrame.from_records(self.records())
 
     def _repr_html_(self) -> str:

@@ -8,15 +8,9 @@ import os
 from typing import Any
 
 from ..cache.disk import DiskTier
-from ..errors import HtpdataError, UsageError
+from ..errors import OperatorOnlyError, UsageError
 
 __all__ = ["OperatorOnlyError", "is_operator", "set_quota"]
-
-
-class OperatorOnlyError(HtpdataError, PermissionError):
-    """Only the tier's owner, root or the configured operators group may do this."""
-
-    exit_code = 4
 
 
 def is_operator(tier: DiskTier, operators_group: str = "") -> bool:

@@ -9,7 +9,8 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from .collect import Report
+from ..units import human_bytes
+from .collect import Report, hit_ratio
 
 __all__ = ["quota_rows", "to_csv", "to_html", "to_prometheus"]
 
@@ -60,10 +61,9 @@ def to_prometheus(report: Report) -> str:
     lines += ["# HELP htpdata_cache_hit_ratio Bytes served from cache over all bytes read.",
               "# TYPE htpdata_cache_hit_ratio gauge"]
     for tier, acc in totals.items():
-        served = sum(acc.get(k, 0) for k in ("memory", "local", "shared"))
-        if served + acc.get("upstream", 0):
-            lines.append(f'htpdata_cache_hit_ratio{{tier="{tier}"}} '
-                         f"{served / (served + acc.get('upstream', 0)):.6f}")
+        ratio = hit_ratio(acc)
+        if ratio is not None:
+            lines.append(f'htpdata_cache_hit_ratio{{tier="{tier}"}} {ratio:.6f}')
     lines += ["# HELP htpdata_cache_read_bytes_total Bytes read, by where they came from.",
               "# TYPE htpdata_cache_read_bytes_total counter"]
     for tier, acc in totals.items():
@@ -77,19 +77,11 @@ def to_prometheus(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
-        if abs(n) < 1000 or unit == "PB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"  # pragma: no cover
-
-
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
 
 
-def _bars(title: str, items: Sequence[tuple[str, float]], fmt: Any = _human) -> str:
+def _bars(title: str, items: Sequence[tuple[str, float]], fmt: Any = human_bytes) -> str:
     """A horizontal bar chart as inline SVG (no script, no network)."""
     items = list(items)[:15]
     width, bar_h, left = 760, 22, 260
@@ -181,36 +173,37 @@ def _hot(t: Any, key: str, n: int = 10) -> list[tuple[str, int, float | None]]:
             for k, v in c.items():
                 row[k] = row.get(k, 0) + int(v)
     out = [(who, sum(c.get(k, 0) for k in ("memory", "local", "shared", "upstream")),
-            _ratio(c)) for who, c in acc.items()]
+            hit_ratio(c)) for who, c in acc.items()]
     return sorted((x for x in out if x[1]), key=lambda x: -x[1])[:n]
 
 
 def _tier_section(report: Report, t: Any, tot: dict[str, Any]) -> str:
     used = int(t.usage.get("total", 0))
-    size = f" of {_human(t.size)}" if t.size else ""
+    size = f" of {human_bytes(t.size)}" if t.size else ""
     share = _pct(tot["share"]) if t.size else "no size set"
-    figures = [("held", f"{_human(used)}{size}"), ("share of the tier used", share),
-               ("files", str(tot["files"])), ("pinned", _human(tot["pinned"])),
+    figures = [("held", f"{human_bytes(used)}{size}"), ("share of the tier used", share),
+               ("files", str(tot["files"])), ("pinned", human_bytes(tot["pinned"])),
                ("hit ratio", _pct(tot["hit_ratio"])),
-               ("read from the cache", _human(tot["served"])),
-               ("fetched upstream by reads", _human(tot["upstream"])),
-               ("fetched by stages", _human(tot["staged"]))]
+               ("read from the cache", human_bytes(tot["served"])),
+               ("fetched upstream by reads", human_bytes(tot["upstream"])),
+               ("fetched by stages", human_bytes(tot["staged"]))]
     cards = "".join(f'<div class="card"><div class="num">{html.escape(v)}</div>'
                     f'<div class="lbl">{html.escape(k)}</div></div>' for k, v in figures)
     by_user = sorted(t.usage.get("by_user", {}).items(), key=lambda x: -x[1])
     base = t.size or used or 1
     shares = [(f"{who} ({b / base:.0%})", float(b)) for who, b in by_user]
     by_ds = sorted(t.usage.get("by_dataset", {}).items(), key=lambda x: -x[1])
-    days = [(d, _ratio(agg.get("totals", {}))) for d, agg in t.days.items()]
+    days = [(d, hit_ratio(agg.get("totals", {}))) for d, agg in t.days.items()]
     hot_ds = _hot(t, "dataset")
     hot_users = _hot(t, "user")
-    coldest = [[c.get("name"), _human(c.get("bytes", 0)), c.get("user"),
+    coldest = [[c.get("name"), human_bytes(c.get("bytes", 0)), c.get("user"),
                 dt.datetime.fromtimestamp(c.get("last_access") or 0).strftime("%Y-%m-%d %H:%M")]
                for c in t.usage.get("coldest", [])[:10]]
-    quotas = [[q["kind"], q["name"], _human(q["bytes"]), _human(q["soft"]), _human(q["hard"]),
-               _pct(q["share"]), q["state"]] for q in quota_rows(report) if q["tier"] == t.name]
+    quotas = [[q["kind"], q["name"], human_bytes(q["bytes"]), human_bytes(q["soft"]),
+               human_bytes(q["hard"]), _pct(q["share"]), q["state"]]
+              for q in quota_rows(report) if q["tier"] == t.name]
     per_day = [[d, _pct(r)] for d, r in days[-14:]]
-    users = [[who, _human(b), _pct(b / base), t.usage.get("files_by_user", {}).get(who, 0)]
+    users = [[who, human_bytes(b), _pct(b / base), t.usage.get("files_by_user", {}).get(who, 0)]
              for who, b in by_user[:15]]
     parts = [
         f'<section id="tier-{html.escape(t.name)}"><h2>{html.escape(t.name)} tier '
@@ -221,9 +214,9 @@ def _tier_section(report: Report, t: Any, tot: dict[str, Any]) -> str:
         _table(["kind", "who", "using", "soft", "hard", "of hard", "state"], quotas),
         "<h3>What is hot (bytes read)</h3>",
         _table(["dataset", "bytes read", "hit ratio"],
-               [[d, _human(b), _pct(r)] for d, b, r in hot_ds]),
+               [[d, human_bytes(b), _pct(r)] for d, b, r in hot_ds]),
         _table(["user", "bytes read", "hit ratio"],
-               [[u, _human(b), _pct(r)] for u, b, r in hot_users]),
+               [[u, human_bytes(b), _pct(r)] for u, b, r in hot_users]),
         _bars("Held by dataset", by_ds),
         "<h3>Hit ratio per day</h3>",
         _columns("Hit ratio per day (bytes served from cache / bytes read)", days),
@@ -259,9 +252,3 @@ def to_html(report: Report) -> str:
             f"<title>htpdata cache report</title><style>{style}</style></head><body>"
             f"<h1>htpdata cache report</h1><p>Generated {when}{since}.</p>{alert}{sections}"
             f"</body></html>")
-
-
-def _ratio(tot: dict[str, Any]) -> float | None:
-    served = sum(int(tot.get(k, 0)) for k in ("memory", "local", "shared"))
-    allb = served + int(tot.get("upstream", 0))
-    return served / allb if allb else None

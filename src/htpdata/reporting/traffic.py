@@ -17,9 +17,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_atomically
 from ..cache.accounting import COUNTERS
 from ..cache.disk import DiskTier, _pid_alive
 from ..cache.evict import lease
+from ..names import namespace_of
 
 __all__ = ["fold", "read_days"]
 
@@ -28,24 +30,12 @@ def _day(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d")
 
 
-def _namespace(name: str) -> str:
-    if name.startswith("rucio:"):
-        return "rucio:" + name.split(":", 2)[1]
-    return name.split(":", 1)[0] if ":" in name else "?"
-
-
 def _load(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_bytes())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _publish(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 def fold(tier: DiskTier) -> int:
@@ -90,8 +80,8 @@ def fold(tier: DiskTier) -> int:
                     path.unlink()
                 offsets.pop(name, None)
         for day, agg in days.items():
-            _publish(out / f"{day}.json", agg)
-        _publish(out / "offsets.json", offsets)
+            write_atomically(out / f"{day}.json", json.dumps(agg))
+        write_atomically(out / "offsets.json", json.dumps(offsets))
         return lines
 
 
@@ -117,7 +107,7 @@ def _add(agg: dict[str, Any], row: dict[str, Any]) -> None:
     for c in COUNTERS:
         agg["totals"][c] = agg["totals"].get(c, 0) + int(row.get(c, 0) or 0)
     for k, v in (("user", row.get("user")), ("group", row.get("group")),
-                 ("dataset", row.get("dataset")), ("namespace", _namespace(
+                 ("dataset", row.get("dataset")), ("namespace", namespace_of(
                      str(row.get("name", "")))), ("site", row.get("site"))):
         bucket = agg[f"by_{k}"].setdefault(str(v or "-"), dict.fromkeys(COUNTERS, 0))
         for c in COUNTERS:

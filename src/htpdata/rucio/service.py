@@ -16,21 +16,68 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .._gc import paused
+from ..atomic import write_atomically
 from ..catalogs import FileEntry
 from ..config import RucioSettings
 from ..errors import AuthenticationError, HtpdataError, NameNotFoundError, ServiceUnavailableError
 from ..replicas import Replica
-from .convert import CompactRow, compact_row, did_name, file_entry, replicas_of
+from .convert import CompactRow, compact_row, did_name, file_entry, replicas_of, scope_name
 
 __all__ = ["MetadataCache", "RucioService"]
 
 log = logging.getLogger("htpdata.rucio")
 T = TypeVar("T")
+
+
+class _Depth(threading.local):
+    depth = 0  # htpdata calls into Rucio running on this thread
+
+
+class _Quiet(logging.Filter):
+    """Drops what Rucio's client logs while htpdata's own calls run, on the calling thread.
+
+    The client logs each failed request at ERROR on its own handler (logger ``baseclient``),
+    and htpdata reports the same failure once, translated, with what to do. So during htpdata's
+    calls (and only on the thread making them) those records are dropped, unless htpdata's own
+    log is at DEBUG (``--debug``), when they pass as Rucio wrote them. Nothing else changes:
+    no logger's level is touched, and the user's own Rucio calls, before, after or on other
+    threads, log as they always do.
+    """
+
+    LOGGERS = ("baseclient", "rucio", "rucio.client.baseclient")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = _Depth()
+        self._installed = False
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        with self._lock:
+            if not self._installed:
+                for name in self.LOGGERS:
+                    logging.getLogger(name).addFilter(self)
+                self._installed = True
+
+    @contextlib.contextmanager
+    def inside(self) -> Iterator[None]:
+        self._local.depth += 1
+        try:
+            yield
+        finally:
+            self._local.depth -= 1
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._local.depth:
+            return True
+        return log.isEnabledFor(logging.DEBUG)
+
+
+_QUIET = _Quiet()
 
 
 class MetadataCache:
@@ -46,8 +93,7 @@ class MetadataCache:
     def get(self, key: str, ttl: float | None) -> tuple[Any, float] | None:
         """(value, age in seconds), or None if absent or older than ``ttl`` (None: any age)."""
         try:
-            with paused():
-                raw = json.loads(self._path(key).read_bytes())
+            raw = json.loads(self._path(key).read_bytes())
         except (OSError, ValueError):
             return None
         age = time.time() - float(raw.get("t", 0))
@@ -56,12 +102,11 @@ class MetadataCache:
         return raw.get("value"), age
 
     def put(self, key: str, value: Any) -> None:
+        """Keep an answer (best effort: a cache that cannot be written is only slower)."""
         path = self._path(key)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
         with contextlib.suppress(OSError):
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"t": time.time(), "key": key, "value": value}))
-            os.replace(tmp, path)
+            write_atomically(path, json.dumps({"t": time.time(), "key": key, "value": value}))
 
 
 class RucioService:
@@ -76,7 +121,10 @@ class RucioService:
         self._host: str | None = None
         self._warned: set[str] = set()
         self._rows: dict[tuple[str, str], CompactRow] = {}
-        """Replica rows learnt from whole-dataset answers, for resolving their files later."""
+        """Replica rows learnt from answers, for resolving their files later without asking."""
+        self._unindexed: list[list[CompactRow]] = []
+        """Whole-dataset answers not yet in ``_rows``: indexed on the first lookup, so that
+        resolving a dataset does not pay for an index only single-file lookups use."""
         self._lock = threading.Lock()
 
     # -- the rucio client, and its errors ---------------------------------------------------
@@ -87,6 +135,7 @@ class RucioService:
             return self._client
 
     def _make_client(self) -> Any:
+        _QUIET.install()
         if self._factory is not None:
             return self._factory()
         try:
@@ -94,11 +143,6 @@ class RucioService:
         except ImportError as exc:
             raise ServiceUnavailableError(
                 "Rucio DIDs need the Rucio client: pip install 'htpdata[rucio]'") from exc
-        # Rucio's client logs every failed request at ERROR on its own handler; htpdata reports
-        # the failure once, translated, so its chatter is kept for --debug only.
-        for name in ("baseclient", "rucio.client.baseclient", "rucio"):
-            logging.getLogger(name).setLevel(
-                logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.CRITICAL)
         return Client()
 
     @property
@@ -109,9 +153,11 @@ class RucioService:
         return self._host
 
     def _call(self, fn: Callable[[], T], what: str, did: str) -> T:
-        """Run ``fn`` and turn Rucio's exceptions into htpdata's, in this one place."""
+        """Run ``fn`` and turn Rucio's exceptions into htpdata's, in this one place. What the
+        Rucio client logs meanwhile, on this thread, is htpdata's to report (see _Quiet)."""
         try:
-            return fn()
+            with _QUIET.inside():
+                return fn()
         except HtpdataError:
             raise
         except Exception as exc:
@@ -143,17 +189,27 @@ class RucioService:
         """Replica rows of every file of a dataset or container: one streamed call (Rucio
         expands the collection), cached as one answer."""
         did = did_name(scope, name)
-        key = (f"dsreplicas2|{scope}:{name}|{self.settings.rse_expression}|"
+        key = (f"dsreplicas3|{scope}:{name}|{self.settings.rse_expression}|"
                f"{','.join(self.schemes)}")
         rows: list[CompactRow] = self._ask(
             key, lambda: self._list_replicas([(scope, name)]), "list replicas of", did)
-        for r in rows:
-            self._rows[(r[0], r[1])] = r
+        with self._lock:
+            self._unindexed.append(rows)
         return rows
+
+    def _known(self, d: tuple[str, str]) -> CompactRow | None:
+        """The replica row of file DID ``d`` if an earlier answer had it."""
+        if self._unindexed:
+            with self._lock:
+                pending, self._unindexed = self._unindexed, []
+                for rows in pending:
+                    for r in rows:
+                        self._rows[scope_name(r)] = r
+        return self._rows.get(d)
 
     def did_type(self, scope: str, name: str) -> str:
         """``FILE``, ``DATASET`` or ``CONTAINER``."""
-        if (scope, name) in self._rows:
+        if self._known((scope, name)) is not None:
             return "FILE"
         did = did_name(scope, name)
         return str(self._ask(f"type|{scope}:{name}",
@@ -180,7 +236,7 @@ class RucioService:
         out: dict[tuple[str, str], tuple[FileEntry, list[Replica]]] = {}
         missing: list[tuple[str, str]] = []
         for d in dids:
-            known = self._rows.get(d)
+            known = self._known(d)
             if known is not None:
                 out[d] = self._row(known, logical)
                 continue
@@ -211,7 +267,7 @@ class RucioService:
                 self._warn_once("offline", "Rucio unreachable; using replica lists from the "
                            "metadata cache")
             for row in rows:
-                d = (row[0], row[1])
+                d = scope_name(row)
                 self.meta.put(self._replica_key(d), row)
                 self._rows[d] = row  # a file: resolving it again asks nothing
                 out[d] = self._row(row, logical)
@@ -221,7 +277,7 @@ class RucioService:
         return out
 
     def _replica_key(self, d: tuple[str, str]) -> str:
-        return (f"{self.host}|replicas2|{d[0]}:{d[1]}|{self.settings.rse_expression}|"
+        return (f"{self.host}|replicas3|{d[0]}:{d[1]}|{self.settings.rse_expression}|"
                 f"{','.join(self.schemes)}")
 
     def _list_replicas(self, batch: Iterable[tuple[str, str]]) -> list[CompactRow]:
@@ -235,7 +291,7 @@ class RucioService:
     @staticmethod
     def _row(row: CompactRow, logical: dict[tuple[str, str], str] | None
              ) -> tuple[FileEntry, list[Replica]]:
-        d = (row[0], row[1])
+        d = scope_name(row)
         name = (logical or {}).get(d)
         entry = file_entry(row)
         if name is not None:

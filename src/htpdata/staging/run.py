@@ -21,19 +21,14 @@ from ..cache.identity import Identity
 from ..catalogs import FileEntry
 from ..client import Client
 from ..config import Settings
-from ..errors import HtpdataError
+from ..errors import StageRefusedError
 from ..names import Name, parse_name
+from ..quotas import room, tightest
 from .plan import Plan, make_plan
 from .progress import Progress
 from .transfer import FileResult, stage_file, transfer
 
 __all__ = ["StageRefusedError", "StageSummary", "parse_duration", "stage"]
-
-
-class StageRefusedError(HtpdataError, OSError):
-    """The stage would not fit in the tier or the user's quota."""
-
-    exit_code = 9
 
 
 def parse_duration(text: str) -> float:
@@ -88,12 +83,6 @@ class StageSummary:
         return stage_summary_html(self)
 
 
-def _target_tier(client: Client, tier: str | None) -> DiskTier:
-    if tier is None:
-        tier = "shared" if any(t.name == "shared" for t in client.cache.tiers) else "local"
-    return client.cache.tier(tier)
-
-
 def _bounds(client: Client, tier: DiskTier) -> tuple[int | None, int | None, str]:
     """Bytes the tier can still take, bytes the tightest hard quota (the user's or their
     group's) can still take, and that quota's name."""
@@ -107,17 +96,12 @@ def _bounds(client: Client, tier: DiskTier) -> tuple[int | None, int | None, str
         tier_free = disk_free if tier_free is None else min(tier_free, disk_free)
     except OSError:
         pass
-    quotas = read_quotas(tier)
-    limits = []
-    for kind, who, label in (("user", client.cache.user, "your hard quota"),
-                             ("group", client.cache.group,
-                              f"the hard quota of group {client.cache.group}")):
-        q = quotas[f"{kind}s"].get(who)
-        if q is not None and q.hard:
-            limits.append((q.hard - int((usage.get(f"by_{kind}") or {}).get(who, 0)), label))
-    if not limits:
+    left = tightest(room(read_quotas(tier), client.cache.user, client.cache.group, usage))
+    if left is None:
         return tier_free, None, "your hard quota"
-    free, name = min(limits)
+    free, owner = left
+    name = "your hard quota" if owner.startswith("user:") else \
+        f"the hard quota of group {owner.split(':', 1)[1]}"
     return tier_free, max(0, free), name
 
 
@@ -163,11 +147,11 @@ def stage(names: list[str | Name] | str | Name, *, client: Client | None = None,
     ``pin`` is a duration (``"7d"`` or seconds) to keep them from eviction. ``dask`` is a
     ``distributed.Client`` or a scheduler address; files then move on its workers.
     """
-    from ..client import default_client
+    from ..default import default_client
 
     client = client or default_client()
     todo: list[str | Name] = list(names) if isinstance(names, list) else [names]
-    target = _target_tier(client, tier)
+    target = client.tier(tier)
     plan, staged_as = _plan(client, todo, target)
     if not plan.fits and evict and not dry_run:
         need = plan.fetch_bytes - (plan.headroom or 0)
@@ -214,16 +198,12 @@ def _stage_here(client: Client, files: list[FileEntry], tier: DiskTier, jobs: in
 
 
 # -- Dask ---------------------------------------------------------------------------------------
-_worker_clients: dict[int, Client] = {}
-
-
 def _remote_stage(settings: Settings, entry: FileEntry, tier: str, streams: int,
                   retries: int, dataset: str | None = None) -> FileResult:
     """Runs on a Dask worker: one htpdata client per worker process and settings."""
-    key = hash(repr(settings))
-    client = _worker_clients.get(key)
-    if client is None:
-        client = _worker_clients[key] = Client(settings)
+    from ..default import worker_client
+
+    client = worker_client(settings)
     result = stage_file(client, entry, client.cache.tier(tier), streams=streams,
                         retries=retries, dataset=dataset)
     client.cache.journal.flush()  # the staged bytes reach the traffic figures

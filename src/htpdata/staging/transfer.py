@@ -39,7 +39,7 @@ from ..errors import (
     StorageError,
 )
 from ..reader import ReplicaReader
-from ..resolve import ResolvedFile
+from ..replicas import ResolvedFile
 from .checksum import combine_all
 
 __all__ = ["FileResult", "stage_file", "transfer"]

@@ -73,31 +73,40 @@ class Transports:
     def prepare(self, url: str | Replica) -> None:
         """Get ready to read ``url`` soon, where a transport keeps open files (XRootD opens
         and keeps the handle); nothing elsewhere."""
-        transport = self.for_url(url) if isinstance(url, str) else self.for_replica(url)
-        prepare = getattr(transport, "prepare", None)
-        if prepare is not None:
-            prepare(url if isinstance(url, str) else url.url)
+        if isinstance(url, str):
+            self.for_url(url).prepare(url)
+        else:
+            self.for_replica(url).prepare(url.url)
+
+    def _made(self, url: str | Replica) -> Transport | None:
+        """The transport of ``url``'s scheme if one was made (one not made holds nothing),
+        sending the replica's credential if it has one."""
+        name = url if isinstance(url, str) else url.url
+        transport = self._by_scheme.get(name.split("://", 1)[0] if "://" in name else "file")
+        if transport is not None and not isinstance(url, str) and url.credential is not None:
+            return _WithCredential(transport, url.credential)
+        return transport
 
     def release(self, url: str | Replica) -> None:
-        """Done with ``url`` for now: let its transport close what it holds open. Never
-        creates a transport (one not made yet holds nothing)."""
-        name = url if isinstance(url, str) else url.url
-        scheme = name.split("://", 1)[0] if "://" in name else "file"
-        transport: Any = self._by_scheme.get(scheme)
-        if transport is not None and not isinstance(url, str) and url.credential is not None:
-            transport = _WithCredential(transport, url.credential)
-        release = getattr(transport, "release", None)
-        if release is not None:
-            release(name)
+        """Done with ``url`` for now: let its transport close what it holds open."""
+        transport = self._made(url)
+        if transport is not None:
+            transport.release(url if isinstance(url, str) else url.url)
 
-    def close(self) -> None:
-        """Close pooled connections (HTTP clients); XRootD's are the library's own."""
-        for t in {id(t): t for t in self._by_scheme.values()}.values():
-            close = getattr(t, "close", None)
-            if close is not None:
-                close()
-        self._by_scheme.clear()
-        self._http_transport = None
+    def forget(self, url: str | Replica) -> None:
+        """``url`` was rewritten: its transport drops what remembers the old content."""
+        transport = self._made(url)
+        if transport is not None:
+            transport.forget(url if isinstance(url, str) else url.url)
+
+    def close(self) -> bool:
+        """Close every transport made (pooled connections, open handles, their threads);
+        False when something could not be closed in time and may still be open."""
+        with self._lock:
+            made = list({id(t): t for t in self._by_scheme.values()}.values())
+            self._by_scheme.clear()
+            self._http_transport = None
+        return all([t.close() for t in made])
 
     def _http(self) -> HTTPTransport:
         from .http import HTTPTransport
@@ -107,9 +116,10 @@ class Transports:
         return self._http_transport
 
 
-class _WithCredential:
+class _WithCredential(Transport):
     """A transport that sends a URL credential: the request goes to ``credential.apply(url)``,
-    and what comes back names the credential-free URL again (infos, listings)."""
+    and what comes back names the credential-free URL again (infos, listings). Made per use;
+    closing it leaves the shared transport underneath alone."""
 
     def __init__(self, transport: Transport, credential: URLCredential) -> None:
         self.transport = transport
@@ -139,9 +149,11 @@ class _WithCredential:
     def filesystem(self, url: str) -> tuple[Any, str]:
         return self.transport.filesystem(self._url(url))
 
-    def __getattr__(self, attr: str) -> Any:
-        """``prepare``, ``release``, ``forget``: the optional per-URL hooks, URL mapped."""
-        hook = getattr(self.transport, attr)
-        if attr not in ("prepare", "release", "forget"):
-            return hook
-        return lambda url: hook(self._url(url))
+    def prepare(self, url: str) -> None:
+        self.transport.prepare(self._url(url))
+
+    def release(self, url: str) -> None:
+        self.transport.release(self._url(url))
+
+    def forget(self, url: str) -> None:
+        self.transport.forget(self._url(url))

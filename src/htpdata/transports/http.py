@@ -18,7 +18,7 @@ import httpx
 from .._redact import install_filter
 from ..config import TimeoutSettings
 from .auth import Credentials
-from .base import translate
+from .base import Transport, http_error, translate
 
 __all__ = ["HTTPTransport", "to_http_url"]
 
@@ -33,7 +33,7 @@ def to_http_url(url: str) -> str:
     return url
 
 
-class HTTPTransport:
+class HTTPTransport(Transport):
     schemes: tuple[str, ...] = ("davs", "https", "http")
 
     def __init__(self, timeouts: TimeoutSettings, creds: Credentials) -> None:
@@ -63,7 +63,8 @@ class HTTPTransport:
                 self._pool = ThreadPoolExecutor(_MAX_PARALLEL, thread_name_prefix="htpdata-http")
             return self._pool
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """Close the pooled connections and stop the range-request threads."""
         with self._lock:
             if self._client is not None:
                 self._client.close()
@@ -74,6 +75,7 @@ class HTTPTransport:
             for fs in self._webdav.values():
                 fs.client.http.close()
             self._webdav.clear()
+        return True
 
     def filesystem(self, url: str) -> tuple[Any, str]:
         from webdav4.fsspec import WebdavFileSystem
@@ -91,23 +93,26 @@ class HTTPTransport:
                 self._webdav[base] = fs
         return fs, path
 
-    def info(self, url: str) -> dict[str, Any]:
+    def _request(self, method: str, url: str, what: str,
+                 headers: dict[str, str] | None = None) -> httpx.Response:
+        """One request; a status that is not a success raises through the HTTP table."""
         try:
-            resp = self.client.head(to_http_url(url))
-            resp.raise_for_status()
+            resp = self.client.request(method, to_http_url(url), headers=headers)
         except Exception as exc:
-            raise translate(exc, url, what="stat") from exc
+            raise translate(exc, url, what=what) from exc
+        if not resp.is_success:
+            raise http_error(resp.status_code, resp.reason_phrase, url, what=what)
+        return resp
+
+    def info(self, url: str) -> dict[str, Any]:
+        resp = self._request("HEAD", url, "stat")
         size = resp.headers.get("content-length")
         return {"name": url, "size": int(size) if size is not None else None, "type": "file"}
 
     def _get_range(self, url: str, start: int, end: int) -> bytes:
         if end <= start:
             return b""
-        try:
-            resp = self.client.get(to_http_url(url), headers={"Range": f"bytes={start}-{end - 1}"})
-            resp.raise_for_status()
-        except Exception as exc:
-            raise translate(exc, url) from exc
+        resp = self._request("GET", url, "read", {"Range": f"bytes={start}-{end - 1}"})
         data = resp.content
         if resp.status_code == 200:  # server ignored Range: cut the piece out ourselves
             data = data[start:end]
@@ -136,11 +141,7 @@ class HTTPTransport:
         return out
 
     def checksum(self, url: str) -> str | None:
-        try:
-            resp = self.client.head(to_http_url(url), headers={"Want-Digest": "adler32"})
-            resp.raise_for_status()
-        except Exception as exc:
-            raise translate(exc, url, what="checksum") from exc
+        resp = self._request("HEAD", url, "checksum", {"Want-Digest": "adler32"})
         for part in resp.headers.get("digest", "").split(","):
             algo, _, value = part.strip().partition("=")
             if algo.lower() == "adler32" and value:

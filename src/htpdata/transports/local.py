@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..adler32 import adler32_file
-from .base import translate
+from .base import Transport, translate
 
 __all__ = ["LocalTransport", "adler32_file"]
 
@@ -17,7 +17,7 @@ def _path(url: str) -> str:
     return url[len("file://"):] if url.startswith("file://") else url
 
 
-class LocalTransport:
+class LocalTransport(Transport):
     schemes: tuple[str, ...] = ("file",)
 
     def filesystem(self, url: str) -> tuple[Any, str]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ..config import TimeoutSettings
-from .base import translate
+from ..errors import StorageError
+from .base import KXR_IS_DIRECTORY, Transport, translate, xrootd_error
 
 __all__ = ["XRootDTransport"]
 
@@ -44,7 +45,30 @@ def _configure_client(timeouts: TimeoutSettings) -> None:
 
 
 _HANDLE_TTL = 300.0  # seconds an open handle (and the size it reported) is reused
-_ASK = ThreadPoolExecutor(16, thread_name_prefix="htpdata-xrootd-query")
+_BACKGROUND = 16  # threads for closes and limit queries (round trips nobody waits for)
+
+
+class _Background:
+    """A transport's own threads for round trips off the reader's path (closing handles,
+    asking a server's limits): created on first use, shut down with the transport."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(_BACKGROUND,
+                                                thread_name_prefix="htpdata-xrootd")
+            return self._pool.submit(fn, *args)
+
+    def shutdown(self) -> None:
+        """Stop the threads; work still queued is dropped (closes are best effort)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _Handles:
@@ -54,14 +78,18 @@ class _Handles:
     trip before its first read, as with uproot's own XRootD source.
     """
 
-    def __init__(self, timeout: int, limit: int = 64) -> None:
+    def __init__(self, timeout: int, background: _Background, count: Callable[[str], None],
+                 limit: int = 64) -> None:
         self.timeout = timeout
         self.limit = limit
+        self._background = background
+        self._count = count
         self._files: OrderedDict[str, tuple[Any, float]] = OrderedDict()
         self._opening: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def get(self, url: str) -> Any:
+        """The open handle of ``url`` (opened now if needed); raises StorageError."""
         now = time.monotonic()
         with self._lock:
             hit = self._files.get(url)
@@ -71,7 +99,7 @@ class _Handles:
             stale = self._files.pop(url, None)
             opening = self._opening.setdefault(url, threading.Lock())
         if stale is not None:
-            _ASK.submit(_close_quietly, stale[0])
+            self._background.submit(_close_quietly, stale[0])
         # One open per URL at a time: parallel streams of one file share the first open
         # instead of each paying a round trip and throwing the extra handles away.
         with opening:
@@ -90,9 +118,10 @@ class _Handles:
         from XRootD.client.flags import OpenFlags
 
         f = File()
+        self._count("open")
         status, _ = f.open(url, OpenFlags.READ, timeout=self.timeout)
         if not status.ok:
-            raise OSError(f"open failed: {status.message}")
+            raise xrootd_error(status, url, what="open")
         evicted = []
         with self._lock:
             if url in self._files:  # another thread won the race; use its handle
@@ -104,7 +133,7 @@ class _Handles:
                 evicted.append(self._files.popitem(last=False)[1][0])
         for old in evicted:
             # A close is a round trip: never under the lock, never on the reader's path.
-            _ASK.submit(_close_quietly, old)
+            self._background.submit(_close_quietly, old)
         return f
 
     def release(self, url: str) -> None:
@@ -112,7 +141,7 @@ class _Handles:
         with self._lock:
             hit = self._files.pop(url, None)
         if hit is not None:
-            _ASK.submit(_close_quietly, hit[0])
+            self._background.submit(_close_quietly, hit[0])
 
     def size(self) -> int:
         with self._lock:
@@ -124,49 +153,68 @@ class _Handles:
         if hit is not None:
             _close_quietly(hit[0])
 
-    def close(self, wait: float = 5.0) -> None:
+    def close(self, wait: float = 5.0) -> bool:
         """Close every handle, concurrently (each close is a round trip), waiting at most
-        ``wait`` seconds: a dead server must not hold a process open."""
+        ``wait`` seconds: a dead server must not hold a process open. True when every one
+        was closed."""
         with self._lock:
             files, self._files = list(self._files.values()), OrderedDict()
-        futures = [_ASK.submit(_close_quietly, f) for f, _ in files]
+        futures = [self._background.submit(_close_quietly, f) for f, _ in files]
         deadline = time.monotonic() + wait
+        closed = True
         for fut in futures:
             try:
-                fut.result(timeout=max(0.0, deadline - time.monotonic()))
+                closed = fut.result(timeout=max(0.0, deadline - time.monotonic())) and closed
             except Exception:
-                break
+                return False
+        return closed
 
 
-def _close_quietly(f: Any) -> None:
+def _close_quietly(f: Any) -> bool:
+    """Close a handle; True if the server confirmed (the handle is dropped either way)."""
     try:
-        f.close(timeout=1)
-    except Exception:  # the server may be gone; the handle is dropped either way
-        pass
+        status, _ = f.close(timeout=1)
+    except Exception:  # the server may be gone
+        return False
+    return bool(status.ok)
 
 
-class XRootDTransport:
+def _host(url: str) -> str:
+    """``host:port`` of a root:// URL."""
+    return url.split("//", 2)[1]
+
+
+class XRootDTransport(Transport):
     schemes: tuple[str, ...] = ("root",)
 
     def __init__(self, timeouts: TimeoutSettings) -> None:
         _configure_client(timeouts)
         self.timeout = max(1, round(timeouts.read))
-        self._handles = _Handles(self.timeout)
+        self.sent: Counter[str] = Counter()
+        """Requests sent so far, by kind (``open``, ``read``, ``vector_read``, ``query``):
+        what tests and benchmarks count instead of timing."""
+        self._background = _Background()
+        self._handles = _Handles(self.timeout, self._background, self._count)
         self._limits: dict[str, tuple[int, int]] = {}
         self._limits_lock = threading.Lock()
 
-    def close(self) -> None:
-        self._handles.close()
+    def _count(self, kind: str) -> None:
+        with self._limits_lock:
+            self.sent[kind] += 1
+
+    def close(self) -> bool:
+        """Close the open handles (concurrently, bounded) and stop this transport's threads;
+        False if some handle's close did not complete."""
+        closed = self._handles.close()
+        self._background.shutdown()
+        return closed
 
     def prepare(self, url: str) -> None:
         """Open ``url`` now and keep the handle, so a read soon after costs no open. Skipped
         when the pool is half full: opening ahead must not push out handles in use."""
         if self._handles.size() * 2 >= self._handles.limit:
             return
-        try:
-            self._handles.get(url)
-        except OSError as exc:
-            raise translate(exc, url, what="open") from exc
+        self._handles.get(url)
 
     def release(self, url: str) -> None:
         """Done with ``url`` for now: close its handle in the background."""
@@ -189,14 +237,16 @@ class XRootDTransport:
         try:
             f = self._handles.get(url)
             status, st = f.stat(timeout=self.timeout)  # from the open response: no round trip
-            if not status.ok:
-                self._handles.drop(url)
-                raise OSError(f"stat failed: {status.message}")
-            return {"name": url, "size": int(st.size), "type": "file"}
-        except OSError as exc:
-            if "[3016]" in str(exc) or "is a directory" in str(exc).lower():
+        except StorageError as exc:
+            if exc.code == KXR_IS_DIRECTORY:  # a folder cannot be opened: stat its path
                 return self._stat_path(url)
+            raise
+        except Exception as exc:
             raise translate(exc, url, what="stat") from exc
+        if not status.ok:
+            self._handles.drop(url)
+            raise xrootd_error(status, url, what="stat")
+        return {"name": url, "size": int(st.size), "type": "file"}
 
     def _stat_path(self, url: str) -> dict[str, Any]:
         fs, path = self.filesystem(url)
@@ -206,17 +256,19 @@ class XRootDTransport:
             raise translate(exc, url, what="stat") from exc
         return {"name": url, "size": info["size"], "type": info["type"]}
 
-    def _readv_limits(self, url: str) -> tuple[int, int]:
-        """(max chunks, max chunk size) of a vector read; asked once per server."""
-        host = url.split("//", 2)[1]
+    def _readv_limits(self, server: str) -> tuple[int, int]:
+        """(max chunks, max chunk size) of a vector read on ``server`` (``host:port``), asked
+        once per server. Ask the data server that serves the file: a redirector's own limits
+        say nothing about the server the reads go to."""
         with self._limits_lock:
-            if host in self._limits:
-                return self._limits[host]
+            if server in self._limits:
+                return self._limits[server]
         from XRootD.client import FileSystem  # type: ignore[attr-defined]
         from XRootD.client.flags import QueryCode
 
         limits = (1024, 2097136)  # XRootD's protocol defaults (kXR_readv)
-        status, result = FileSystem(f"root://{host}").query(
+        self._count("query")
+        status, result = FileSystem(f"root://{server}").query(
             QueryCode.CONFIG, "readv_iov_max readv_ior_max", timeout=self.timeout)
         if status.ok and result:
             try:
@@ -225,37 +277,47 @@ class XRootDTransport:
             except ValueError:
                 pass
         with self._limits_lock:
-            self._limits[host] = limits
+            self._limits[server] = limits
         return limits
+
+    def _limits_for(self, f: Any, url: str, asked: Future[tuple[int, int]] | None
+                    ) -> tuple[int, int]:
+        """The vector-read limits of the server ``f`` is open on. ``asked`` is the query sent
+        to the URL's own host while the file opened (one round trip saved when that host is
+        the data server, as it is without a redirector)."""
+        server = str(f.get_property("DataServer") or "") or _host(url)
+        if asked is not None and server == _host(url):
+            return asked.result()
+        return self._readv_limits(server)
 
     def cat_ranges(self, url: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         if not ranges:
             return []
-        host = url.split("//", 2)[1]
-        limits = None
-        if len(ranges) > 1 and host not in self._limits:
-            # Ask the server's vector-read limits while the file opens: one round trip, not two.
-            limits = _ASK.submit(self._readv_limits, url)
+        asked = None
+        if len(ranges) > 1 and _host(url) not in self._limits:
+            # Ask the limits while the file opens: one round trip, not two.
+            asked = self._background.submit(self._readv_limits, _host(url))
         try:
             f = self._handles.get(url)
             if len(ranges) == 1:
                 start, end = ranges[0]
+                self._count("read")
                 status, data = f.read(start, max(0, end - start), timeout=self.timeout)
                 if not status.ok:
-                    raise OSError(f"read failed: {status.message}")
+                    raise xrootd_error(status, url)
                 return [bytes(data)]
-            iov_max, ior_max = limits.result() if limits is not None \
-                else self._readv_limits(url)
+            iov_max, ior_max = self._limits_for(f, url, asked)
             pieces: list[tuple[int, int]] = []
             for start, end in ranges:
                 pieces += [(s, min(s + ior_max, end)) for s in range(start, end, ior_max)]
             got: dict[tuple[int, int], bytes] = {}
             for i in range(0, len(pieces), iov_max):
                 batch = pieces[i:i + iov_max]
+                self._count("vector_read")
                 status, info = f.vector_read([(s, e - s) for s, e in batch],
                                              timeout=self.timeout)
                 if not status.ok:
-                    raise OSError(f"vector read failed: {status.message}")
+                    raise xrootd_error(status, url, what="vector read")
                 for (s, e), chunk in zip(batch, info.chunks, strict=True):
                     got[(s, e)] = bytes(chunk.buffer)
         except Exception as exc:
