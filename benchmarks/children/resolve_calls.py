@@ -8,6 +8,7 @@ this and htpdata's cold case is htpdata's own work. Prints one JSON line.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
@@ -17,6 +18,7 @@ from rucio.client import Client
 
 def main(argv: list[str]) -> None:
     scope, name = argv[0], argv[1]
+    gc.collect()  # the imports' first full collection, not inside the clock (README)
     t0 = time.perf_counter()
     c = Client()
     c.get_did(scope, name)
