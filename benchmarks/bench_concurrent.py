@@ -106,22 +106,32 @@ class Group:
 
 
 def journal_upstream(shared: Path) -> dict[str, int]:
-    """Bytes each process fetched upstream, from the shared tier's per-process journals."""
+    """Bytes each process fetched upstream, from the reader records in the shared tier."""
     out: dict[str, int] = {}
-    for path in sorted((shared / "journal").glob("*.jsonl")):
-        pid = path.name.split("-")[-2]
-        for line in path.read_text().splitlines():
-            out[pid] = out.get(pid, 0) + int(json.loads(line).get("upstream", 0))
+    for path in sorted(shared.glob("*/r/*")) + sorted(shared.glob("users/*/r/*")):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        pid = str(rec.get("proc", "?")).split(".")[1] if "." in str(rec.get("proc")) else "?"
+        for row in (rec.get("traffic") or {}).values():
+            out[pid] = out.get(pid, 0) + int(row.get("upstream", 0))
     return out
 
 
 def tier_contents(shared: Path) -> tuple[int, int]:
-    """(bytes, extent files) held by the shared tier, from the extent file names."""
-    from htpdata.cache import DiskTier
+    """(bytes, ranges) held by the shared tier, read from its packs."""
+    from htpdata.testing.cachecheck import verify_tier
 
-    tier = DiskTier("shared", shared, 0)
-    extents = [r for key in tier.keys() for r in tier.extents(key)]  # noqa: SIM118
-    return sum(e - s for s, e in extents), len(extents)
+    check = verify_tier(shared, {})
+    held = 0
+    from htpdata.cache.pack import parse_head
+    from htpdata.testing.cachecheck import packs_under
+
+    for p in packs_under(shared):
+        data = p.read_bytes()
+        held += sum(r.length for r in parse_head(data, len(data)).ranges())
+    return held, check.records
 
 
 def run_group(label: str, n: int, wan: WanProxy, base_env: dict[str, str], dirs: Path,

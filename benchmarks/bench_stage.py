@@ -82,7 +82,6 @@ PROFILED = [
     ("htpdata.staging.transfer", "_File", "start"),
     ("htpdata.staging.transfer", "_File", "fetch"),
     ("htpdata.staging.transfer", "_File", "finish"),
-    ("htpdata.staging.transfer", "", "_whole_adler32"),
     ("htpdata.resolve", "Resolver", "resolve"),
     ("htpdata.resolve", "Resolver", "files"),
     ("htpdata.rucio.service", "RucioService", "_list_replicas"),
@@ -93,11 +92,10 @@ PROFILED = [
     ("htpdata.transports.xrootd", "", "_close_quietly"),
     ("htpdata.transports.xrootd", "XRootDTransport", "cat_ranges"),
     ("htpdata.transports.xrootd", "XRootDTransport", "_readv_limits"),
-    ("htpdata.cache.disk", "DiskTier", "write_extent"),
-    ("htpdata.cache.disk", "DiskTier", "_create_entry"),
-    ("htpdata.cache.disk", "DiskTier", "_publish"),
-    ("htpdata.cache.disk", "DiskTier", "mark_complete"),
-    ("htpdata.cache.disk", "", "adler32_hex"),
+    ("htpdata.cache.whole", "StagedFile", "open"),
+    ("htpdata.cache.whole", "StagedFile", "write"),
+    ("htpdata.cache.whole", "StagedFile", "finish"),
+    ("htpdata.cache.pack", "", "block_sums"),
 ]
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """A separate process reading through the cache, for the multi-process tests.
 
     python tests/cache_worker.py SETTINGS_JSON NAME RANGES_JSON [--start-at T] [--loop]
+        [--forget]
 
 Prints one JSON line: the bytes' adler32 per range and the reader's counters. With ``--loop``
-it reads forever (the kill -9 test kills it at a random moment).
+it reads forever (the kill -9 tests kill it at a random moment); with ``--forget`` each round
+first drops the file from the cache, so every round fetches and writes again.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ def main() -> None:
         datas = reader.read_ranges([tuple(r) for r in ranges])
         if "--loop" not in sys.argv:
             break
+        if "--forget" in sys.argv:
+            client.cache.forget(str(htpdata.parse_name(name)))
         reader = client.reader(name)
         if client.cache.memory is not None:
-            client.cache.memory.drop(reader.identity().key)
+            client.cache.memory.clear()
     print(json.dumps({"adler32": [zlib.adler32(d) & 0xFFFFFFFF for d in datas],
-                      "stats": getattr(reader, "stats", {})}))
+                      "stats": reader.counters.as_dict()}))
     client.close()
 
 

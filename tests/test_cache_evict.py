@@ -1,4 +1,5 @@
-"""Eviction: the pure policy decisions, then real passes over a real cache tier."""
+"""Eviction passes over real tiers: pins, marks in use (both roads, counted per reader), the
+high watermark, quotas, leases with heartbeats and safe takeover, trash, the CLI."""
 
 from __future__ import annotations
 
@@ -12,69 +13,102 @@ from pathlib import Path
 import pytest
 
 import htpdata
-from htpdata.cache.disk import DiskTier, EntryInfo
-from htpdata.cache.evict import choose_victims, needed_bytes
+from htpdata.cache.fsops import Folder
+from htpdata.cache.lease import Lease
+from htpdata.testing.cachecheck import packs_under
 
 from .conftest import TEST_FILES, TESTDATA
 
-
-def entry(key: str, size: int, last: float, user: str = "u", opens: int = 1,
-          readers: int = 0) -> EntryInfo:
-    return EntryInfo(key, size, last, {"user": user, "opens": opens}, False, readers)
+NAMES = [f"test:/store/test/{n}" for n in TEST_FILES]
 
 
-def test_watermarks() -> None:
-    assert needed_bytes(total=90, size=100, high=0.95, low=0.9) == 0
-    assert needed_bytes(total=96, size=100, high=0.95, low=0.9) == 6
-    assert needed_bytes(total=500, size=0, high=0.95, low=0.9) == 0
-
-
-def test_lru_lfu_size_policies() -> None:
-    es = [entry("a", 10, 3, opens=9), entry("b", 50, 1, opens=5), entry("c", 20, 2, opens=1)]
-    assert [e.key for e in choose_victims(es, 15, "lru", 10, {})] == ["b"]
-    assert [e.key for e in choose_victims(es, 15, "lfu", 10, {})] == ["c"]
-    assert [e.key for e in choose_victims(es, 15, "size", 10, {})] == ["b"]
-    assert [e.key for e in choose_victims(es, 65, "lru", 10, {})] == ["b", "c"]
-    assert choose_victims(es, 0, "lru", 10, {}) == []
-
-
-def test_pins_and_readers_are_respected() -> None:
-    es = [entry("old", 10, 1, readers=1), entry("pinned", 10, 2), entry("free", 10, 3),
-          entry("expired", 10, 4)]
-    pins = {"pinned": 100.0, "expired": 5.0}
-    got = [e.key for e in choose_victims(es, 1000, "lru", now=50, pins=pins)]
-    assert got == ["free", "expired"]
-
-
-def test_owners_over_quota_go_first() -> None:
-    es = [entry("x1", 10, 1, user="x"), entry("y1", 10, 2, user="y"),
-          entry("y2", 10, 3, user="y")]
-    got = [e.key for e in choose_victims(es, 10, "lru", 10, {}, {"user:y": 15})]
-    assert got == ["y1", "y2"]
+def held(client: htpdata.Client, name: str, tier: str = "local") -> bool:
+    return bool({e["tier"]: e for e in client.cache.info(name)}[tier]["held"])
 
 
 @pytest.mark.xrootd
-def test_eviction_pass_keeps_pins_and_open_entries(catalog_dir: Path, tmp_path: Path) -> None:
+def test_eviction_pass_keeps_pins_and_entries_in_use(catalog_dir: Path, tmp_path: Path) -> None:
     settings = {"cache": {"local_dir": str(tmp_path / "local")}}
-    names = [f"test:/store/test/{n}" for n in TEST_FILES]
     with htpdata.Client(**settings) as client:
-        for n in names:
+        for n in NAMES:
             assert client.cat(n) == (TESTDATA / n.rsplit("/", 1)[1]).read_bytes()
         client.cache.flush()
-        tier = client.cache.tier("local")
-        meta = {n: client.resolver.metadata(n) for n in names}
-        client.cache.pin(names[0], meta[names[0]].size or 0, meta[names[0]].adler32,
-                         until=time.time() + 3600)
-        open_key = client.reader(names[1]).identity().key
-        with tier.reading(open_key):
+        meta = {n: client.resolver.metadata(n) for n in NAMES}
+        assert client.cache.pin(NAMES[0], meta[NAMES[0]].size or 0, meta[NAMES[0]].adler32,
+                                until=time.time() + 3600) == 1
+        with htpdata.open(NAMES[1], client=client) as f:  # road A: an open file marks its entry
+            f.read(10)
             report = client.cache.evict("local", need=10**12)  # take all it may
         assert report is not None
-        held = {e["tier"]: e for e in client.cache.info(names[0])}["local"]
-        assert held["held"], "the pinned file stays"
-        assert {e["tier"]: e for e in client.cache.info(names[1])}["local"]["held"]
-        assert report.removed == len(names) - 2
-        for n in names[2:]:
-            assert not {e["tier"]: e for e in client.cache.info(n)}["local"]["held"]
+        assert held(client, NAMES[0]), "the pinned file stays"
+        assert held(client, NAMES[1]), "the open file stays"
+        assert report.removed == len(NAMES) - 2
+        for n in NAMES[2:]:
+            assert not held(client, n)
+
+
+@pytest.mark.xrootd
+def test_two_readers_of_one_file_closing_one_keeps_the_mark(catalog_dir: Path,
+                                                            tmp_path: Path) -> None:
+    settings = {"cache": {"local_dir": str(tmp_path / "local")}}
+    with htpdata.Client(**settings) as client:
+        a, b = (htpdata.open(NAMES[0], client=client), htpdata.open(NAMES[0], client=client))
+        a.read(100)
+        b.read(100)
+        client.cache.flush()
+        a.close()
+        assert client.cache.evict("local", need=10**12).removed == 0  # type: ignore[union-attr]
+        assert held(client, NAMES[0])
+        b.close()
+        assert client.cache.evict("local", need=10**12).removed == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.xrootd
+def test_reads_through_fsspec_cat_ranges_mark_the_entry(catalog_dir: Path, tmp_path: Path) -> None:
+    """Road B (``htpdata://`` with uproot's cat_ranges, no open file) marks too, for a while."""
+    import fsspec
+
+    settings = {"cache": {"local_dir": str(tmp_path / "local")}}
+    with htpdata.Client(**settings) as client:
+        htpdata.reset_default_client(client)
+        fs = fsspec.filesystem("htpdata")
+        path = f"htpdata://test/store/test/{TEST_FILES[0]}"
+        want = (TESTDATA / TEST_FILES[0]).read_bytes()[:1000]
+        assert fs.cat_ranges([path], [0], [1000]) == [want]
+        client.cache.flush()
+        assert client.cache.evict("local", need=10**12).removed == 0  # type: ignore[union-attr]
+        assert held(client, NAMES[0])
+
+
+@pytest.mark.xrootd
+def test_a_mark_of_another_live_process_is_honoured(catalog_dir: Path, tmp_path: Path) -> None:
+    settings = {"cache": {"local_dir": str(tmp_path / "local")}}
+    code = ("import htpdata, sys, time\n"
+            f"c = htpdata.Client(cache={{'local_dir': {str(tmp_path / 'local')!r}}})\n"
+            f"f = htpdata.open({NAMES[0]!r}, client=c); f.read(10)\n"
+            "print('open', flush=True); time.sleep(60)\n")
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                          env=os.environ.copy()) as proc:
+        _with_reader_open(proc, settings)
+
+
+def _with_reader_open(proc: subprocess.Popen[bytes], settings: dict[str, object]) -> None:
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"open"
+        with htpdata.Client(**settings) as client:
+            client.cat(NAMES[1], 0, 100)
+            client.cache.flush()
+            report = client.cache.evict("local", need=10**12)
+            assert report is not None
+            assert report.removed == 1
+            assert held(client, NAMES[0])
+        proc.kill()
+        proc.wait()
+        with htpdata.Client(**settings) as client:  # its process is gone: the mark too
+            assert client.cache.evict("local", need=10**12).removed == 1  # type: ignore[union-attr]
+    finally:
+        proc.kill()
 
 
 @pytest.mark.xrootd
@@ -87,40 +121,85 @@ def test_eviction_runs_by_itself_past_the_high_watermark(catalog_dir: Path,
             client.cat(f"test:/store/test/{n}")
         client.cache.flush()
         client.cache.wait_for_eviction()
-        assert client.cache.tier("local").usage() <= 0.95 * size
+        assert sum(p.stat().st_size for p in packs_under(tmp_path / "local")) <= 0.95 * size
 
 
 @pytest.mark.xrootd
-def test_hard_quota_evicts_that_owner_first(catalog_dir: Path, tmp_path: Path) -> None:
+def test_past_hard_quota_reads_go_on_uncached_and_warn_twice(
+        catalog_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Soft then hard: two different lines (the soft one does not say caching stopped)."""
     shared = tmp_path / "shared"
-    a, b = TEST_FILES[0], TEST_FILES[1]
-    for user, name in (("alice", a), ("bob", b)):
-        with htpdata.Client(cache={"local_dir": "off", "shared_dir": str(shared),
-                                   "user": user}) as c:
-            c.cat(f"test:/store/test/{name}")
-    (shared / "quota.json").write_text(json.dumps({"users": {"bob": {"soft": 1, "hard": 2}}}))
+    name, other = NAMES[0], NAMES[1]
     with htpdata.Client(cache={"local_dir": "off", "shared_dir": str(shared)}) as c:
-        report = c.cache.evict("shared")
-        assert report is not None
-        assert report.removed == 1
-        assert {e["tier"]: e for e in c.cache.info(f"test:/store/test/{a}")}["shared"]["held"]
-        assert not {e["tier"]: e for e in c.cache.info(f"test:/store/test/{b}")}["shared"]["held"]
+        me = c.cache.user
+        assert c.cat(name, 0, 1000)
+        c.cache.flush()
+        from htpdata.reporting import set_quota
+
+        used = c.cache.usage(c.cache.tier("shared"))
+        assert used > 0
+        set_quota(c.cache.tier("shared"), "users", me, used + 200_000, used // 2)
+    with htpdata.Client(cache={"local_dir": "off", "shared_dir": str(shared),
+                               "memory_size": 0}) as c:
+        assert c.cat(other, 0, 1000)  # over soft, under hard: cached, with a warning
+        c.cache.flush()
+        assert held(c, other, "shared")
+        soft = [r.getMessage() for r in caplog.records if "soft quota" in r.getMessage()]
+        assert soft
+        assert "still caching" in soft[0]
+        set_quota(c.cache.tier("shared"), "users", me, 10, 5)
+        c.cache._admit.clear()
+        third = NAMES[2]
+        assert c.cat(third) == (TESTDATA / TEST_FILES[2]).read_bytes()
+        c.cache.flush()
+        assert not held(c, third, "shared")
+    assert "over the hard quota" in caplog.text
 
 
 @pytest.mark.xrootd
-def test_past_hard_quota_reads_go_on_uncached(catalog_dir: Path, tmp_path: Path,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_own_removals_count_at_once(catalog_dir: Path, tmp_path: Path) -> None:
+    """After a user evicts their own files, the usage quota decisions see is the new one
+    (no report --refresh in between)."""
     shared = tmp_path / "shared"
-    shared.mkdir()
-    (shared / "quota.json").write_text(json.dumps({"groups": {"physics": {"hard": 1000}}}))
-    (shared / "usage.json").write_text(json.dumps({"by_group": {"physics": 5000}}))
-    name = f"test:/store/test/{TEST_FILES[0]}"
-    with htpdata.Client(cache={"local_dir": "off", "shared_dir": str(shared),
-                               "user": "carol", "group": "physics"}) as c:
-        assert c.cat(name) == (TESTDATA / TEST_FILES[0]).read_bytes()
+    with htpdata.Client(cache={"local_dir": "off", "shared_dir": str(shared)}) as c:
+        for n in NAMES:
+            c.cat(n)
         c.cache.flush()
-        assert not {e["tier"]: e for e in c.cache.info(name)}["shared"]["held"]
-    assert "hard quota" in caplog.text
+        tier = c.cache.tier("shared")
+        full = c.cache.usage(tier)
+        assert full > sum((TESTDATA / n).stat().st_size for n in TEST_FILES)
+        c.cache.forget(NAMES[0])
+        assert c.cache.usage(tier) < full - (TESTDATA / TEST_FILES[0]).stat().st_size
+        c.cache.clear("shared")
+        assert c.cache.usage(tier) == 0
+
+
+def test_lease_two_takers_never_both_win_and_only_the_holder_releases(tmp_path: Path) -> None:
+    area = Folder.open_root(str(tmp_path))
+    try:
+        a = Lease(area.fd, "evict", 0o700, 0o600, lambda uid: True, stale=0.5)
+        assert a.acquire()
+        b = Lease(area.fd, "evict", 0o700, 0o600, lambda uid: True, stale=0.5)
+        assert not b.acquire()  # a is alive (this process)
+        # a stalls: its heartbeat stops and, as if on another node, only its mtime can tell
+        holder = tmp_path / "evict.lease" / a.holder
+        new = holder.with_name("h.othernode.1.1." + a.holder.rsplit(".", 1)[1])
+        os.rename(holder, new)
+        a.holder = new.name
+        os.utime(new, (time.time() - 10, time.time() - 10))
+        takers = [Lease(area.fd, "evict", 0o700, 0o600, lambda uid: True, stale=0.5)
+                  for _ in range(3)]
+        won = [t.acquire() for t in takers]
+        assert won.count(True) == 1
+        assert not a.held()  # the stalled holder learns it lost the lease
+        a.release()  # and releasing removes nothing of the new holder's
+        winner = takers[won.index(True)]
+        assert winner.held()
+        assert (tmp_path / "evict.lease" / winner.holder).exists()
+        winner.release()
+        assert not (tmp_path / "evict.lease").exists()
+    finally:
+        area.close()
 
 
 @pytest.mark.xrootd
@@ -130,7 +209,7 @@ def test_cache_cli_info_clear_evict(catalog_dir: Path, tmp_path: Path) -> None:
 
     def run(*args: str) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run([sys.executable, "-m", "htpdata", *args], capture_output=True,
-                              env=env, timeout=120)
+                              env=env, timeout=120, stdin=subprocess.DEVNULL)
 
     assert run("cat", name, "--start", "0", "--end", "100").returncode == 0
     info = json.loads(run("cache", "info", name, "--json").stdout)
@@ -145,68 +224,26 @@ def test_cache_cli_info_clear_evict(catalog_dir: Path, tmp_path: Path) -> None:
     assert not {t["tier"]: t for t in info["tiers"]}["local"]["held"]
     bad = run("cache", "evict", "--tier", "shared")
     assert bad.returncode != 0
+    assert run("cat", name, "--start", "0", "--end", "100").returncode == 0
+    refused = run("cache", "clear")  # everything, not on a terminal, no --yes
+    assert refused.returncode == 2
+    assert b"--yes" in refused.stderr
+    assert refused.stderr.count(b"\n") == 1
+    done = run("cache", "clear", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert b"removed 1 entries" in done.stderr
 
 
-def test_disk_tier_modes_on_the_shared_volume(tmp_path: Path) -> None:
-    tier = DiskTier("shared", tmp_path / "s", 0, shared=True)
-    tier.ensure()
-    from htpdata.cache.identity import Identity
-
-    tier.write_extent(Identity("x:/f", 10), 0, b"0123456789", {})
-    for p in (tmp_path / "s").rglob("*"):
-        mode = p.stat().st_mode
-        assert not mode & 0o002, f"{p} is world-writable"
-        if p.is_dir():
-            assert mode & 0o1000, f"{p} lacks the sticky bit"
-
-
-@pytest.mark.xrootd
-def test_tier_walk_agrees_with_lookups_and_never_follows_symlinks(catalog_dir: Path,
-                                                                  tmp_path: Path) -> None:
-    """The one-walk scan (eviction, ``report --refresh``) sees what per-key lookups see, and a
-    symlink planted as a fan-out folder, an entry or its extent folder is skipped."""
-    names = [f"test:/store/test/{n}" for n in TEST_FILES]
-    with htpdata.Client(cache={"local_dir": str(tmp_path / "local")}) as client:
-        for n in names:
-            client.cat(n, 0, 1000)
-        client.cache.flush()
-        tier = client.cache.tier("local")
-        walked = {e.key: e for e in tier.infos()}
-        keys = list(tier.keys())
-        assert sorted(walked) == sorted(keys)
-        assert len(keys) == len(names)
-        for key in keys:
-            one, w = tier.entry_info(key), walked[key]
-            assert one is not None
-            assert (w.bytes, w.complete, w.readers, w.last_access) == \
-                (one.bytes, one.complete, one.readers, one.last_access)
-            assert {k: one.meta.get(k) for k in ("name", "user", "group", "dataset", "opens")} \
-                == {k: w.meta.get(k) for k in ("name", "user", "group", "dataset", "opens")}
-        outside = tmp_path / "outside"
-        (outside / "x").mkdir(parents=True)
-        (outside / "x" / f"{0:016x}-{2**40:016x}.00000001").touch()
-        entries = tier.layout.entries
-        os.symlink(outside, entries / "ff")  # a fan-out folder
-        os.symlink(outside, entries / keys[0][:2] / keys[0][2:4] / ("e" * 40))  # an entry
-        x = tier.layout.extents(keys[1])
-        os.rename(x, x.with_name("x-moved"))
-        os.symlink(outside / "x", x)  # an extent folder
-        again = {e.key: e for e in tier.infos()}
-        assert set(again) == set(walked)
-        assert again[keys[1]].bytes == 0, "extents behind a symlink are not counted"
-        assert sum(e.bytes for e in again.values()) < 2**40
-
-
-def test_tier_walk_counts_a_range_once_and_survives_a_bad_meta(tmp_path: Path) -> None:
-    """Two extents of one range (an identity without adler32 fetched twice) are one range of
-    bytes; a meta.json with a nonsense 'created' does not stop the pass."""
-    tier = DiskTier("shared", tmp_path / "tier", 0)
-    tier.ensure()
-    key = "ab" * 20
-    x = tier.layout.extents(key)
-    x.mkdir(parents=True)
-    for adler in ("00000001", "00000002"):
-        (x / f"{0:016x}-{1000:016x}.{adler}").touch()
-    tier.layout.meta(key).write_text(json.dumps({"name": "t:/f", "created": "yesterday"}))
-    (info,) = list(tier.infos())
-    assert (info.key, info.bytes, info.last_access) == (key, 1000, 0.0)
+def test_policy_names_and_watermarks_are_checked_when_loaded(tmp_path: Path) -> None:
+    env = {**os.environ, "HTPDATA_CACHE_LOCAL_DIR": str(tmp_path / "l")}
+    for var, value in (("HTPDATA_CACHE_POLICY", "LRU"), ("HTPDATA_CACHE_POLICY", "fifo"),
+                       ("HTPDATA_CACHE_HIGH_WATERMARK", "95")):
+        p = subprocess.run([sys.executable, "-m", "htpdata", "cache", "evict", "--tier", "local",
+                            "--dry-run"], capture_output=True, env={**env, var: value},
+                           timeout=60)
+        if value == "LRU":
+            assert p.returncode == 0, p.stderr
+        else:
+            assert p.returncode == 7
+            assert p.stderr.decode().count("\n") == 1
+            assert var in p.stderr.decode()

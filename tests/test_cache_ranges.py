@@ -1,13 +1,44 @@
-"""The cache's pure decisions: range merging, subtraction and covering."""
+"""The cache's pure decisions: range arithmetic, the O(log n) cover, the fetch plan, the pack
+format, the trust model, the eviction policies and the settings' checks."""
 
 from __future__ import annotations
 
 import itertools
+import os
+import random
 
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from htpdata.cache.ranges import coalesce, cover, merge, split, subtract
+from htpdata.cache.evict import area_need, choose_victims, needed_bytes, parse_quotas
+from htpdata.cache.pack import (
+    BLOCK,
+    COMPLETE,
+    PackError,
+    encode,
+    parse_head,
+    span,
+    verify_blocks,
+)
+from htpdata.cache.plan import ClaimView, Limits, backoff, plan_fetch, yield_to_earlier
+from htpdata.cache.ranges import Spans, coalesce, merge, split, subtract
+from htpdata.cache.scan import EntryStat
+from htpdata.cache.trust import (
+    GROUP,
+    TRUSTED,
+    USER,
+    AreaSpec,
+    Me,
+    TierOwner,
+    accepted,
+    area_problem,
+    is_private,
+    read_areas,
+    write_area,
+)
+from htpdata.config import load_settings
+from htpdata.errors import ConfigError
 
 ranges = st.lists(st.tuples(st.integers(0, 500), st.integers(0, 60)).map(
     lambda t: (t[0], t[0] + t[1])), max_size=12)
@@ -17,6 +48,7 @@ def as_set(rs: list[tuple[int, int]]) -> set[int]:
     return {i for s, e in rs for i in range(s, e)}
 
 
+# -- ranges --------------------------------------------------------------------------------------
 def test_merge_examples() -> None:
     assert merge([(5, 10), (0, 3), (3, 4), (20, 30)]) == [(0, 4), (5, 10), (20, 30)]
     assert merge([(0, 3), (5, 10)], gap=2) == [(0, 10)]
@@ -27,51 +59,285 @@ def test_subtract_examples() -> None:
     assert subtract([(0, 100)], [(10, 20), (50, 60)]) == [(0, 10), (20, 50), (60, 100)]
     assert subtract([(0, 10)], [(0, 10)]) == []
     assert subtract([(0, 10)], []) == [(0, 10)]
+    assert subtract([(0, 10), (20, 30)], [(5, 25)]) == [(0, 5), (25, 30)]
 
 
-def test_cover_prefers_long_extents_and_detects_holes() -> None:
-    pieces = cover((5, 25), [(0, 10), (0, 20), (15, 30)])
-    assert pieces is not None
-    assert [(p.extent, p.start, p.end) for p in pieces] == [((0, 20), 5, 20), ((15, 30), 20, 25)]
-    assert cover((5, 25), [(0, 10), (12, 30)]) is None
-    assert cover((3, 3), []) == []
+def test_spans_cover_prefers_long_pieces_and_detects_holes() -> None:
+    spans = Spans([(0, 10, "a"), (0, 20, "b"), (15, 30, "c")])
+    assert spans.cover((5, 25)) == [(5, 20, "b"), (20, 25, "c")]
+    assert Spans([(0, 10, "a"), (12, 30, "b")]).cover((5, 25)) is None
+    assert Spans([]).cover((3, 3)) == []
+    assert Spans([(0, 10, "a"), (12, 30, "b")]).parts((5, 25)) == [(5, 10, "a"), (12, 25, "b")]
 
 
 def test_split_and_coalesce() -> None:
     assert split((0, 10), 4) == [(0, 4), (4, 8), (8, 10)]
-    assert coalesce([(0, 4), (5, 9), (10, 30)], gap=1, max_size=10) == [(0, 9), (10, 30)]
-
-
-@given(ranges, st.integers(0, 20))
-def test_merge_preserves_bytes(rs: list[tuple[int, int]], gap: int) -> None:
-    out = merge(rs, gap)
-    assert as_set(rs) <= as_set(out)
-    if gap == 0:
-        assert as_set(out) == as_set(rs)
-    assert all(a[1] + gap < b[0] for a, b in itertools.pairwise(out))
+    assert coalesce([(0, 10), (12, 20), (25, 30)], gap=2, max_size=100) == [(0, 20), (25, 30)]
+    assert coalesce([(0, 10), (12, 20)], gap=2, max_size=15) == [(0, 10), (12, 20)]
+    assert coalesce([(0, 50)], gap=2, max_size=15) == [(0, 50)]
 
 
 @given(ranges, ranges)
 def test_subtract_is_set_difference(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> None:
-    assert as_set(subtract(a, b)) == as_set(a) - as_set(b)
+    out = subtract(a, b)
+    assert as_set(out) == as_set(a) - as_set(b)
+    assert out == merge(out)
 
 
-@given(ranges, st.tuples(st.integers(0, 500), st.integers(0, 80)))
-def test_cover_is_exact_when_covered(extents: list[tuple[int, int]], r: tuple[int, int]) -> None:
-    want = (r[0], r[0] + r[1])
-    pieces = cover(want, extents)
-    covered = set(range(*want)) <= as_set(extents)
-    assert (pieces is not None) == covered
-    if pieces:
-        assert pieces[0].start == want[0]
-        assert pieces[-1].end == want[1]
-        assert all(p.end == q.start for p, q in itertools.pairwise(pieces))
-        assert all(p.extent[0] <= p.start < p.end <= p.extent[1] for p in pieces)
-
-
-@given(ranges, st.integers(0, 16), st.integers(1, 64))
-def test_coalesce_bounds_size(rs: list[tuple[int, int]], gap: int, size: int) -> None:
-    out = coalesce(rs, gap, size)
+@given(ranges, st.integers(0, 40), st.integers(1, 200))
+def test_coalesce_covers_everything_and_respects_the_cap(rs: list[tuple[int, int]], gap: int,
+                                                         cap: int) -> None:
+    out = coalesce(rs, gap, cap)
     assert as_set(rs) <= as_set(out)
-    longest_input = max((e - s for s, e in rs), default=0)
-    assert all(e - s <= max(size, longest_input) for s, e in out)
+    assert out == sorted(out)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(out))
+    longest = max((e - s for s, e in rs), default=0)
+    assert all(e - s <= max(cap, longest) for s, e in out)
+
+
+@given(st.lists(st.tuples(st.integers(0, 300), st.integers(1, 80)), max_size=40), ranges)
+def test_spans_parts_agree_with_a_brute_force_walk(pieces: list[tuple[int, int]],
+                                                   asks: list[tuple[int, int]]) -> None:
+    items = [(s, s + n, i) for i, (s, n) in enumerate(pieces)]
+    spans = Spans(items)
+    for r in asks:
+        parts = spans.parts(r)
+        got = as_set([(lo, hi) for lo, hi, _ in parts])
+        want = as_set([r]) & as_set([(s, e) for s, e, _ in items])
+        assert got == want
+        for lo, hi, ref in parts:  # each part lies inside the piece named for it
+            s, e, _ = items[ref]
+            assert s <= lo < hi <= e
+        held = spans.cover(r)
+        assert (held is not None) == (want == as_set([r]))
+
+
+def test_spans_lookup_stays_fast_with_many_pieces() -> None:
+    """16,000 pieces: a lookup is a few bisections, not a scan (13.2)."""
+    import time
+
+    spans = Spans([(i * 100, i * 100 + 60, i) for i in range(16_000)])
+    t0 = time.perf_counter()
+    for i in range(2000):
+        spans.parts((i * 733 % 1_600_000, i * 733 % 1_600_000 + 50))
+    per = (time.perf_counter() - t0) / 2000
+    assert per < 1e-3, f"{per * 1e3:.3f} ms per lookup"
+
+
+# -- the fetch plan ------------------------------------------------------------------------------
+limits = Limits(merge_gap=16, max_request=120, head=20, tail=30)
+
+
+def test_plan_adds_head_and_tail_once_and_waits_for_others() -> None:
+    plan = plan_fetch([(100, 150)], size=1000, first_touch=True, limits=limits)
+    assert plan.fetch == [(0, 20), (100, 150), (970, 1000)]
+    assert plan.wait == []
+    plan = plan_fetch([(100, 150)], size=1000, first_touch=True, limits=limits,
+                      claims=[ClaimView("c.1", ((120, 200),))])
+    assert plan.wait == [(120, 150)]
+    assert (120, 150) not in plan.fetch
+    assert all(e <= 120 or s >= 200 for s, e in plan.fetch)
+
+
+@given(ranges, st.lists(ranges, max_size=3), ranges, st.booleans())
+@settings(max_examples=300)
+def test_plan_fetches_or_waits_for_every_missing_byte_once(
+        missing: list[tuple[int, int]], claims: list[list[tuple[int, int]]],
+        held: list[tuple[int, int]], first: bool) -> None:
+    size = 600
+    views = [ClaimView(f"c.{i}", tuple(c)) for i, c in enumerate(claims)]
+    plan = plan_fetch(missing, size=size, first_touch=first, held=held, claims=views,
+                      limits=limits)
+    need = as_set(missing) - as_set(held)
+    busy = as_set([r for c in claims for r in c])
+    fetch, wait = as_set(plan.fetch), as_set(plan.wait)
+    assert need <= fetch | wait  # nothing missing is forgotten
+    assert not fetch & busy  # nothing another process fetches is fetched again
+    assert wait <= busy
+    assert all(0 <= s < e <= size for s, e in plan.fetch)
+    assert plan.fetch == sorted(plan.fetch)
+
+
+@given(st.lists(st.tuples(st.integers(0, 9), ranges), min_size=1, max_size=5))
+def test_overlapping_claims_settle_on_exactly_one_fetcher(
+        claims: list[tuple[int, list[tuple[int, int]]]]) -> None:
+    """Whatever each claimant saw, every byte someone claimed is fetched by exactly one of
+    them: the earliest-named claim covering it."""
+    views = [ClaimView(f"c.{t:02d}.{i}", tuple(merge(rs))) for i, (t, rs) in enumerate(claims)]
+    fetchers: dict[int, int] = {}
+    for v in views:
+        others = [o for o in views if o is not v]
+        plan = yield_to_earlier(v.name, list(v.ranges), others)
+        for b in as_set(plan.fetch):
+            fetchers[b] = fetchers.get(b, 0) + 1
+        assert as_set(plan.fetch) | as_set(plan.wait) == as_set(list(v.ranges))
+    claimed = as_set([r for v in views for r in v.ranges])
+    assert set(fetchers) == claimed
+    assert all(n == 1 for n in fetchers.values())
+
+
+def test_backoff_grows_to_between_100_and_250_ms() -> None:
+    rng = random.Random(1)
+    steps = [backoff(i, rng) for i in range(20)]
+    assert steps[0] < 0.01
+    assert all(0.1 <= s <= 0.25 for s in steps[8:])
+    assert len({round(s, 4) for s in steps[8:]}) > 5  # jitter
+
+
+# -- packs ---------------------------------------------------------------------------------------
+KEY = "ab" * 20
+
+
+@given(st.lists(st.tuples(st.integers(0, 5000), st.binary(min_size=1, max_size=3000)),
+                max_size=6), st.sampled_from([64, 4096, BLOCK]))
+@settings(max_examples=100)
+def test_pack_round_trip_and_every_byte_verified(pieces: list[tuple[int, bytes]],
+                                                 block: int) -> None:
+    size = 10_000
+    chunks = encode(KEY, size, {"name": "t:/f", "learnt": 1.0}, pieces,
+                    blobs=[("meta", b"{}")], block=block)
+    data = b"".join(bytes(c) for c in chunks)
+    head = parse_head(data, len(data))
+    assert head.key == KEY
+    assert head.size == size
+    assert head.info["name"] == "t:/f"
+    assert [(r.start, r.length) for r in head.ranges()] == [(s, len(d)) for s, d in pieces]
+    assert head.blob("meta") is not None
+    for rec, (_, want) in zip(head.ranges(), pieces, strict=True):
+        lo, hi = 0, rec.length
+        first, off, n = span(rec, lo, hi, block)
+        assert verify_blocks(rec, first, data[off:off + n], block)
+        assert data[off:off + n] == want
+
+
+def test_torn_and_damaged_packs_are_refused() -> None:
+    chunks = encode(KEY, 1000, {"name": "t:/f"}, [(0, b"x" * 300), (500, b"y" * 200)])
+    data = b"".join(bytes(c) for c in chunks)
+    head = parse_head(data, len(data))
+    with pytest.raises(PackError, match="torn"):
+        parse_head(data[:-10], len(data) - 10)  # truncated: a crash, a full disk
+    bad = bytearray(data)
+    bad[100] ^= 1  # the head itself damaged
+    with pytest.raises(PackError):
+        parse_head(bytes(bad), len(bad))
+    rec = head.ranges()[1]
+    flipped = bytearray(data)
+    flipped[rec.offset + 5] ^= 0xFF  # a data block damaged: its checksum says so
+    first, off, n = span(rec, 0, rec.length, head.block)
+    assert not verify_blocks(rec, first, bytes(flipped[off:off + n]), head.block)
+    with pytest.raises(PackError, match="magic"):
+        parse_head(b"\0" * 200, 200)
+    with pytest.raises(ValueError, match="outside"):
+        encode(KEY, 100, {}, [(90, b"z" * 20)])
+    empty = b"".join(bytes(c) for c in encode(KEY, 0, {}, [], flags=COMPLETE))
+    assert parse_head(empty, len(empty)).complete
+
+
+# -- trust ----------------------------------------------------------------------------------------
+OWNER = TierOwner(500, 600)
+ALICE = Me(1001, 600, frozenset({600}))
+EVE = Me(1009, 1009, frozenset({1009}))
+
+
+def test_where_writes_go_and_what_is_read() -> None:
+    assert write_area(ALICE, OWNER, "owner", private=False) == AreaSpec(USER, 1001)
+    assert write_area(ALICE, OWNER, "group", private=False) == AreaSpec(GROUP)
+    assert write_area(ALICE, OWNER, "group", private=True) == AreaSpec(USER, 1001)
+    assert write_area(EVE, OWNER, "group", private=False) == AreaSpec(USER, 1009)
+    owner = Me(500, 600, frozenset({600}))
+    assert write_area(owner, OWNER, "owner", private=False) == AreaSpec(TRUSTED)
+    assert write_area(owner, OWNER, "owner", private=True) == AreaSpec(USER, 500)
+    assert read_areas(ALICE, OWNER, "owner") == [AreaSpec(USER, 1001), AreaSpec(TRUSTED)]
+    assert AreaSpec(GROUP) in read_areas(ALICE, OWNER, "group")
+    assert AreaSpec(GROUP) not in read_areas(EVE, OWNER, "group")
+
+
+def test_who_is_accepted_where() -> None:
+    assert accepted(AreaSpec(USER, 1001), 1001, OWNER)
+    assert not accepted(AreaSpec(USER, 1001), 1002, OWNER)  # a co-tenant's planted file
+    assert accepted(AreaSpec(TRUSTED), 500, OWNER)
+    assert not accepted(AreaSpec(TRUSTED), 1001, OWNER)
+    assert all(accepted(AreaSpec(k, 1001), 0, OWNER) for k in (USER, TRUSTED, GROUP))
+
+
+def test_planted_or_loose_area_folders_are_refused() -> None:
+    def st(uid: int, mode: int, gid: int = 600) -> os.stat_result:
+        return os.stat_result((mode, 0, 0, 2, uid, gid, 4096, 0, 0, 0))
+
+    assert area_problem(AreaSpec(USER, 1001), st(1001, 0o40700), OWNER) is None
+    assert "planted" in (area_problem(AreaSpec(USER, 1001), st(1002, 0o40700), OWNER) or "")
+    assert "writable" in (area_problem(AreaSpec(USER, 1001), st(1001, 0o40777), OWNER) or "")
+    assert area_problem(AreaSpec(TRUSTED), st(500, 0o40755), OWNER) is None
+    assert area_problem(AreaSpec(TRUSTED), st(1001, 0o40755), OWNER) is not None
+    assert area_problem(AreaSpec(GROUP), st(500, 0o43770), OWNER) is None
+    assert area_problem(AreaSpec(GROUP), st(500, 0o40775), OWNER) is not None
+
+
+def test_private_bytes() -> None:
+    assert is_private("cms:/store/x.root", credentialed=True)
+    assert not is_private("cms:/store/x.root", credentialed=False)
+    assert is_private("rucio:user.jdoe:f.root", credentialed=False)
+    assert is_private("rucio:group.higgs:f.root", credentialed=False)
+    assert not is_private("rucio:cms:/store/f.root", credentialed=False)
+
+
+# -- eviction decisions --------------------------------------------------------------------------
+def entry(key: str, size: int, last: float, uid: int = 1, opens: int = 1,
+          pinned: float = 0.0) -> EntryStat:
+    return EntryStat(key, size, last, opens, pinned, uid, 1, 1, 0)
+
+
+def test_watermarks_and_the_filesystem_share() -> None:
+    assert needed_bytes(total=90, size=100, high=0.95, low=0.9) == 0
+    assert needed_bytes(total=96, size=100, high=0.95, low=0.9) == 6
+    assert needed_bytes(total=500, size=0, high=0.95, low=0.9) == 0
+    # the filesystem is 98 % full: each area frees its share down to 90 %
+    assert area_need(total=1000, cap=0, fs_used=98, fs_total=100, high=0.95, low=0.9) == 81
+    assert area_need(total=1000, cap=0, fs_used=50, fs_total=100, high=0.95, low=0.9) == 0
+
+
+def test_lru_lfu_size_policies_pins_and_marks() -> None:
+    es = [entry("a", 10, 3, opens=9), entry("b", 50, 1, opens=5), entry("c", 20, 2, opens=1)]
+    assert [e.key for e in choose_victims(es, 15, "lru", 10)] == ["b"]
+    assert [e.key for e in choose_victims(es, 15, "LFU", 10)] == ["c"]
+    assert [e.key for e in choose_victims(es, 15, "size", 10)] == ["b"]
+    assert [e.key for e in choose_victims(es, 65, "lru", 10)] == ["b", "c"]
+    assert choose_victims(es, 0, "lru", 10) == []
+    es = [entry("used", 10, 1), entry("pinned", 10, 2, pinned=100.0), entry("free", 10, 3),
+          entry("expired", 10, 4, pinned=5.0)]
+    got = [e.key for e in choose_victims(es, 1000, "lru", 50, in_use={"used"})]
+    assert got == ["free", "expired"]
+
+
+def test_owners_over_quota_go_first() -> None:
+    es = [entry("x1", 10, 1, uid=7), entry("y1", 10, 2, uid=8), entry("y2", 10, 3, uid=8)]
+    assert [e.key for e in choose_victims(es, 10, "lru", 10, over={8: 15})] == ["y1", "y2"]
+
+
+def test_quota_file_content_is_checked() -> None:
+    q = parse_quotas({"users": {"alice": {"hard": 100, "soft": 90}, "bob": {"hard": "x"},
+                                "*": {"hard": 5}}, "groups": ["not a table"]})
+    assert q["users"]["alice"].hard == 100
+    assert "bob" not in q["users"]
+    assert q["users"]["*"].hard == 5
+    assert q["groups"] == {}
+
+
+# -- settings ------------------------------------------------------------------------------------
+def test_cache_settings_are_checked_when_loaded() -> None:
+    env = {"HTPDATA_CACHE_POLICY": "LRU"}
+    assert load_settings(env, file="/nonexistent").cache.policy == "lru"
+    for var, value, key in [("HTPDATA_CACHE_POLICY", "fifo", "cache.policy"),
+                            ("HTPDATA_CACHE_HIGH_WATERMARK", "95", "cache.high_watermark"),
+                            ("HTPDATA_CACHE_LOW_WATERMARK", "0", "cache.low_watermark"),
+                            ("HTPDATA_CACHE_LOW_WATERMARK", "0.99", "cache.low_watermark"),
+                            ("HTPDATA_CACHE_TRUST", "everyone", "cache.trust"),
+                            ("HTPDATA_CACHE_REVALIDATE_AFTER", "soon", "cache.revalidate_after"),
+                            ("HTPDATA_CACHE_SHARED_SIZE", "lots", "cache.shared_size")]:
+        with pytest.raises(ConfigError) as info:
+            load_settings({var: value}, file="/nonexistent")
+        assert key in str(info.value), str(info.value)
+        assert var in str(info.value), str(info.value)
+        assert "\n" not in str(info.value)
+    assert load_settings({"HTPDATA_CACHE_REVALIDATE_AFTER": "2h"},
+                         file="/nonexistent").cache.revalidate_after == 7200

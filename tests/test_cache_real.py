@@ -1,5 +1,6 @@
-"""The tiered cache against a real XRootD origin: tiers, promotion, range awareness,
-staleness, corruption, kill -9, concurrent processes, a full disk."""
+"""The tiered cache against a real XRootD origin: tiers, promotion, range awareness, packs,
+staleness, damage, kill -9 at random moments (landing mid-write, checked), concurrent processes,
+compaction, a full disk, older tiers."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from pathlib import Path
 import pytest
 
 import htpdata
-from htpdata.cache.layout import parse_extent_name
+from htpdata.cache.pack import parse_head
 from htpdata.testing import XRootDServer
+from htpdata.testing.cachecheck import packs_under, verify_tier
 
 from .conftest import TESTDATA, catalog_text
 
@@ -29,6 +31,7 @@ NAME = f"test:/store/test/{NANO}"
 WANT = (TESTDATA / NANO).read_bytes()
 SMALL = {"head": 4096, "tail": 4096, "merge_gap": 0}
 RANGES = [(100_000, 100_500), (200_000, 230_000), (300_000, 300_010)]
+WORKER = str(Path(__file__).with_name("cache_worker.py"))
 
 
 @pytest.fixture
@@ -38,40 +41,49 @@ def dirs(tmp_path: Path, catalog_dir: Path) -> dict[str, object]:
                       **SMALL}}
 
 
-def cached_bytes(root: Path) -> int:
-    return sum(e - s for p in root.rglob("*") if (x := parse_extent_name(p.name))
-               for s, e in [x[0]])
+def held_bytes(root: Path) -> int:
+    """Distinct bytes of the file the packs under ``root`` hold."""
+    from htpdata.cache.ranges import total
+
+    spans = []
+    for p in packs_under(root):
+        data = p.read_bytes()
+        spans += [(r.start, r.end) for r in parse_head(data, len(data)).ranges()]
+    return total(spans)
 
 
 def test_reads_through_every_tier_and_promotes(dirs: dict[str, object], tmp_path: Path) -> None:
     with htpdata.Client(**dirs) as cold:
         r = cold.reader(NAME)
         assert r.read_ranges(RANGES) == [WANT[s:e] for s, e in RANGES]
-        assert r.stats["upstream"] >= sum(e - s for s, e in RANGES)
+        assert r.counters.upstream >= sum(e - s for s, e in RANGES)
+        assert r.counters.upstream_requests == 1  # one vector read, head and tail included
         again = r.read_ranges(RANGES)
         assert again == [WANT[s:e] for s, e in RANGES]
-        assert r.stats["memory"] == sum(e - s for s, e in RANGES)  # second time: memory
-    with htpdata.Client(**dirs) as warm:  # a new process: memory is empty
+        assert r.counters.memory == sum(e - s for s, e in RANGES)  # second time: memory
+    with htpdata.Client(**dirs) as warm:  # a new client: memory is empty
         r = warm.reader(NAME)
         assert r.read_ranges(RANGES) == [WANT[s:e] for s, e in RANGES]
-        assert r.stats["upstream"] == 0
-        assert r.stats["local"] == sum(e - s for s, e in RANGES)
+        assert r.counters.upstream == 0
+        assert r.counters.local == sum(e - s for s, e in RANGES)
     shutil.rmtree(tmp_path / "local")  # another node: only the shared tier has it
     with htpdata.Client(**dirs) as other_node:
         r = other_node.reader(NAME)
         assert r.read_ranges(RANGES) == [WANT[s:e] for s, e in RANGES]
-        assert r.stats["upstream"] == 0
-        assert r.stats["shared"] == sum(e - s for s, e in RANGES)
-    assert cached_bytes(tmp_path / "local") >= sum(e - s for s, e in RANGES)  # promoted
+        assert r.counters.upstream == 0
+        assert r.counters.shared == sum(e - s for s, e in RANGES)
+    assert held_bytes(tmp_path / "local") >= sum(e - s for s, e in RANGES)  # promoted
 
 
-def test_keeps_only_the_ranges_read_plus_head_and_tail(dirs: dict[str, object],
-                                                      tmp_path: Path) -> None:
+def test_a_cold_read_stores_one_pack_per_batch(dirs: dict[str, object], tmp_path: Path) -> None:
+    """Ranges plus head and tail only, in one pack per fetch batch, not one file per range."""
     with htpdata.Client(**dirs) as client:
         client.reader(NAME).read_ranges(RANGES)
-    held = cached_bytes(tmp_path / "shared")
-    assert held == sum(e - s for s, e in RANGES) + 4096 + 4096
-    assert held < len(WANT) / 8
+    assert held_bytes(tmp_path / "shared") == sum(e - s for s, e in RANGES) + 4096 + 4096
+    assert len(list(packs_under(tmp_path / "shared"))) == 1
+    assert held_bytes(tmp_path / "shared") < len(WANT) / 8
+    check = verify_tier(tmp_path / "shared", {NAME: WANT})
+    assert (check.wrong_bytes, check.torn) == (0, 0)
 
 
 def test_cache_false_and_disabled_bypass(dirs: dict[str, object], tmp_path: Path) -> None:
@@ -79,11 +91,11 @@ def test_cache_false_and_disabled_bypass(dirs: dict[str, object], tmp_path: Path
         assert client.cat(NAME, cache=False) == WANT
         with htpdata.open(NAME, cache=False, client=client) as f:
             assert f.read() == WANT
-    assert not (tmp_path / "shared" / "entries").exists()
+    assert not list(packs_under(tmp_path))
     off = {"cache": {**dirs["cache"], "enabled": False}}  # type: ignore[dict-item]
     with htpdata.Client(**off) as client:
         assert client.cat(NAME) == WANT
-    assert not (tmp_path / "shared" / "entries").exists()
+    assert not list(packs_under(tmp_path))
 
 
 def test_warm_reads_need_no_origin(dirs: dict[str, object], origin: XRootDServer) -> None:
@@ -91,24 +103,47 @@ def test_warm_reads_need_no_origin(dirs: dict[str, object], origin: XRootDServer
     ak = pytest.importorskip("awkward")
     branches = ["Muon_pt", "Jet_pt", "MET_pt", "nElectron"]
     expected = uproot.open(TESTDATA / NANO)["Events"].arrays(branches)
+    bare = f"{origin.root_url}store/test/{NANO}"
     with htpdata.Client(**dirs) as client:
         htpdata.reset_default_client(client)
         with htpdata.open(NAME, client=client) as f:  # road A
             assert ak.array_equal(uproot.open(f)["Events"].arrays(branches), expected)
         with uproot.open(f"htpdata://test/store/test/{NANO}:Events") as t:  # road B
             assert ak.array_equal(t.arrays(branches), expected)
+        with htpdata.open(bare, client=client) as f:  # a bare URL: no catalog knows its size
+            assert ak.array_equal(uproot.open(f)["Events"].arrays(branches), expected)
     origin.stop()
     try:
         with htpdata.Client(**dirs) as client:  # the catalog knows size and adler32
             htpdata.reset_default_client(client)
             with htpdata.open(NAME, client=client) as f:
                 assert ak.array_equal(uproot.open(f)["Events"].arrays(branches), expected)
+            with htpdata.open(bare, client=client) as f:  # the tier recorded what the origin said
+                assert ak.array_equal(uproot.open(f)["Events"].arrays(branches), expected)
     finally:
         origin.start()
 
 
-def test_stale_entry_is_never_served(tmp_path: Path, origin: XRootDServer,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bare_url_is_revalidated_after_its_age(tmp_path: Path, origin: XRootDServer) -> None:
+    (origin.data / "store" / "scratch").mkdir(exist_ok=True)
+    owner = os.stat(origin.data)
+    os.chown(origin.data / "store" / "scratch", owner.st_uid, owner.st_gid)
+    data = origin.data / "store" / "scratch" / "grows.root"
+    data.write_bytes(b"A" * 40_000)
+    os.chown(data, owner.st_uid, owner.st_gid)
+    url = f"{origin.root_url}store/scratch/grows.root"
+    settings = {"cache": {"local_dir": str(tmp_path / "local"), **SMALL}}
+    with htpdata.Client(**settings) as c:
+        assert c.cat(url) == b"A" * 40_000
+    data.write_bytes(b"B" * 50_000)  # the file changes at the origin (it should not, on WLCG)
+    with htpdata.Client(**settings) as c:  # within revalidate_after: the cache's answer
+        assert c.reader(url).size() == 40_000
+    later = {"cache": {**settings["cache"], "revalidate_after": 0}}
+    with htpdata.Client(**later) as c:  # past it: asked again, and the new bytes are read
+        assert c.cat(url) == b"B" * 50_000
+
+
+def test_stale_entry_is_never_served(tmp_path: Path, origin: XRootDServer) -> None:
     (origin.data / "store" / "scratch").mkdir(exist_ok=True)
     os.chown(origin.data / "store" / "scratch", os.stat(origin.data).st_uid,
              os.stat(origin.data).st_gid)
@@ -132,52 +167,71 @@ def test_stale_entry_is_never_served(tmp_path: Path, origin: XRootDServer,
     publish(b"B" * 50_000)  # same size, new content: the catalog's adler32 changes
     with htpdata.Client(**settings) as c:
         assert c.cat("test:/store/scratch/changing.root") == b"B" * 50_000
-    # after close (queued cache writes have landed): only the new entry is left
-    assert len(list((tmp_path / "local" / "entries").rglob("meta.json"))) == 1
+    # after close (queued cache writes have landed): only the new content is left
+    keys = {parse_head(p.read_bytes(), p.stat().st_size).key for p in packs_under(tmp_path)}
+    assert len(keys) == 1
 
 
-def test_corrupt_extent_is_detected_dropped_and_refetched(dirs: dict[str, object],
-                                                         tmp_path: Path,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_damaged_pack_is_detected_dropped_and_refetched(dirs: dict[str, object],
+                                                       tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
     with htpdata.Client(**dirs) as client:
         client.reader(NAME).read_ranges(RANGES)
-    for tier in ("local", "shared"):
-        for p in (tmp_path / tier).rglob("*"):
-            if (x := parse_extent_name(p.name)) and x[0] == (200_000, 230_000):
-                raw = bytearray(p.read_bytes())
-                raw[100] ^= 0xFF
-                p.write_bytes(bytes(raw))
+    for p in packs_under(tmp_path):
+        raw = bytearray(p.read_bytes())
+        rec = next(r for r in parse_head(bytes(raw), len(raw)).ranges()
+                   if (r.start, r.end) == (200_000, 230_000))
+        raw[rec.offset + 100] ^= 0xFF  # a bad disk: one byte of one block
+        p.write_bytes(bytes(raw))
     with htpdata.Client(**dirs) as client:
         r = client.reader(NAME)
         assert r.read_ranges(RANGES) == [WANT[s:e] for s, e in RANGES]
-        assert r.stats["upstream"] == 30_000
-    assert "corrupt extent" in caplog.text
+        assert r.counters.upstream == 30_000
+    assert "damaged pack" in caplog.text
+    assert verify_tier(tmp_path, {NAME: WANT}).wrong_bytes == 0
 
 
-def test_kill_9_during_cache_writes_leaves_nothing_wrong(dirs: dict[str, object],
-                                                        tmp_path: Path) -> None:
-    settings = json.dumps({**dirs, "cache": {**dirs["cache"], "max_extent": 8192,  # type: ignore[dict-item]
-                                             "memory_size": 0}})
+def _kill_while(proc: subprocess.Popen[bytes], root: Path, marker: str, seconds: float) -> bool:
+    """SIGKILL ``proc`` when a file whose name contains ``marker`` appears under ``root``
+    (a write in progress), or at the end of ``seconds``; True if it died mid-write."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        for folder, _, files in os.walk(root):
+            if any(marker in f for f in files):
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                left = [f for _, _, fs in os.walk(root) for f in fs if marker in f]
+                return bool(left)  # still there: the rename never happened
+            del folder
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return False
+
+
+def test_kill_9_during_pack_writes_and_compaction_leaves_nothing_wrong(
+        dirs: dict[str, object], tmp_path: Path) -> None:
+    """Readers killed at random moments, and at least 3 times while a pack (or a compaction)
+    was being written: every byte any reader can be served is the origin's."""
+    settings = json.dumps({**dirs, "cache": {**dirs["cache"], "memory_size": 0,  # type: ignore[dict-item]
+                                             "compact_after": 2}})
     rng = random.Random(7)
-    killed = 0
-    for _ in range(6):
-        ranges = json.dumps([[s, s + rng.randint(1, 60_000)] for s in
-                             sorted(rng.sample(range(0, len(WANT) - 60_000), 4))])
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("cache_worker.py")),
-                                 settings, NAME, ranges, "--loop"],
-                                stdout=subprocess.DEVNULL, env=os.environ.copy())
-        time.sleep(rng.uniform(0.3, 0.9))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        killed += 1
-        for tier in ("local", "shared"):  # verification pass: absent or correct
-            for p in (tmp_path / tier).rglob("*"):
-                x = parse_extent_name(p.name)
-                if x is not None:
-                    (s, e), adler = x
-                    assert p.read_bytes() == WANT[s:e]
-                    assert f"{zlib.adler32(WANT[s:e]) & 0xFFFFFFFF:08x}" == adler
-    assert killed == 6
+    mid_write = 0
+    attempts = 0
+    while (mid_write < 3 or attempts < 6) and attempts < 40:
+        attempts += 1
+        ranges = json.dumps([[s, s + rng.randint(100_000, 300_000)] for s in
+                             sorted(rng.sample(range(0, len(WANT) - 300_000), 3))])
+        proc = subprocess.Popen([sys.executable, WORKER, settings, NAME, ranges, "--loop",
+                                 "--forget"], stdout=subprocess.DEVNULL, env=os.environ.copy())
+        if attempts % 2:
+            mid_write += _kill_while(proc, tmp_path / "shared", ".t.", 20.0)
+        else:
+            time.sleep(rng.uniform(0.3, 0.9))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        check = verify_tier(tmp_path, {NAME: WANT})
+        assert check.wrong_bytes == 0, check.wrong
+    assert mid_write >= 3, f"only {mid_write} of {attempts} kills landed mid-write"
     with htpdata.Client(**dirs) as client:  # a later reader gets correct data
         assert client.cat(NAME) == WANT
 
@@ -187,9 +241,9 @@ def test_concurrent_processes_fetch_each_range_once(dirs: dict[str, object]) -> 
     settings = json.dumps(dirs)
     ranges = json.dumps([[i * 30_000, i * 30_000 + 20_000] for i in range(12)])
     start_at = time.time() + 3.0
-    procs = [subprocess.Popen([sys.executable, str(Path(__file__).with_name("cache_worker.py")),
-                               settings, NAME, ranges, "--start-at", str(start_at)],
-                              stdout=subprocess.PIPE, env=os.environ.copy()) for _ in range(n)]
+    procs = [subprocess.Popen([sys.executable, WORKER, settings, NAME, ranges, "--start-at",
+                               str(start_at)], stdout=subprocess.PIPE, env=os.environ.copy())
+             for _ in range(n)]
     results = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
     assert all(p.returncode == 0 for p in procs)
     want = [zlib.adler32(WANT[s:e]) & 0xFFFFFFFF for s, e in json.loads(ranges)]
@@ -197,6 +251,24 @@ def test_concurrent_processes_fetch_each_range_once(dirs: dict[str, object]) -> 
     one = 12 * 20_000 + 4096 + 4096
     upstream = sum(r["stats"]["upstream"] for r in results)
     assert upstream <= 1.05 * one, (upstream, one)
+
+
+def test_compaction_merges_an_entrys_packs(dirs: dict[str, object], tmp_path: Path) -> None:
+    cache = {**dirs["cache"], "compact_after": 3, "memory_size": 0,  # type: ignore[dict-item]
+             "local_dir": "off"}
+    with htpdata.Client(cache=cache) as client:
+        r = client.reader(NAME)
+        for i in range(5):  # five batches: five packs, merged on the way
+            r.read_ranges([(i * 50_000, i * 50_000 + 10_000), (i * 50_000 + 5_000,
+                                                                i * 50_000 + 20_000)])
+    packs = list(packs_under(tmp_path / "shared"))
+    assert len(packs) < 3, packs
+    assert verify_tier(tmp_path, {NAME: WANT}).wrong_bytes == 0
+    with htpdata.Client(cache=cache) as client:
+        r = client.reader(NAME)
+        got = r.read_ranges([(i * 50_000, i * 50_000 + 20_000) for i in range(5)])
+        assert got == [WANT[i * 50_000:i * 50_000 + 20_000] for i in range(5)]
+        assert r.counters.upstream == 0
 
 
 def test_full_disk_reads_go_on_uncached(tmp_path: Path, catalog_dir: Path,
@@ -213,9 +285,8 @@ def test_full_disk_reads_go_on_uncached(tmp_path: Path, catalog_dir: Path,
             assert client.cat(NAME) == WANT
         assert "not usable" in caplog.text
         assert "No space left" in caplog.text
-        for p in small.rglob("*"):  # what landed is whole and correct
-            if (x := parse_extent_name(p.name)):
-                assert p.read_bytes() == WANT[x[0][0]:x[0][1]]
+        check = verify_tier(small, {NAME: WANT})  # what landed is whole and correct
+        assert check.wrong_bytes == 0
     finally:
         subprocess.run(["umount", str(small)], check=False)
 
@@ -225,12 +296,12 @@ def test_injected_write_failure_reads_go_on(dirs: dict[str, object],
                                            caplog: pytest.LogCaptureFixture) -> None:
     import errno
 
-    from htpdata.cache import disk
+    from htpdata.cache import fsops
 
-    def full(fd: int, data: bytes) -> None:
+    def full(fd: int, data: bytes, offset: int | None = None) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(disk, "_write_all", full)
+    monkeypatch.setattr(fsops, "write_all", full)
     with htpdata.Client(**dirs) as client:
         assert client.reader(NAME).read_ranges(RANGES) == [WANT[s:e] for s, e in RANGES]
     assert "No space left" in caplog.text
@@ -243,3 +314,26 @@ def test_unwritable_tier_location(catalog_dir: Path, tmp_path: Path,
     with htpdata.Client(cache={"shared_dir": str(blocker / "cache")}) as client:
         assert client.cat(NAME) == WANT
     assert "not usable" in caplog.text
+
+
+def test_a_format_1_tier_is_refused_then_cleared(catalog_dir: Path, tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Today's format is never misread: refused with one line saying how to clear it."""
+    old = tmp_path / "old"
+    x = old / "entries" / "ab" / "cd" / ("ab" * 20) / "x"
+    x.mkdir(parents=True)
+    (x / f"{0:016x}-{1000:016x}.00000001").write_bytes(b"\0" * 1000)
+    (old / "htpdata-cache.json").write_text('{"format": 1}')
+    settings = {"cache": {"local_dir": "off", "shared_dir": str(old), **SMALL}}
+    with htpdata.Client(**settings) as client:
+        assert client.cat(NAME, 0, 1000) == WANT[:1000]
+        lines = [r.getMessage() for r in caplog.records if "format 1" in r.getMessage()]
+        assert len(lines) == 1
+        assert "htpdata cache clear --tier shared --yes" in lines[0]
+        assert not list(packs_under(old))
+        entries, _, skipped = client.cache.clear("shared")
+        assert (entries, skipped) == (1, 0)
+    with htpdata.Client(**settings) as client:
+        assert client.cat(NAME, 0, 1000) == WANT[:1000]
+    assert list(packs_under(old))
+    assert not (old / "entries").exists()

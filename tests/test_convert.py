@@ -62,7 +62,9 @@ def test_derived_entry_is_cached_with_provenance(catalog_dir: Path, tmp_path: Pa
         assert htpdata.converted(name, "parquet", "Muon_*,Jet_pt") == first  # served, not redone
         other = htpdata.converted(name, "parquet", ["Jet_pt"])
         assert other != first
-        meta = json.loads((first.parent.parent / "meta.json").read_text())
+        from htpdata.convert import provenance
+
+        meta = provenance(first)
         assert meta["derived_from"]["name"] == name
         assert meta["derived_from"]["adler32"]
         assert "Muon_pt" in meta["columns"]
@@ -95,7 +97,7 @@ def test_errors_name_the_file_and_leave_nothing(catalog_dir: Path, tmp_path: Pat
             converted(str(hist), "parquet", client=c, tree="h")
         with pytest.raises(ConversionError, match="unknown format"):
             converted(name, "csv", client=c)
-        leftovers = list((tmp_path / "cache" / "tmp").iterdir())
+        leftovers = list((tmp_path / "cache" / "trusted" / "tmp").iterdir())
         assert leftovers == []
 
 

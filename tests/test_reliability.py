@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import zlib
@@ -22,9 +21,10 @@ from pathlib import Path
 import pytest
 
 import htpdata
-from htpdata.cache.layout import parse_extent_name
 from htpdata.errors import ReplicasExhaustedError
 from htpdata.testing import XRootDServer
+from htpdata.testing.cachecheck import packs_under
+from htpdata.testing.cachecheck import verify_tier as check_tier
 
 from .conftest import TEST_FILES, TESTDATA, catalog_text, lay_out
 from .figures import count
@@ -38,30 +38,13 @@ WORKER = str(Path(__file__).with_name("cache_worker.py"))
 
 
 def verify_tier(root: Path) -> int:
-    """Every extent under ``root`` holds exactly the origin's bytes; returns bytes checked."""
-    by_adler = {}
-    for n in TEST_FILES:
-        by_adler[n] = (TESTDATA / n).read_bytes()
-    checked = 0
-    for p in root.rglob("*"):
-        x = parse_extent_name(p.name)
-        if x is None or not p.is_file():
-            continue
-        (s, e), adler = x
-        data = p.read_bytes()
-        if zlib.adler32(data) & 0xFFFFFFFF != int(adler, 16):
-            count(wrong_bytes=len(data))
-            raise AssertionError(f"{p} does not match its adler32")
-        meta = json.loads((p.parent.parent / "meta.json").read_text())
-        name = str(meta.get("name", ""))
-        if name.startswith("test:/store/test/"):
-            want = by_adler[name.rsplit("/", 1)[1]][s:e]
-            wrong = sum(a != b for a, b in zip(data, want, strict=False))
-            wrong += abs(len(data) - len(want))
-            count(bytes_compared=len(data), wrong_bytes=wrong)
-            assert wrong == 0, p
-        checked += len(data)
-    return checked
+    """Every byte stored under ``root`` that a reader would accept is the origin's; returns
+    bytes checked (and counts them for the figures)."""
+    originals = {f"test:/store/test/{n}": (TESTDATA / n).read_bytes() for n in TEST_FILES}
+    check = check_tier(root, originals)
+    count(bytes_compared=check.bytes_checked, wrong_bytes=check.wrong_bytes)
+    assert check.wrong_bytes == 0, check.wrong
+    return check.bytes_checked
 
 
 def bounded(proc: subprocess.Popen[bytes], seconds: float) -> bytes:
@@ -161,7 +144,10 @@ def test_ctrl_c_stops_a_stage_at_once_and_the_next_run_resumes(
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     shared = tmp_path / "shared"
     deadline = time.monotonic() + 60
-    while not any(shared.rglob("x/*")) and time.monotonic() < deadline:  # moving
+    def moving() -> bool:  # a piece is in (its staging log has a line past the first)
+        return any(p.read_bytes().count(b"\n") > 1 for p in shared.rglob(".s.*.log"))
+
+    while not moving() and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
@@ -186,10 +172,10 @@ def test_kill_9_converters_leave_no_partial_output(catalog_dir: Path, tmp_path: 
     cmd = [sys.executable, "-m", "htpdata", "convert", f"test:/store/test/{NANO}", "--to",
            "parquet", "--json"]
     _kill_loop(cmd, env, 4, seed=5)
-    for meta in (tmp_path / "cache" / "entries").rglob("meta.json"):
-        entry = meta.parent
-        if json.loads(meta.read_text())["name"].startswith("derived:"):
-            assert list(entry.glob("complete.*")), f"{entry}: derived entry without its file"
+    import pyarrow.parquet as pq
+
+    for whole in (tmp_path / "cache").rglob("w.*"):  # a derived file is published whole
+        assert pq.read_table(whole).num_rows == 200, whole
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE)
     rows = json.loads(bounded(proc, 120))
     import pyarrow.parquet as pq
@@ -216,20 +202,23 @@ def test_kill_9_readers_then_verify(tiers: dict[str, dict[str, object]], tmp_pat
 
 
 # -- damaged cache files --------------------------------------------------------------------------
-def test_garbage_sidecars_and_truncated_extents(tiers: dict[str, dict[str, object]],
-                                                tmp_path: Path) -> None:
+def test_garbage_sidecars_and_truncated_packs(tiers: dict[str, dict[str, object]],
+                                             tmp_path: Path) -> None:
     with htpdata.Client(**tiers) as c:
         assert c.cat(NAME) == WANT
+        c.cache.pin(NAME, len(WANT), None, time.time() + 60)
+    with htpdata.Client(**tiers) as c:
+        from htpdata.reporting import build_report
+
+        build_report(c, refresh=True)  # summaries, traffic, stamps: every sidecar there is
     for p in tmp_path.rglob("*"):
-        if p.is_file() and p.name in ("meta.json", "usage.json", "quota.json", "access"):
+        if p.is_symlink() or not p.is_file() or p.suffix == ".toml":
+            continue
+        if p.name.startswith("p."):
+            p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])  # truncated
+        else:
             p.write_bytes(b"\x00garbage{")
-            count(faults_tried=1)
-        elif p.is_file() and p.parent.parent.name == "names":
-            p.write_text("not-a-key")
-            count(faults_tried=1)
-        elif p.is_file() and parse_extent_name(p.name):
-            p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])  # truncated
-            count(faults_tried=1)
+        count(faults_tried=1)
     with htpdata.Client(**tiers) as c:
         got = c.cat(NAME)
         count(bytes_compared=len(got), wrong_bytes=sum(a != b for a, b in zip(got, WANT,
@@ -238,6 +227,7 @@ def test_garbage_sidecars_and_truncated_extents(tiers: dict[str, dict[str, objec
         from htpdata.reporting import build_report
 
         build_report(c, refresh=True)  # reports survive garbage too
+        assert c.cache.evict("shared", need=10**12) is not None
 
 
 def test_cache_folder_deleted_under_a_running_process(tiers: dict[str, dict[str, object]],
@@ -292,7 +282,8 @@ def test_32_processes_overlapping_reads_while_eviction_runs(catalog_dir: Path,
     with htpdata.Client(**settings) as c:
         tier = c.cache.tier("shared")
         for i in range(40):
-            tier.write_extent(Identity(f"test:/junk/{i}", 60_000), 0, os.urandom(60_000), {})
+            tier.store(Identity(f"test:/junk/{i}", 60_000), [(0, os.urandom(60_000))],
+                       {"name": f"test:/junk/{i}"}, private=False)
     ranges = [[i * 20_000, i * 20_000 + 15_000] for i in range(15)]
     stop = threading.Event()
     passes = 0
@@ -372,68 +363,30 @@ def test_symlinks_planted_in_the_shared_tier_are_not_followed(tiers: dict[str, d
     secret = tmp_path / "outside"
     secret.mkdir()
     for tier in ("local", "shared"):
-        for x in (tmp_path / tier).rglob("x"):
-            for p in x.iterdir():
-                ext = parse_extent_name(p.name)
-                if ext:  # same name, a symlink to a file outside holding other bytes
-                    fake = secret / p.name
-                    fake.write_bytes(b"\xff" * (ext[0][1] - ext[0][0]))
-                    p.unlink()
-                    p.symlink_to(fake)
-                    count(faults_tried=1)
+        for p in list(packs_under(tmp_path / tier)):  # same name, a link to other bytes
+            fake = secret / f"{tier}-{p.name}"
+            fake.write_bytes(b"\xff" * p.stat().st_size)
+            p.unlink()
+            p.symlink_to(fake)
+            count(faults_tried=1)
     with htpdata.Client(**tiers) as c:
         assert c.cat(NAME, 0, 1000) == WANT[:1000]
     # a whole entry folder replaced by a symlink out of the tier
     for tier in ("local", "shared"):
-        for x in list((tmp_path / tier).rglob("x")):
-            shutil.rmtree(x)
-            target = secret / f"x-{tier}"
+        for entry in [p for p in (tmp_path / tier).glob("*/e/*/*") if p.is_dir()]:
+            shutil.rmtree(entry)
+            target = secret / f"e-{tier}-{entry.name}"
             target.mkdir()
-            x.symlink_to(target)
+            (target / "keep").write_text("not the cache's")
+            entry.symlink_to(target)
             count(faults_tried=1)
     with htpdata.Client(**tiers) as c:
         assert c.cat(NAME, 0, 1000) == WANT[:1000]
-    assert not any(list((secret / f"x-{t}").iterdir()) for t in ("local", "shared"))
-
-
-def test_other_users_cannot_delete_entries_on_the_shared_tier(tmp_path: Path) -> None:
-    if os.getuid() != 0 or shutil.which("su") is None:
-        pytest.skip("needs root and su to act as two users")
-    from htpdata.cache.disk import DiskTier
-
-    # A folder the other users can reach, made in the world-traversable temp folder: pytest's
-    # own folders (tmp_path's parents) are the invoking user's and stay as they are.
-    base = Path(tempfile.mkdtemp(prefix="htpdata-two-users-"))
-    try:
-        _two_users_cannot_delete(DiskTier, base)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _two_users_cannot_delete(disk_tier: type, base: Path) -> None:
-    base.chmod(0o755)
-    root = base / "shared"
-    tier = disk_tier("shared", root, 0, shared=True)
-    tier.ensure()
-    folder = root / "entries"
-    tier._mkdir(folder / "ab")
-    shared_dir = folder / "ab"
-    # On a facility the tier's folders are group-writable for the users' shared group; here
-    # the two test users share no group, so the folder is opened to all, keeping the sticky
-    # bit the tier sets: deleting then needs ownership of the file, which is the point.
-    shared_dir.chmod(0o1777)
-    made = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c",
-                           f"echo data > {shared_dir}/by-nobody"], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"su nobody failed: {made.stderr.decode().strip()}")
-    st = (shared_dir / "by-nobody").stat()
-    assert not st.st_mode & 0o002
-    attack = subprocess.run(["su", "daemon", "-s", "/bin/sh", "-c",
-                             f"rm -f {shared_dir}/by-nobody"], capture_output=True)
-    count(faults_tried=1)
-    assert attack.returncode != 0, "the other user's rm ran and succeeded"
-    assert b"rm:" in attack.stderr, attack.stderr  # rm itself ran, and was refused
-    assert (shared_dir / "by-nobody").exists(), attack.stderr
+        c.cache.evict("shared", need=10**12)
+        c.cache.clear()
+    kept = [p for p in secret.rglob("keep")]
+    assert len(kept) >= 2, "nothing outside the tier is removed"
+    assert all(p.read_text() == "not the cache's" for p in kept)
 
 
 def test_secrets_never_reach_logs_errors_reports_or_keys(tiers: dict[str, dict[str, object]],

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import re
 import shutil
 import struct
@@ -26,14 +28,13 @@ WORKER = str(Path(__file__).with_name("cache_worker.py"))
 
 @pytest.fixture
 def filled(catalog_dir: Path, tmp_path: Path) -> dict[str, object]:
-    """A shared tier read by alice (two files, twice) and bob (one file), separate processes."""
+    """A shared tier read in separate processes: two files, one of them twice, and a third.
+    (Usage is counted by the files' owners; the split between real users is tested in
+    tests/test_tenants_cache.py, which runs as real Unix users.)"""
     shared = tmp_path / "shared"
     base = {"local_dir": "off", "shared_dir": str(shared)}
-    plan = [("alice", "physics", TEST_FILES[0]), ("alice", "physics", TEST_FILES[1]),
-            ("bob", "astro", TEST_FILES[2]), ("alice", "physics", TEST_FILES[0])]
-    for user, group, name in plan:
-        settings = {"cache": {**base, "user": user, "group": group}}
-        proc = subprocess.run([sys.executable, WORKER, json.dumps(settings),
+    for name in (TEST_FILES[0], TEST_FILES[1], TEST_FILES[2], TEST_FILES[0]):
+        proc = subprocess.run([sys.executable, WORKER, json.dumps({"cache": base}),
                                f"test:/store/test/{name}", json.dumps([[0, 1000]])],
                               capture_output=True, env=os.environ.copy(), timeout=120)
         assert proc.returncode == 0, proc.stderr
@@ -41,15 +42,14 @@ def filled(catalog_dir: Path, tmp_path: Path) -> dict[str, object]:
 
 
 def test_report_by_user_dataset_and_hit_ratio(filled: dict[str, object]) -> None:
+    me = pwd.getpwuid(os.getuid()).pw_name
     with htpdata.Client(**filled) as c:
         rep = build_report(c, by="user", refresh=True)
         rows = {r["user"]: r for r in rep.records()}
-        assert set(rows) == {"alice", "bob"}
-        assert rows["alice"]["files"] == 2
-        assert rows["bob"]["files"] == 1
-        assert rows["alice"]["served_shared"] >= 1000  # the second read was a hit
-        assert 0 < rows["alice"]["hit_ratio"] < 1
-        assert rows["bob"]["hit_ratio"] == 0
+        assert set(rows) == {me}
+        assert rows[me]["files"] == 3
+        assert rows[me]["served_shared"] >= 1000  # the second read was a hit
+        assert 0 < rows[me]["hit_ratio"] < 1
         by_ds = build_report(c, by="dataset").records()
         assert {r["dataset"] for r in by_ds} == {"test:/Test/All"}
         data = rep.as_dict()
@@ -64,7 +64,7 @@ def test_report_by_user_dataset_and_hit_ratio(filled: dict[str, object]) -> None
         sample = re.compile(r'^htpdata_[a-z_]+\{[^}]*\} [0-9.e+-]+$')
         for line in prom.splitlines():
             assert line.startswith("# ") or sample.match(line), line
-        assert 'htpdata_cache_owner_bytes{tier="shared",user="bob"}' in prom
+        assert f'htpdata_cache_owner_bytes{{tier="shared",user="{me}"}}' in prom
 
 
 def test_report_cli_json_csv_and_errors(filled: dict[str, object], tmp_path: Path) -> None:
@@ -77,39 +77,40 @@ def test_report_cli_json_csv_and_errors(filled: dict[str, object], tmp_path: Pat
 
     out = run("report", "--json", "--since", "7d", "--by", "group")
     assert out.returncode == 0, out.stderr
-    assert {r["group"] for r in json.loads(out.stdout)["records"]} == {"physics", "astro"}
+    group = grp.getgrgid(os.getgid()).gr_name
+    assert {r["group"] for r in json.loads(out.stdout)["records"]} == {group}
     assert run("report", "--csv").stdout.startswith(b"tier,user,")
     assert run("report", "--since", "soon").returncode == 2
     quota = json.loads(run("quota", "--json").stdout)
     assert {r["kind"] for r in quota} == {"user", "group"}
 
 
-def test_quota_set_by_operator_and_enforced(filled: dict[str, object]) -> None:
+def test_quota_set_by_the_owner_and_enforced(filled: dict[str, object]) -> None:
+    me = pwd.getpwuid(os.getuid()).pw_name
     env = {**os.environ, "HTPDATA_CACHE_LOCAL_DIR": "off",
            "HTPDATA_CACHE_SHARED_DIR": str(filled["cache"]["shared_dir"])}  # type: ignore[index]
-    proc = subprocess.run([sys.executable, "-m", "htpdata", "quota", "set", "--user", "alice",
+    proc = subprocess.run([sys.executable, "-m", "htpdata", "quota", "set", "--user", me,
                            "100"], capture_output=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     with htpdata.Client(**filled) as c:
+        assert c.cache.usage(c.cache.tier("shared")) > 100
         report = c.cache.evict("shared")
         assert report is not None
         assert report.removed >= 1
         rows = {r["user"]: r for r in build_report(c, by="user", refresh=True).records()}
-        assert rows.get("alice", {"bytes": 0})["bytes"] <= 100
-        assert rows["bob"]["bytes"] > 0  # others keep their data
+        assert rows.get(me, {"bytes": 0})["bytes"] <= 100
+        assert c.cache.usage(c.cache.tier("shared")) <= 100
 
 
 def test_non_operator_cannot_set_quotas(filled: dict[str, object],
                                        monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    """Run as a user who neither owns the tier nor is in the operators group. Switching the
-    real user would need a Python executable another user can run, which a root-owned
-    pyenv is not, so the process's uid and groups are what is changed here."""
+    """As a user who does not own the tier (the process's uid is what is changed here; the
+    real-user version runs in tests/test_tenants_cache.py)."""
     from htpdata.cli.main import main
 
     monkeypatch.setenv("HTPDATA_CACHE_LOCAL_DIR", "off")
     monkeypatch.setenv("HTPDATA_CACHE_SHARED_DIR", str(filled["cache"]["shared_dir"]))  # type: ignore[index]
-    monkeypatch.setenv("HTPDATA_CACHE_OPERATORS", "no-such-group-here")
     htpdata.reset_default_client()
     monkeypatch.setattr(os, "getuid", lambda: 65534)
     monkeypatch.setattr(os, "getgroups", lambda: [])

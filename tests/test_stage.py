@@ -165,8 +165,8 @@ def test_wrong_checksum_fails_and_nothing_is_complete(tmp_path: Path,
         s = stage(f"test:/store/test/{TEST_FILES[0]}", client=client)
         assert not s.ok
         assert "adler32 mismatch" in (s.failed[0].error or "")
-        assert not client.cache.tier("shared").is_complete(
-            client.reader(f"test:/store/test/{TEST_FILES[0]}").identity().key)
+        assert not client.cache.tier("shared").complete(
+            client.reader(f"test:/store/test/{TEST_FILES[0]}").identity())
 
 
 @pytest.mark.xrootd
@@ -182,15 +182,16 @@ def test_refuses_past_the_groups_hard_quota(catalog_dir: Path, tmp_path: Path) -
     """A user under their own limit is still refused when their group's is the tighter one."""
     from htpdata.reporting.quota import set_quota
 
-    settings = {"cache": {"local_dir": "off", "shared_dir": str(tmp_path / "shared"),
-                          "user": "analyst1", "group": "cms"}}
+    settings = {"cache": {"local_dir": "off", "shared_dir": str(tmp_path / "shared")}}
     with htpdata.Client(**settings) as client:
         tier = client.cache.tier("shared")
-        set_quota(tier, "users", "analyst1", 10**12, None)
-        set_quota(tier, "groups", "cms", 1000, None)
-        with pytest.raises(StageRefusedError, match="hard quota of group cms has room for 1000"):
+        me, group = client.cache.user, client.cache.group  # usage is the OS identity's
+        set_quota(tier, "users", me, 10**12, None)
+        set_quota(tier, "groups", group, 1000, None)
+        with pytest.raises(StageRefusedError,
+                           match=f"hard quota of group {group} has room for 1000"):
             stage("test:/Test/All", client=client, tier="shared")
-        set_quota(tier, "groups", "cms", 10**12, None)
+        set_quota(tier, "groups", group, 10**12, None)
         assert stage("test:/Test/All", client=client, tier="shared", dry_run=True).plan.fits
 
 
@@ -260,15 +261,15 @@ def test_an_empty_file_is_staged_and_served(tmp_path: Path) -> None:
         from htpdata.cache.identity import Identity
         from htpdata.names import parse_name
 
-        key = Identity(str(parse_name(entry.name)), 0, "00000001").key
-        assert c.cache.tier("shared").is_complete(key)
+        ident = Identity(str(parse_name(entry.name)), 0, "00000001")
+        assert c.cache.tier("shared").complete(ident)
         assert c.cat(entry.name) == b""
 
 
 def test_a_bug_in_a_piece_is_raised_not_reported(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Storage problems fail their file; an exception that is a bug reaches the caller."""
-    from htpdata.cache.disk import DiskTier
+    from htpdata.cache.whole import StagedFile
 
     files = []
     for i in range(3):
@@ -280,7 +281,7 @@ def test_a_bug_in_a_piece_is_raised_not_reported(tmp_path: Path,
     def bug(*args: object, **kwargs: object) -> None:
         raise ValueError("a bug")
 
-    monkeypatch.setattr(DiskTier, "write_extent", bug)
+    monkeypatch.setattr(StagedFile, "write", bug)
     from htpdata.staging.transfer import transfer
 
     with htpdata.Client(cache={"local_dir": "off", "shared_dir": str(tmp_path / "shared"),

@@ -101,8 +101,7 @@ class Client:
         use_cache = self.settings.cache.enabled if cache is None else cache
         if not use_cache:
             return upstream
-        # The cached reader meets FileReader once it keeps ReadCounters (the cache rebuild).
-        return cast(FileReader, self.cache.wrap(upstream, self.resolver.dataset_of(name)))
+        return self.cache.wrap(upstream, self.resolver.dataset_of(name))
 
     def forget(self, name: str | Name) -> None:
         """Drop what the cache holds for ``name`` (after it was written through htpdata)."""

@@ -33,6 +33,7 @@ __all__ = [
     "ByteSize",
     "CacheSettings",
     "CatalogSettings",
+    "Duration",
     "ReplicaSettings",
     "RucioSettings",
     "Settings",
@@ -109,6 +110,36 @@ class ByteSize(int):
         return cls(int(number * cls._UNITS[unit]))
 
 
+class Duration(float):
+    """Seconds; settings accept ``7d``, ``12h``, ``30m``, ``90s``, ``2w``, ``1y`` (365 days)
+    or a plain number."""
+
+    _UNITS: ClassVar[dict[str, int]] = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400,
+                                         "w": 7 * 86400, "y": 365 * 86400}
+
+    @classmethod
+    def parse(cls, value: object) -> Duration:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a duration such as 7d or 12h, got {value!r}")
+        if isinstance(value, int | float):
+            number, unit = float(value), ""
+        elif isinstance(value, str):
+            m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([smhdwy]?)\s*", value)
+            if m is None:
+                raise ValueError(f"expected a duration such as 7d, 12h, 30m or 1y, got "
+                                 f"{value!r}")
+            number, unit = float(m.group(1)), m.group(2)
+        else:
+            raise ValueError(f"expected a duration such as 7d or 12h, got {value!r}")
+        if number < 0:
+            raise ValueError(f"must not be negative, got {value!r}")
+        return cls(number * cls._UNITS[unit])
+
+
+POLICIES = ("lru", "lfu", "size")
+TRUST = ("owner", "group")
+
+
 @dataclass(frozen=True)
 class CacheSettings:
     """The tiered cache (see ``docs/cache.md``). Sizes accept units: ``20GB``, ``512MiB``."""
@@ -130,22 +161,26 @@ class CacheSettings:
     low_watermark: float = 0.90
     """... and removes entries until it is below this one."""
     policy: str = "lru"
-    """Which entries eviction takes first: ``lru``, ``lfu`` or ``size`` (largest first)."""
+    """Which entries eviction takes first: ``lru``, ``lfu`` or ``size`` (largest first);
+    any case."""
     max_extent: ByteSize = ByteSize(4 * 1024**2)
-    """Largest piece stored in one cache file (each carries its own adler32)."""
+    """Longest range sent upstream as one (missing ranges merged across gaps stop growing
+    here), and the piece size of ``htpdata stage``."""
     merge_gap: ByteSize = ByteSize(64 * 1024)
     """Missing ranges closer than this are fetched as one range."""
+    compact_after: int = 8
+    """An entry's packs (one per fetch batch) are merged into one once there are this many."""
     head: ByteSize = ByteSize(64 * 1024)
     """Bytes at the start of a file fetched and kept with its first read (ROOT header)."""
     tail: ByteSize = ByteSize(1024**2)
     """Bytes at the end of a file fetched and kept with its first read (ROOT keys, streamers)."""
-    user: str = ""
-    """Whom cache usage is accounted to; default the OS user."""
-    group: str = ""
-    """The group accounted; default the user's primary group."""
-    operators: str = ""
-    """A Unix group whose members may set quotas on the shared tier (besides its owner and
-    root)."""
+    trust: str = "owner"
+    """Whose cached bytes a reader accepts besides its own: ``owner`` (the tier owner's, i.e.
+    what the facility staged) or ``group`` (also every member of the tier's group: an opt-in
+    for groups whose members trust each other). See the trust model in ``docs/cache.md``."""
+    revalidate_after: Duration = Duration(86400.0)
+    """Seconds the cache trusts what storage said of a file no catalog describes (a bare URL's
+    size) before asking again; a failed or short read asks at once."""
 
 
 @dataclass(frozen=True)
@@ -236,6 +271,8 @@ def _coerce(value: Any, typ: Any, source: str, key: str) -> Any:
             raise ValueError(f"expected true or false, got {value!r}")
         if typ is ByteSize:
             return ByteSize.parse(value)
+        if typ is Duration:
+            return Duration.parse(value)
         if typ is float or typ is int:
             if isinstance(value, bool):
                 raise ValueError(f"expected a number, got {value!r}")
@@ -322,7 +359,35 @@ def load_settings(environ: Mapping[str, str] | None = None, *, file: str | Path 
                 values[sec_name][key] = _coerce(raw, hints[key], where, dotted)
                 sources[dotted] = where
     kwargs = {name: _section_type_by_name(name)(**vals) for name, vals in values.items()}
+    kwargs["cache"] = _checked_cache(kwargs["cache"], sources)
     return Settings(**kwargs, sources=sources)
+
+
+def _checked_cache(c: CacheSettings, sources: Mapping[str, str]) -> CacheSettings:
+    """Values each fine alone but wrong (or wrong together), said in one line naming the
+    setting; names normalised (``LRU`` is ``lru``)."""
+    def bad(key: str, problem: str) -> ConfigError:
+        return ConfigError(sources.get(f"cache.{key}", "default"), f"cache.{key}", problem)
+
+    policy, trust = c.policy.strip().lower(), c.trust.strip().lower()
+    if policy not in POLICIES:
+        raise bad("policy", f"unknown policy {c.policy!r}; one of {', '.join(POLICIES)}")
+    if trust not in TRUST:
+        raise bad("trust", f"unknown trust {c.trust!r}; one of {', '.join(TRUST)}")
+    for key in ("high_watermark", "low_watermark"):
+        v = getattr(c, key)
+        if not 0 < v <= 1:
+            raise bad(key, f"must be a fraction in (0, 1], got {v!r} (0.95 means 95 %)")
+    if c.low_watermark > c.high_watermark:
+        key = "low_watermark" if "cache.low_watermark" in sources else "high_watermark"
+        raise bad(key, f"low_watermark ({c.low_watermark}) must not exceed high_watermark "
+                  f"({c.high_watermark})")
+    for key in ("max_extent",):
+        if getattr(c, key) <= 0:
+            raise bad(key, "must be more than 0 bytes")
+    if c.compact_after < 2:
+        raise bad("compact_after", f"must be at least 2, got {c.compact_after}")
+    return dataclasses.replace(c, policy=policy, trust=trust)
 
 
 def _section_type_by_name(name: str) -> type[Any]:

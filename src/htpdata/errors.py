@@ -351,7 +351,7 @@ class StageRefusedError(HtpdataError, OSError):
 
 
 class OperatorOnlyError(HtpdataError, PermissionError):
-    """Only the tier's owner, root or the configured operators group may do this."""
+    """Only the tier's owner (or root) may do this."""
 
     exit_code = 4
 

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, SupportsIndex
 
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
@@ -149,31 +149,50 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def path_for(name: Name) -> str:
         return str(HtpdataFileSystem._strip_protocol(to_fsspec_url(name)))
 
-    def _reader(self, path: str, cache: bool | None = None) -> FileReader:
+    def _reader(self, path: str, cache: bool | None = None, keep: bool = True) -> FileReader:
+        """The file's reader, shared by this filesystem's calls; ``keep`` keeps it (held:
+        marked in use, for uproot's next ``cat_ranges``) for a while, else the caller holds
+        it."""
         use = self.use_cache if cache is None else cache
         key = (self._strip_protocol(path), use)
         client = self.client
         now = time.monotonic()
+        gone: list[FileReader] = []
         with self._readers_lock:
             if self._readers_of is not client:
+                gone += [r for _, r in self._readers.values()]
                 self._readers.clear()
                 self._readers_of = client
             hit = self._readers.get(key)
             if hit is not None and now - hit[0] < _READER_TTL:
                 self._readers.move_to_end(key)
                 return hit[1]
+        _release_all(gone)
         reader = client.reader(self.name_of(path), cache=use)
+        if not keep:
+            return reader
+        reader.hold()  # kept for uproot's next cat_ranges: its cache entry is in use meanwhile
         with self._readers_lock:
-            if self._readers_of is client:
+            if self._readers_of is not client:
+                gone.append(reader)
+            else:
+                old = self._readers.pop(key, None)
+                if old is not None:
+                    gone.append(old[1])
                 self._readers[key] = (now, reader)
-                while len(self._readers) > _MAX_READERS:
-                    self._readers.popitem(last=False)
+                while len(self._readers) > _MAX_READERS or (
+                        self._readers
+                        and now - next(iter(self._readers.values()))[0] > _READER_TTL):
+                    gone.append(self._readers.popitem(last=False)[1][1])
+        _release_all(gone)
         return reader
 
     def invalidate_cache(self, path: str | None = None) -> None:
         """Forget per-file readers (and the sizes they learnt)."""
         with self._readers_lock:
+            gone = [r for _, r in self._readers.values()]
             self._readers.clear()
+        _release_all(gone)
 
     # -- reading -------------------------------------------------------------------------
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -251,7 +270,7 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
               autocommit: bool = True, cache_options: dict[str, Any] | None = None,
               **kwargs: Any) -> Any:
         if "r" in mode:
-            reader = self._reader(path, kwargs.pop("cache", None))
+            reader = self._reader(path, kwargs.pop("cache", None), keep=False)
             return HtpdataFile(self, path, reader, mode=mode,
                                block_size=block_size or "default",
                                cache_options=cache_options,
@@ -278,8 +297,9 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def _drop_reader(self, path: str) -> None:
         stripped = self._strip_protocol(path)
         with self._readers_lock:
-            for key in [k for k in self._readers if k[0] == stripped]:
-                del self._readers[key]
+            gone = [self._readers.pop(k)[1] for k in [k for k in self._readers
+                                                      if k[0] == stripped]]
+        _release_all(gone)
 
     def _forget(self, path: str) -> None:
         """After a write: no reader or cache entry of the old content may answer for path."""
@@ -297,7 +317,10 @@ class HtpdataFileSystem(AbstractFileSystem):  # type: ignore[misc]
             raise translate(exc, url, name, what=op) from exc
 
     def _open_write(self, path: str, mode: str, **kwargs: Any) -> Any:
-        return self._pass("open", path, mode, **kwargs)
+        # Forget before (no reader may serve the old bytes meanwhile) and again once the new
+        # bytes are committed: a read between the two would have cached the old content.
+        return _ForgetOnClose(self._pass("open", path, mode, **kwargs),
+                              lambda: self._forget(path))
 
     def put_file(self, lpath: str, rpath: str, callback: Any = None, **kwargs: Any) -> None:
         if os.path.isdir(lpath):
@@ -358,6 +381,37 @@ def open_name(client: Client, name: str | Name, mode: str = "rb", cache: bool | 
     returns): reads through the cache unless ``cache=False``, writes straight to storage."""
     fs = HtpdataFileSystem(client=client, cache=cache, skip_instance_cache=True)
     return fs.open(fs.path_for(parse_name(name)), mode, **kwargs)
+
+
+def _release_all(readers: list[FileReader]) -> None:
+    for r in readers:
+        r.release()
+
+
+class _ForgetOnClose:
+    """A file being written to storage that drops the cache's entry for its name once the
+    bytes are committed (on close)."""
+
+    def __init__(self, f: Any, after: Callable[[], None]) -> None:
+        self._f = f
+        self._after: Callable[[], None] | None = after
+
+    def close(self) -> None:
+        try:
+            self._f.close()
+        finally:
+            after, self._after = self._after, None
+            if after is not None:
+                after()
+
+    def __enter__(self) -> _ForgetOnClose:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
 
 
 class HtpdataFile(AbstractBufferedFile):  # type: ignore[misc]

@@ -1,193 +1,287 @@
-"""The tiered cache: memory, node-local disk, shared volume; range-aware, verified, bounded.
+"""The tiered cache: memory, node-local disk, shared volume; range-aware, verified, bounded,
+safe among users who do not trust each other.
 
 :class:`Cache` is built from :class:`~htpdata.config.CacheSettings`; the client wraps each
-file's :class:`~htpdata.reader.ReplicaReader` in a :class:`CachedReader`. Modules:
+file's :class:`~htpdata.reader.ReplicaReader` in a :class:`CachedReader`. Modules, from the
+bytes up:
 
-- :mod:`.ranges`: pure byte-range arithmetic (merge, subtract, cover);
-- :mod:`.identity`: content identity and keys;
-- :mod:`.layout`: where files live in a disk tier;
-- :mod:`.disk`, :mod:`.memory`: the tiers;
-- :mod:`.reader`: the read path through the tiers with single flight;
-- :mod:`.evict`: what to evict (pure policies) and the eviction pass;
-- :mod:`.accounting`: per-process journals of hits, misses and bytes.
+- :mod:`.ranges`, :mod:`.plan`: pure range arithmetic and the fetch plan (what to fetch, what
+  to wait for);
+- :mod:`.pack`: the write-once pack format (pure);
+- :mod:`.trust`: whose bytes a reader accepts, where a writer's go (pure);
+- :mod:`.fsops`: I/O on folder descriptors (nothing followed, nothing blocks);
+- :mod:`.entry`, :mod:`.area`, :mod:`.tier`: an entry's packs and claims, an area, a disk
+  tier; :mod:`.memory`: the memory tier (same interface);
+- :mod:`.records`, :mod:`.heartbeat`, :mod:`.lease`: reader records, heartbeats, leases;
+- :mod:`.scan`, :mod:`.fold`, :mod:`.evict`, :mod:`.summary`: the passes;
+- :mod:`.reader`: the read path with single flight; :mod:`.whole`: whole files (staging,
+  conversions) and blobs; :mod:`.legacy`: older tiers.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import errno
 import grp
 import logging
-import os
 import pwd
-import shutil
 import threading
+import time
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import CacheSettings, default_local_dir
-from ..errors import CacheWriteError
-from ..reader import ReplicaReader
-from .accounting import Journal
-from .disk import DiskTier
-from .evict import EvictionReport, evict, lease, over_quota, read_quotas
+from ..errors import CacheWriteError, ConfigError
+from ..io import ReadCounters
+from ..quotas import room
+from .area import Area
+from .evict import EvictionReport, Quota, evict_area, fs_usage, quota_for, read_quotas
 from .identity import Identity
 from .memory import MemoryTier
-from .reader import CachedReader
+from .plan import Limits
+from .reader import CachedReader, Known
+from .records import ProcessRecord
+from .tier import DiskTier, Tier
+from .trust import TRUSTED, USER, Me, is_private
 
-__all__ = ["Cache", "CachedReader", "DiskTier", "Identity", "MemoryTier", "default_local_dir"]
+if TYPE_CHECKING:
+    from ..reader import ReplicaReader
+    from ..replicas import ResolvedFile
+    from ..transports import Transports
+
+__all__ = ["Cache", "CachedReader", "DiskTier", "Identity", "MemoryTier", "Tier",
+           "default_local_dir"]
 
 log = logging.getLogger("htpdata.cache")
-_warned: set[tuple[str, str]] = set()
-_warned_lock = threading.Lock()
-
-
-_writers: weakref.WeakSet[Cache] = weakref.WeakSet()
+_writers: weakref.WeakSet[_Writer] = weakref.WeakSet()
 
 
 @atexit.register
 def _flush_writers() -> None:
     """Let queued cache writes land before the interpreter goes (they hold claims)."""
-    for cache in list(_writers):
-        cache.flush()
+    for w in list(_writers):
+        w.flush()
 
 
-def _who(settings: CacheSettings) -> tuple[str, str]:
-    user = settings.user
-    group = settings.group
-    if not user:
+class _Writer:
+    """One background thread per cache for disk writes: the reader has its bytes already."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="htpdata-cache-write")
+                _writers.add(self)
+            self._pool.submit(self._guarded, job)
+
+    @staticmethod
+    def _guarded(job: Callable[[], None]) -> None:
         try:
-            user = pwd.getpwuid(os.getuid()).pw_name
-        except KeyError:
-            user = str(os.getuid())
-    if not group:
-        try:
-            group = grp.getgrgid(os.getgid()).gr_name
-        except KeyError:
-            group = str(os.getgid())
+            job()
+        except Exception as exc:  # a cache write never breaks anything
+            log.warning("cache write failed: %s", exc)
+
+    def flush(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+def _names(me: Me) -> tuple[str, str]:
+    try:
+        user = pwd.getpwuid(me.uid).pw_name
+    except KeyError:
+        user = str(me.uid)
+    try:
+        group = grp.getgrgid(me.gid).gr_name
+    except KeyError:
+        group = str(me.gid)
     return user, group
 
 
 class Cache:
-    def __init__(self, settings: CacheSettings) -> None:
+    """The tiers of one client, and what is done to them (reads, passes, pins, clearing)."""
+
+    def __init__(self, settings: CacheSettings, *, me: Me | None = None) -> None:
         self.settings = settings
+        self.me = me or Me.current()
+        self.user, self.group = _names(self.me)
         self.memory = MemoryTier(settings.memory_size) if settings.memory_size > 0 else None
         self.tiers: list[DiskTier] = []
         if settings.local_dir.lower() != "off":
             root = Path(settings.local_dir).expanduser() if settings.local_dir \
                 else default_local_dir()
-            self.tiers.append(DiskTier("local", root, settings.local_size))
+            self.tiers.append(DiskTier("local", root, settings.local_size, me=self.me,
+                                       compact_after=settings.compact_after))
         if settings.shared_dir and settings.shared_dir.lower() != "off":
             self.tiers.append(DiskTier("shared", Path(settings.shared_dir).expanduser(),
-                                       settings.shared_size, shared=True))
-        for tier in self.tiers:
-            try:
-                tier.ensure()
-            except CacheWriteError as exc:
-                tier.broken = True
-                self._warn(tier, exc)
-        self.user, self.group = _who(settings)
-        journal_tier = self.tiers[-1] if self.tiers else None
-        self.journal = Journal(journal_tier.layout.journal if journal_tier else None,
-                               self.user, self.group)
-        self._writer: ThreadPoolExecutor | None = None
-        self._writer_lock = threading.Lock()
-        self._evict_lock = threading.Lock()
+                                       settings.shared_size, trust=settings.trust, me=self.me,
+                                       compact_after=settings.compact_after))
+        self.limits = Limits(settings.merge_gap, settings.max_extent, settings.head,
+                             settings.tail)
+        self.known = Known(max_age=settings.revalidate_after)
+        self.writer = _Writer()
+        self.totals = ReadCounters()
+        """What every reader of this cache did so far (each reader has its own too)."""
+        self._lock = threading.Lock()
         self._evicting: set[str] = set()
         self._pending: set[str] = set()
-        self._admit_cache: dict[str, tuple[float, bool]] = {}
+        self._admit: dict[str, tuple[float, bool]] = {}
+        self._warned: set[str] = set()
         self._check_every = max(1, min(64 * 1024**2, settings.local_size // 100 or 1))
 
+    # -- reading ---------------------------------------------------------------------------
     def tier(self, name: str) -> DiskTier:
         for t in self.tiers:
             if t.name == name:
                 return t
-        from ..errors import ConfigError
-
         hint = " (set cache.shared_dir)" if name == "shared" else ""
         raise ConfigError("cache", f"{name} tier", "not configured or not usable; configured: "
                           f"{', '.join(t.name for t in self.tiers) or 'none'}{hint}")
 
-    @staticmethod
-    def _warn(tier: Any, exc: BaseException) -> None:
-        key = (getattr(tier, "name", "?"), type(exc).__name__ + str(getattr(exc, "errno", "")))
-        with _warned_lock:
-            if key in _warned:
-                return
-            _warned.add(key)
-        log.warning("cache tier %s is not usable (%s); reading on without it",
-                    getattr(tier, "name", "?"), exc)
-
     def wrap(self, upstream: ReplicaReader, dataset: str | None = None) -> CachedReader:
-        usable = [t for t in self.tiers if not t.broken]
-        reader = CachedReader(upstream, usable, self.memory, self.settings, self.journal,
-                              dataset=dataset, warn=self._warn)
-        reader.on_insert = self.note_inserted
-        reader.admits = self.admits
-        reader._submit = self._write_later
-        return reader
+        tiers: list[Tier] = [self.memory] if self.memory is not None else []
+        tiers += self.tiers
+        return CachedReader(upstream, tiers, limits=self.limits, writer=self.writer,
+                            bounds=self, known=self.known, private=self._private(upstream),
+                            dataset=dataset, totals=self.totals,
+                            wait_limit=upstream.transports.settings.timeouts.read + 5.0)
 
-    def _write_later(self, fn: Any) -> None:
-        with self._writer_lock:
-            if self._writer is None:
-                self._writer = ThreadPoolExecutor(1, thread_name_prefix="htpdata-cache-write")
-                _writers.add(self)
-            self._writer.submit(self._guarded, fn)
+    def _private(self, upstream: ReplicaReader) -> bool:
+        return self.private(upstream.resolved, upstream.transports)
 
     @staticmethod
-    def _guarded(fn: Any) -> None:
-        try:
-            fn()
-        except Exception as exc:  # a cache write never breaks anything
-            log.warning("cache write failed: %s", exc)
+    def private(resolved: ResolvedFile, transports: Transports) -> bool:
+        """Must the bytes of ``resolved`` stay owner-only: will the request carry a credential
+        (a token, a proxy, one written into the URL), or is the name in a private namespace?"""
+        creds = transports.creds
+        in_url = any(getattr(rep, "credential", None) is not None for rep in resolved.replicas)
+        return is_private(str(resolved.name), bool(creds.token or creds.proxy or in_url))
 
     def flush(self) -> None:
         """Wait until every background cache write of this process has landed."""
-        with self._writer_lock:
-            writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.shutdown(wait=True)
+        self.writer.flush()
 
-    # -- bounds -------------------------------------------------------------------------------
-    def note_inserted(self, tier: DiskTier, nbytes: int) -> None:
-        """Called after bytes land in ``tier``; starts an eviction pass in the background when
-        the tier may be past its high watermark (estimated from the last pass's usage plus
-        what this process added since, or from the filesystem's own fullness)."""
-        tier.added += nbytes
-        tier.added_total += nbytes
+    # -- bounds (the reader's collaborator) -------------------------------------------------
+    def _warn(self, key: str, text: str) -> None:
+        with self._lock:
+            if key in self._warned:
+                return
+            self._warned.add(key)
+        log.warning("%s", text)
+
+    def write_failed(self, tier: DiskTier, exc: CacheWriteError) -> None:
+        tier.write_problem = str(exc)
+        self._warn(f"write:{tier.name}", f"cache tier {tier.name} is not usable for writing "
+                   f"({exc}); reading on without caching there")
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            self._evict_soon(tier)
+
+    def quotas(self, tier: DiskTier) -> dict[str, dict[str, Quota]]:
+        return read_quotas(tier._open(), tier.owner.uid if tier.owner else None)
+
+    def usage(self, tier: DiskTier) -> int:
+        """This user's bytes in ``tier`` now: the last pass's summary of each of its areas
+        plus what its processes stored and removed since (own writes count at once)."""
+        total = 0
+        for area in tier.my_areas():
+            total += area_usage(area, None if area.spec.kind != "group" else self.me.uid,
+                                tier.record_of(area))
+        return total
+
+    def room(self, tier: DiskTier, limit: str = "hard") -> dict[str, int]:
+        """Bytes this user and their group may still store in ``tier`` under their ``limit``
+        (:func:`htpdata.quotas.room`; the ``*`` rows are everyone's default), negative when
+        over; this user's own writes and removals count at once."""
+        quotas = self.quotas(tier)
+        mine: dict[str, dict[str, Quota]] = {"users": {}, "groups": {}}
+        for kind, who in (("users", self.user), ("groups", self.group)):
+            q = quota_for(quotas, kind, who)
+            if q is not None:
+                mine[kind][who] = q
+        if not (mine["users"] or mine["groups"]):
+            return {}
+        used = self.usage(tier)
+        return room(mine, self.user, self.group,
+                    {"by_user": {self.user: used}, "by_group": {self.group: used}}, limit)
+
+    def admits(self, tier: DiskTier) -> bool:
+        """May this user store more in ``tier``? Past its hard quota (or its group's), no:
+        reads go on uncached (a quota never fails a read). Past a soft one: yes, said once.
+        Decided at most once a minute."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._admit.get(tier.name)
+        if cached is not None and now - cached[0] < 60.0:
+            return cached[1]
+        verdict = True
+        hard = [w.replace(":", " ", 1) for w, left in self.room(tier, "hard").items()
+                if left < 0]
+        if hard:
+            verdict = False
+            self._warn(f"hard:{tier.name}", f"cache tier {tier.name}: over the hard quota "
+                       f"({', '.join(hard)}); reading on without caching")
+            self._evict_soon(tier)
+        else:
+            soft = [w.replace(":", " ", 1) for w, left in self.room(tier, "soft").items()
+                    if left < 0]
+            if soft:
+                self._warn(f"soft:{tier.name}", f"cache tier {tier.name}: over the soft quota "
+                           f"({', '.join(soft)}); still caching, oldest entries go first")
+        with self._lock:
+            self._admit[tier.name] = (now, verdict)
+        return verdict
+
+    def inserted(self, tier: DiskTier, nbytes: int) -> None:
+        """Bytes landed in ``tier``: start a pass in the background when this user's areas
+        there may be past their high watermark."""
         if tier.added < self._check_every:
             return
         tier.added = 0
-        if not self._over_high(tier):
-            return
-        with self._evict_lock:
-            self._pending.add(tier.name)  # a running pass will go round once more
+        if self._over_high(tier):
+            self._evict_soon(tier)
+
+    def _cap(self, tier: DiskTier, area: Area) -> int:
+        """An area's bound: the tier's size for the owner's areas; for a user's own area its
+        hard quota (``*`` for everyone), else only the filesystem's fullness bounds it."""
+        if area.spec.kind == USER and not tier.is_owner:
+            q = quota_for(self.quotas(tier), "users", self.user)
+            return q.hard if q is not None else 0
+        return tier.size
+
+    def _over_high(self, tier: DiskTier) -> bool:
+        from .evict import area_need
+
+        s = self.settings
+        for area in tier.my_areas():
+            used, total = fs_usage(area.folder)
+            if area_need(area_usage(area) + tier.added_total, self._cap(tier, area), used,
+                         total, s.high_watermark, s.low_watermark) > 0:
+                return True
+        return False
+
+    def _evict_soon(self, tier: DiskTier) -> None:
+        with self._lock:
+            self._pending.add(tier.name)
             if tier.name in self._evicting:
                 return
             self._evicting.add(tier.name)
         threading.Thread(target=self._evict_in_background, args=(tier,), daemon=True,
                          name=f"htpdata-evict-{tier.name}").start()
 
-    def _over_high(self, tier: DiskTier) -> bool:
-        s = self.settings
-        if tier.size > 0:
-            usage = tier.read_usage()
-            estimate = int(usage.get("total", 0)) + tier.added_total
-            return estimate > s.high_watermark * tier.size or not usage
-        try:
-            du = shutil.disk_usage(tier.root)
-        except OSError:
-            return False
-        return du.used > s.high_watermark * du.total
-
     def _evict_in_background(self, tier: DiskTier) -> None:
         try:
             while True:  # bytes that landed while a pass ran ask for one more
-                with self._evict_lock:
+                with self._lock:
                     if tier.name not in self._pending:
-                        # Stop and say so under the same lock note_inserted takes: a request
-                        # arriving now starts a new pass instead of being lost.
                         self._evicting.discard(tier.name)
                         return
                     self._pending.discard(tier.name)
@@ -195,133 +289,178 @@ class Cache:
                     break  # another process holds the lease: it does the work
         except Exception as exc:  # never let eviction break reads
             log.warning("cache tier %s: eviction failed: %s", tier.name, exc)
-        with self._evict_lock:
+        with self._lock:
             self._evicting.discard(tier.name)
 
     def wait_for_eviction(self, timeout: float = 60.0) -> None:
-        """Block until background eviction passes of this process are done (for tests and
-        ``htpdata stage``)."""
-        import time
-
+        """Block until this process's background eviction passes are done (tests, stage)."""
         deadline = time.monotonic() + timeout
         while self._evicting and time.monotonic() < deadline:
             time.sleep(0.02)
 
+    # -- passes ------------------------------------------------------------------------------
     def evict(self, tier_name: str, need: int | None = None,
               dry_run: bool = False) -> EvictionReport | None:
-        """One eviction pass (None if another process holds the tier's eviction lease)."""
+        """One eviction pass over this user's areas of a tier (as the tier's owner: the
+        trusted and group areas). None if another process holds every lease."""
         tier = self.tier(tier_name)
-        seen = tier.added_total  # bytes added after this point are not in the pass's scan
-        with lease(tier, "evict") as got:
-            if not got:
-                return None
-            report = evict(tier, high=self.settings.high_watermark,
-                           low=self.settings.low_watermark, policy=self.settings.policy,
-                           need=need, dry_run=dry_run)
+        with contextlib.suppress(CacheWriteError):
+            tier.ensure()
+        seen = tier.added_total
+        report = EvictionReport(tier.name)
+        ran = False
+        s = self.settings
+        for area in tier.my_areas():
+            drop = tier._drop() if area.spec.kind == TRUSTED and tier.is_owner else None
+            got = evict_area(area, high=s.high_watermark, low=s.low_watermark,
+                             policy=s.policy, cap=self._cap(tier, area), drop=drop,
+                             need=need, dry_run=dry_run, tier_column=tier.name,
+                             quotas=self.quotas(tier))
+            if got is None:
+                continue
+            ran = True
+            report.add(got)
+        if not ran and tier.my_areas():
+            return None
         tier.added_total = max(0, tier.added_total - seen)
+        with self._lock:
+            self._admit.pop(tier.name, None)  # decide again with the new usage
         if report.removed:
             log.info("cache tier %s: evicted %d entries, %d bytes", tier.name, report.removed,
                      report.freed)
+        if report.skipped_foreign:
+            log.warning("cache tier %s: %d entries other users own were left alone (only "
+                        "their owners or the tier's owner may remove them)", tier.name,
+                        report.skipped_foreign)
         return report
 
-    def admits(self, tier: DiskTier) -> bool:
-        """May this process's user and group store more in ``tier``? Past a hard quota, no:
-        reads go on uncached (a quota never fails a read). Past a soft one: yes, with a warning.
-        Decided from the tier's last usage summary, re-read at most once a minute."""
-        import time
-
-        now = time.monotonic()
-        cached = self._admit_cache.get(tier.name)
-        if cached is not None and now - cached[0] < 60.0:
-            return cached[1]
-        quotas = read_quotas(tier)
-        verdict = True
-        if quotas["users"] or quotas["groups"]:
-            usage = tier.read_usage()
-            by_user = {self.user: int((usage.get("by_user") or {}).get(self.user, 0))
-                       + tier.added_total}
-            by_group = {self.group: int((usage.get("by_group") or {}).get(self.group, 0))
-                        + tier.added_total}
-            hard = over_quota(quotas, by_user, by_group, "hard")
-            soft = over_quota(quotas, by_user, by_group, "soft")
-            if hard:
-                verdict = False
-                self._warn(tier, RuntimeError(
-                    f"over the hard quota ({', '.join(hard)}); reading on without caching"))
-                self._evict_soon(tier)
-            elif soft:
-                self._warn(tier, RuntimeError(f"over the soft quota ({', '.join(soft)})"))
-        self._admit_cache[tier.name] = (now, verdict)
-        return verdict
-
-    def _evict_soon(self, tier: DiskTier) -> None:
-        with self._evict_lock:
-            self._pending.add(tier.name)
-            if tier.name in self._evicting:
-                return
-            self._evicting.add(tier.name)
-        threading.Thread(target=self._evict_in_background, args=(tier,), daemon=True).start()
-
-    def pin(self, name: str, size: int, adler32: str | None, until: float) -> None:
-        key = Identity(name, size, adler32).key
+    # -- names ------------------------------------------------------------------------------
+    def pin(self, name: str, size: int, adler32: str | None, until: float) -> int:
+        """Keep ``name`` from eviction until ``until`` in this user's areas; returns in how
+        many tiers it was pinned."""
+        ident = Identity(name, size, adler32)
+        n = 0
         for tier in self.tiers:
-            tier.pin(key, until, self.user)
+            area = tier.home() if tier.usable or not tier.root.exists() else None
+            if area is None:
+                with contextlib.suppress(CacheWriteError):
+                    tier.ensure()
+                area = tier.home()
+            if area is not None:
+                with contextlib.suppress(CacheWriteError):
+                    n += area.pin(ident, until)
+        return n
 
-    def unpin(self, name: str, size: int, adler32: str | None) -> None:
-        key = Identity(name, size, adler32).key
-        for tier in self.tiers:
-            tier.unpin(key)
+    def unpin(self, name: str, size: int, adler32: str | None) -> int:
+        key = Identity(name, size, adler32).name_key
+        return sum(area.unpin(key) for tier in self.tiers for area in tier.my_areas())
 
     def info(self, name: str) -> list[dict[str, Any]]:
-        """What each tier holds of ``name`` (its current identity), without contacting storage."""
-        name_key = Identity(name, 0).name_key
+        """What each tier holds of ``name`` (its newest content), without contacting storage."""
+        from .whole import entry_info
+
         out = []
         for tier in self.tiers:
-            key = tier.current_key(name_key)
-            info = tier.entry_info(key) if key else None
-            if info is None:
-                out.append({"tier": tier.name, "root": str(tier.root), "held": False})
-                continue
-            extents = sorted(tier.extents(info.key))
-            size = int(info.meta.get("size") or 0)
-            out.append({
-                "tier": tier.name, "root": str(tier.root), "held": True, "key": info.key,
-                "size": size, "adler32": info.meta.get("adler32"), "bytes": info.bytes,
-                "fraction": info.bytes / size if size else None, "extents": len(extents),
-                "complete": info.complete, "pinned_until": tier.pinned_until(info.key) or None,
-                "last_access": info.last_access, "opens": info.meta.get("opens", 0),
-                "readers": info.readers, "owner": info.meta.get("user"),
-                "dataset": info.meta.get("dataset"),
-                "ranges": [list(r) for r in extents[:50]],
-            })
+            row = entry_info(tier, name)
+            out.append(row)
         return out
 
-    def clear(self, tier_name: str | None = None) -> tuple[int, int]:
-        """Remove every entry of a tier (default: every tier); returns (entries, bytes)."""
-        entries = freed = 0
+    def forget(self, name: str) -> int:
+        """Remove ``name`` from this user's areas of every tier; returns the bytes freed."""
+        self.flush()  # a queued write of the old content must not land after this
+        key = Identity(name, 0).name_key
+        if self.memory is not None:
+            self.memory.drop_name(key)
+        with self.known.lock:
+            self.known.by_name.pop(name, None)
+        return sum(tier.forget_name(name) for tier in self.tiers)
+
+    def clear(self, tier_name: str | None = None) -> tuple[int, int, int]:
+        """Remove every entry of this user's areas (default: every tier); returns (entries
+        removed, bytes freed, entries skipped because other users own them). A tier in an
+        older format is removed as a whole, as far as this user owns it."""
+        from .legacy import clear_legacy
+        from .scan import scan_area
+
+        self.flush()
+        entries = freed = skipped = 0
         for tier in self.tiers:
             if tier_name is not None and tier.name != tier_name:
                 continue
-            for key in list(tier.keys()):
-                freed += tier.remove_entry(key)
-                entries += 1
+            if tier.legacy():
+                got = clear_legacy(tier)
+                entries, freed, skipped = entries + got[0], freed + got[1], skipped + got[2]
+                continue
+            for area in tier.my_areas():
+                for e in list(scan_area(area)):
+                    try:
+                        n = area.remove_entry(e.key)
+                    except PermissionError:
+                        skipped += 1
+                        continue
+                    except OSError:
+                        skipped += 1
+                        continue
+                    entries += 1
+                    freed += n
+                    tier.note_removed(area, n)
+                area.empty_trash()
         if self.memory is not None:
-            self.memory = MemoryTier(self.memory.size)
-        return entries, freed
+            self.memory.clear()
+        with self.known.lock:
+            self.known.by_name.clear()
+        return entries, freed, skipped
 
-    def forget(self, name: str) -> int:
-        """Remove every tier's current entry for ``name``; returns the bytes freed."""
-        self.flush()  # a queued write of the old content must not land after this
-        name_key = Identity(name, 0).name_key
-        freed = 0
+    def sync(self) -> None:
+        """Let queued writes land and bring this process's reader records up to date (what
+        reports and other processes read); the cache stays usable."""
+        self.flush()
         for tier in self.tiers:
-            key = tier.current_key(name_key)
-            if key is not None:
-                if self.memory is not None:
-                    self.memory.drop(key)
-                freed += tier.remove_entry(key)
-        return freed
+            tier.flush_records()
 
     def close(self) -> None:
+        """Writes landed, records closed, every descriptor on the tiers closed (a client's
+        end; the tiers open again if the cache is used after)."""
         self.flush()
-        self.journal.flush()
+        for tier in self.tiers:
+            tier.close()
+
+
+
+def area_usage(area: Area, uid: int | None = None, mine: ProcessRecord | None = None) -> int:
+    """An area's bytes now (only ``uid``'s, if given): its last summary plus what its
+    processes' records added and removed since (what the summary counted is subtracted);
+    this process's own record (``mine``) is taken from memory, not from its file."""
+    from .records import parse_record
+
+    summary = area.read_usage()
+    if uid is None:
+        total = summary.get("total", 0)
+    else:
+        by_uid = summary.get("by_uid")
+        total = by_uid.get(str(uid), 0) if isinstance(by_uid, dict) else 0
+    total = total if isinstance(total, int) else 0
+    owners = (lambda u: u in (area.steward, 0)) if uid is None else (lambda u: u == uid)
+    base = summary.get("records") if isinstance(summary.get("records"), dict) else {}
+    r = area.sub("r")
+    names: list[str] = []
+    if r is not None:
+        with contextlib.suppress(OSError):
+            names = [e.name for e in r.names() if not e.name.startswith(".")]
+    if mine is not None and mine.name not in names:
+        names.append(mine.name)  # not written yet
+    for name in names:
+        if mine is not None and name == mine.name:
+            added, removed = mine.added, mine.removed
+        else:
+            rec = parse_record(r, name, owners) if r is not None else None
+            if rec is None:
+                continue
+            added, removed = rec.bytes_delta()
+        b = base.get(name) if isinstance(base, dict) else None
+        if isinstance(b, list) and len(b) == 2:
+            added -= int(b[0])
+            removed -= int(b[1])
+        total += added - removed
+    return max(0, total)
+

@@ -1,330 +1,503 @@
-"""Reads through the tiers: memory, then node-local disk, then the shared volume, then upstream.
+"""Reads through the tiers: one loop over memory, node-local disk and the shared volume, then
+storage, with single flight.
 
-For a batch of ranges (uproot's vector reads) the :class:`CachedReader` serves what each tier
-holds, promotes hits upward, and sends only the missing pieces upstream, merged into one
-request (an XRootD vector read). Before fetching, it claims the missing ranges in the tier every
-node shares, so when many processes miss the same bytes at once one of them fetches and the
-others wait for its extent files (single flight). Anything the cache cannot do (a full disk, a
-read-only tier, a vanished folder) degrades to an uncached read with one warning: an analysis
-never fails because the cache did.
+For a batch of ranges (uproot's vector reads) :class:`CachedReader` takes what each tier holds,
+copies what a lower tier had into the higher ones, and sends only the missing pieces upstream,
+in one request planned by :func:`.plan.plan_fetch`. Before fetching it publishes one claim for
+the batch in the tier every node shares, so when many processes miss the same bytes at once
+one of them fetches and the others wait (one ``fstat`` per poll, backing off to 100-250 ms)
+for its pack. The caller gets its bytes as soon as they arrive; the pack is written on the
+cache's writer thread, which then removes the claim. Anything the cache cannot do (a full disk,
+a read-only tier, a vanished folder) degrades to an uncached read with one warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..config import CacheSettings
-from ..errors import CacheWriteError
-from ..reader import ReplicaReader
-from .accounting import Journal
-from .disk import Claim, DiskTier
+from ..errors import CacheWriteError, StorageError
+from ..io import ReadCounters
 from .identity import Identity
 from .memory import MemoryTier
-from .ranges import Range, cover, merge, split, subtract
+from .plan import Limits, backoff, plan_fetch, yield_to_earlier
+from .ranges import Range, Spans, clip, merge, subtract
+from .tier import DiskTier, Flight, Tier
 
-__all__ = ["CachedReader"]
+if TYPE_CHECKING:
+    from ..reader import ReplicaReader
+
+__all__ = ["Bounds", "CachedReader", "Known", "Writer"]
 
 log = logging.getLogger("htpdata.cache")
-_WAIT_STEP = (0.002, 0.05)
+
+
+class Writer(Protocol):
+    """Runs cache writes off the read path (the Cache's writer thread)."""
+
+    def submit(self, job: Callable[[], None]) -> None: ...
+
+
+class Bounds(Protocol):
+    """The Cache's quota and eviction bookkeeping, asked before and told after each write."""
+
+    def admits(self, tier: DiskTier) -> bool: ...
+
+    def inserted(self, tier: DiskTier, nbytes: int) -> None: ...
+
+    def write_failed(self, tier: DiskTier, exc: CacheWriteError) -> None: ...
+
+
+@dataclass
+class Known:
+    """What this process learnt of bare URLs' identities (shared by its readers)."""
+
+    max_age: float = 86400.0
+    by_name: dict[str, tuple[int, str | None, float]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class _Tally:
+    """Where one fetch's bytes came from: storage, or the authority tier (another process's
+    fetch that landed while this one planned or waited)."""
+
+    upstream: int = 0
+    landed: int = 0
+    pieces: list[tuple[int, bytes]] = field(default_factory=list)
+
+    def add_landed(self, got: list[tuple[int, bytes]]) -> None:
+        self.landed += sum(len(b) for _, b in got)
+        self.pieces += got
+
+
+@contextlib.contextmanager
+def _no_flight() -> Iterator[None]:
+    yield None
 
 
 class CachedReader:
-    """Same interface as :class:`~htpdata.reader.ReplicaReader`, served through the cache."""
+    """A :class:`~htpdata.io.FileReader` served through the tiers, then storage."""
 
-    def __init__(self, upstream: ReplicaReader, tiers: Sequence[DiskTier],
-                 memory: MemoryTier | None, settings: CacheSettings, journal: Journal,
-                 dataset: str | None = None, warn: Any = None) -> None:
+    def __init__(self, upstream: ReplicaReader, tiers: Sequence[Tier], *, limits: Limits,
+                 writer: Writer, bounds: Bounds, known: Known, private: bool,
+                 dataset: str | None = None, totals: ReadCounters | None = None,
+                 wait_limit: float = 65.0) -> None:
         self.upstream = upstream
         self.tiers = list(tiers)
-        self.memory = memory
-        self.settings = settings
-        self.journal = journal
+        self.limits = limits
+        self.writer = writer
+        self.bounds = bounds
+        self.known = known
+        self.private = private
         self.dataset = dataset
+        self.wait_limit = wait_limit
         self.name = upstream.name
         self.resolved = upstream.resolved
+        self.counters = ReadCounters()
+        self.totals = totals
+        self._lock = threading.Lock()
         self._identity: Identity | None = None
-        self._warn = warn or (lambda tier, exc: log.warning("%s", exc))
-        self.on_insert: Any = None
-        self.admits: Any = lambda tier: True
-        self._submit: Any = lambda fn: fn()  # the Cache hands in its writer thread
-        self.stats: dict[str, int] = {"memory": 0, "local": 0, "shared": 0, "upstream": 0,
-                                      "inserted": 0, "requests": 0}
+        self._learnt = 0.0
+        self._from_cache = False
+        self._holds = 0
 
-    # -- identity -------------------------------------------------------------------------------
+    @property
+    def replica(self) -> Any:
+        """The replica storage reads go to (the upstream reader's)."""
+        return self.upstream.replica
+
     @property
     def attempts(self) -> list[Any]:
         return self.upstream.attempts
 
     @property
-    def replica(self) -> Any:
-        return self.upstream.replica
+    def disks(self) -> list[DiskTier]:
+        return [t for t in self.tiers if isinstance(t, DiskTier)]
 
+    @property
+    def stats(self) -> dict[str, int]:
+        """The counters as a dict (older name)."""
+        return self.counters.as_dict()
+
+    # -- identity -------------------------------------------------------------------------------
     def identity(self) -> Identity:
-        """Name, size and adler32; from the catalog when it knows both (no upstream contact)."""
-        if self._identity is None:
-            size = self.resolved.size
-            if size is None:
-                size = self.upstream.size()
-            self._identity = Identity(self.name, size, self.resolved.adler32)
-            for tier in self.tiers:
-                tier.touch(self._identity.key)
-        return self._identity
+        """Name, size and adler32: from the catalog when it knows the size; for a bare URL
+        from what a tier recorded when it was fetched (no contact with storage until that is
+        older than ``cache.revalidate_after``, or a read fails); else from a stat upstream."""
+        with self._lock:
+            if self._identity is not None:
+                return self._identity
+        r = self.resolved
+        if r.size is not None:
+            ident, learnt, cached = Identity(self.name, r.size, r.adler32), time.time(), False
+        else:
+            got = self._recalled()
+            if got is not None:
+                ident = Identity(self.name, got[0], got[1])
+                learnt, cached = got[2], True
+            else:
+                ident = Identity(self.name, self.upstream.size(), None)
+                learnt, cached = time.time(), False
+                with self.known.lock:
+                    self.known.by_name[self.name] = (ident.size, None, learnt)
+        with self._lock:
+            first = self._identity is None
+            if first:
+                self._identity, self._learnt, self._from_cache = ident, learnt, cached
+            holds = self._holds if first else 0
+        for _ in range(holds):  # holds taken before the identity was known
+            for tier in self.disks:
+                tier.hold(ident)
+        return ident
+
+    def _recalled(self) -> tuple[int, str | None, float] | None:
+        now = time.time()
+        with self.known.lock:
+            got = self.known.by_name.get(self.name)
+        if got is not None and now - got[2] <= self.known.max_age:
+            return got
+        ident = Identity(self.name, 0)
+        for tier in self.disks:
+            found = tier.known(self.name, ident.name_key)
+            if found is not None and 0 <= now - found[2] <= self.known.max_age:
+                with self.known.lock:
+                    self.known.by_name[self.name] = found
+                return found
+        return None
+
+    def _revalidate(self) -> bool:
+        """After a failed or short read upstream for an identity recalled from the cache:
+        ask storage again. True if the identity changed (the file changed at the origin)."""
+        with self._lock:
+            if not self._from_cache or self._identity is None:
+                return False
+            old = self._identity
+        size = self.upstream.size()
+        with self._lock:
+            self._from_cache = False
+            self._learnt = time.time()
+            if size == old.size:
+                return False
+            log.info("%s changed at the origin (%d bytes, the cache knew %d); reading the new "
+                     "content", self.name, size, old.size)
+            self._identity = Identity(self.name, size, None)
+        with self.known.lock:
+            self.known.by_name[self.name] = (size, None, self._learnt)
+        return True
 
     def size(self) -> int:
         return self.identity().size
 
     def stat(self) -> dict[str, object]:
-        if self.resolved.size is not None:
-            return {"name": self.name, "size": self.resolved.size, "type": "file"}
-        return self.upstream.stat()
+        """From the catalog or what a tier recorded, else from storage (which may say it is a
+        folder: ``htpdata://`` listings stat their entries)."""
+        with self._lock:
+            known = self._identity
+        if known is None and self.resolved.size is None and self._recalled() is None:
+            info = self.upstream.stat()
+            if info.get("type") != "file" or not isinstance(info.get("size"), int):
+                return info
+        return {"name": self.name, "size": self.identity().size, "type": "file"}
 
     # -- reads ----------------------------------------------------------------------------------
     def read(self, start: int, end: int) -> bytes:
         return self.read_ranges([(start, end)])[0]
 
     def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        try:
+            return self._read_ranges(ranges)
+        except StorageError:
+            if self._revalidate():
+                return self._read_ranges(ranges)
+            raise
+
+    def _read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         ident = self.identity()
-        size = ident.size
-        want = [(max(0, min(s, size)), max(0, min(e, size))) for s, e in ranges]
-        avail: dict[Range, bytes] = {}
-        served = {"memory": 0, "local": 0, "shared": 0, "upstream": 0}
-        pending = [r for r in set(want) if r[1] > r[0]]
-
-        if self.memory is not None and pending:
-            pending = self._from_memory(ident.key, pending, avail, served)
+        want = clip(ranges, ident.size)
+        need = merge(want)
+        found: list[tuple[int, bytes]] = []
+        served: dict[str, int] = {}
+        consulted: list[DiskTier] = []
+        untouched = True
         for i, tier in enumerate(self.tiers):
-            if not pending:
+            if not need:
                 break
-            pending = self._from_tier(ident, tier, self.tiers[:i], pending, avail, served)
-        if pending:
-            self._fetch(ident, pending, avail, served)
-
+            got = tier.read(ident, need)
+            if isinstance(tier, DiskTier):
+                consulted.append(tier)
+            if not got:
+                untouched = untouched and not tier.holds_any(ident)
+                continue
+            untouched = False
+            found += got
+            served[tier.name] = sum(len(b) for _, b in got)
+            need = subtract(need, [(s, s + len(b)) for s, b in got])
+            self._promote(ident, got, self.tiers[:i])
+        fetched = 0
+        if need:
+            tally = _Tally()
+            got = self._fetch(ident, need, untouched, tally)
+            fetched = tally.upstream
+            if tally.landed and self.disks:  # landed in the authority meanwhile: its hits
+                name = self._authority_name()
+                served[name] = served.get(name, 0) + tally.landed
+                above = self.tiers[:next((i for i, t in enumerate(self.tiers)
+                                          if t.name == name), len(self.tiers))]
+                self._promote(ident, tally.pieces, above)
+            found += got
+        spans = Spans((s, s + len(b), (s, b)) for s, b in found)
         out = []
         for r in want:
-            pieces = cover(r, list(avail)) if r[1] > r[0] else []
-            assert pieces is not None, f"cache: {r} not assembled"  # _fetch guarantees it
-            out.append(b"".join(avail[p.extent][p.start - p.extent[0]:p.end - p.extent[0]]
-                                for p in pieces))
-        rep = self.upstream.replica if served["upstream"] else None
-        self.journal.add(ident.key, self.name, self.dataset, rep.site if rep else None,
-                         requests=1, **served)
-        for k, v in served.items():
-            self.stats[k] += v
-        self.stats["requests"] += 1
+            if r[1] <= r[0]:
+                out.append(b"")
+                continue
+            parts = spans.cover(r)
+            if parts is None:  # a fetch always covers what it was asked; this is a bug
+                raise AssertionError(f"cache: {self.name} {r} not assembled")
+            if len(parts) == 1 and (parts[0][0], parts[0][1]) == (parts[0][2][0],
+                                                                  parts[0][2][0]
+                                                                  + len(parts[0][2][1])):
+                out.append(parts[0][2][1])
+                continue
+            out.append(b"".join(b[lo - s:hi - s] for lo, hi, (s, b) in parts))
+        self._count(ident, ranges, out, served, fetched, consulted)
         return out
 
-    def _from_memory(self, key: str, pending: list[Range], avail: dict[Range, bytes],
-                     served: dict[str, int]) -> list[Range]:
-        assert self.memory is not None
-        ext = self.memory.extents(key)
-        left = []
-        for r in pending:
-            pieces = cover(r, ext)
-            datas = [self.memory.get(key, p.extent) for p in pieces] if pieces is not None else []
-            if pieces is None or any(d is None for d in datas):
-                for e in ext:  # partly here: keep the overlapping pieces
-                    if e[0] < r[1] and r[0] < e[1] and (d := self.memory.get(key, e)):
-                        avail[e] = d
-                left.append(r)
-                continue
-            for p, d in zip(pieces, datas, strict=True):
-                assert d is not None
-                avail[p.extent] = d
-            served["memory"] += r[1] - r[0]
-        return left
-
-    def _from_tier(self, ident: Identity, tier: DiskTier, above: list[DiskTier],
-                   pending: list[Range], avail: dict[Range, bytes],
-                   served: dict[str, int]) -> list[Range]:
-        extents = tier.extents(ident.key)
-        if not extents:
-            return pending
-        left = []
-        for r in pending:
-            pieces = cover(r, list(extents))
-            if pieces is None:
-                # Partly here: load the overlapping extents, so only the gaps go upstream.
-                for ext, adler in list(extents.items()):
-                    if ext[0] < r[1] and r[0] < ext[1] and ext not in avail:
-                        data = tier.read_extent(ident.key, ext, adler)
-                        if data is not None:
-                            avail[ext] = data
-                left.append(r)
-                continue
-            ok = True
-            for p in pieces:
-                if p.extent in avail:
+    def _count(self, ident: Identity, ranges: Sequence[Range], out: list[bytes],
+               served: dict[str, int], fetched: int, consulted: list[DiskTier]) -> None:
+        with self._lock:
+            for c in (self.counters, self.totals):
+                if c is None:
                     continue
-                data = tier.read_extent(ident.key, p.extent, extents[p.extent])
-                if data is None:  # evicted meanwhile, or corrupt (and now removed)
-                    extents.pop(p.extent, None)
-                    ok = False
-                    break
-                avail[p.extent] = data
-                self._promote(ident, p.extent, data, above)
-            if ok:
-                served[tier.name] += r[1] - r[0]
-            else:
-                left.append(r)
-        return left
+                c.requests += 1
+                c.ranges += len(ranges)
+                c.bytes_read += sum(len(b) for b in out)
+                c.memory += served.get("memory", 0)
+                c.local += served.get("local", 0)
+                c.shared += served.get("shared", 0)
+                c.upstream += fetched
+        labels = {"name": self.name, "dataset": self.dataset,
+                  "site": self._site() if fetched else None}
+        for tier in consulted:  # each tier accounts what it saw: its hits, and the misses
+            rec = tier.journal()
+            if rec is not None:
+                rec.count(ident.name_key, labels, served=served.get(tier.name, 0),
+                          upstream=fetched, requests=1)
 
-    def _promote(self, ident: Identity, r: Range, data: bytes, above: list[DiskTier]) -> None:
-        if self.memory is not None:
-            self.memory.put(ident.key, r, data)
+    def _site(self) -> str | None:
+        rep = self.upstream.replica
+        return rep.site if rep is not None else None
+
+    def _promote(self, ident: Identity, got: list[tuple[int, bytes]],
+                 above: Sequence[Tier]) -> None:
         for tier in above:
-            self._store(tier, ident, r[0], data)
+            if isinstance(tier, MemoryTier):
+                tier.store(ident, got)
+        disks = [t for t in above if isinstance(t, DiskTier)]
+        if disks:
+            def job() -> None:
+                self._store(ident, got, disks)
+                for tier in disks:
+                    if tier.writable:
+                        tier.tidy(ident, self.private)
+            self.writer.submit(job)
 
-    def _store(self, tier: DiskTier, ident: Identity, start: int, data: bytes) -> int:
-        """Write into a tier; a failing tier is reported once and skipped from then on."""
-        if tier.broken or not self.admits(tier):
-            return 0
-        stored = 0
-        for s, e in split((start, start + len(data)), self.settings.max_extent):
+    def _info(self) -> dict[str, Any]:
+        ident = self._identity
+        return {"name": self.name, "adler32": ident.adler32 if ident else None,
+                "learnt": self._learnt, "dataset": self.dataset, "created": time.time()}
+
+    def _store(self, ident: Identity, pieces: list[tuple[int, bytes]],
+               tiers: Sequence[DiskTier]) -> None:
+        """Write ``pieces`` into ``tiers`` (the shared one first: other nodes wait on it)."""
+        info = self._info()
+        counted = False
+        for tier in reversed(tiers):
+            if not tier.writable or not self.bounds.admits(tier):
+                continue
             try:
-                tier.write_extent(ident, s, data[s - start:e - start], self._meta())
-                stored += e - s
+                n = tier.store(ident, pieces, info, self.private)
             except CacheWriteError as exc:
-                tier.broken = True
-                self._warn(tier, exc)
-                break
-        if stored and self.on_insert is not None:
-            self.on_insert(tier, stored)
-        return stored
-
-    def _meta(self) -> dict[str, Any]:
-        return {"user": self.journal.user, "group": self.journal.group, "dataset": self.dataset}
+                self.bounds.write_failed(tier, exc)
+                continue
+            if n:
+                if not counted:  # bytes put into the cache, however many tiers keep them
+                    counted = True
+                    with self._lock:
+                        self.counters.inserted += sum(len(b) for _, b in pieces)
+                rec = tier.journal()
+                if rec is not None:
+                    rec.count(ident.name_key, None, inserted=sum(len(b) for _, b in pieces))
+                self.bounds.inserted(tier, n)
 
     # -- misses ---------------------------------------------------------------------------------
     def _authority(self) -> DiskTier | None:
         """The tier whose claims every process sees: the shared one, else the local one."""
-        for tier in reversed(self.tiers):
-            if not tier.broken:
+        for tier in reversed(self.disks):
+            if tier.writable:
                 return tier
         return None
 
-    def _fetch(self, ident: Identity, pending: list[Range], avail: dict[Range, bytes],
-               served: dict[str, int]) -> None:
-        missing = subtract(pending, list(avail))
-        first_touch = not any(t.extents(ident.key) for t in self.tiers)
-        if first_touch and ident.size > 0:
-            # The header and the tail (keys, streamers) of a ROOT file ride along with the
-            # first request: same round trip, and every later open finds them cached.
-            missing += [(0, min(self.settings.head, ident.size)),
-                        (max(0, ident.size - self.settings.tail), ident.size)]
-        want = merge(missing, gap=self.settings.merge_gap)
-        authority = self._authority()
-        claimed: list[tuple[Range, Claim | None]] = []
-        waiting: list[Range] = []
-        others = authority.live_claims(ident.key) if authority is not None else []
-        for r in want:
-            busy = [c for c in others if c[0] < r[1] and r[0] < c[1]]
-            todo = subtract([r], busy) if busy else [r]
-            if busy:
-                waiting += [(max(r[0], c[0]), min(r[1], c[1])) for c in busy]
-            for t in todo:
-                if authority is None:
-                    claimed.append((t, None))
-                    continue
-                claim = authority.claim(ident.key, t)
-                if claim is not None:
-                    claimed.append((t, claim))
-                elif authority.claimable:
-                    waiting.append(t)  # someone claimed exactly this a moment ago
-                else:
-                    claimed.append((t, None))  # the tier takes no claims: fetch alone
-        if claimed and authority is not None:
-            # Re-check after claiming: a fetcher publishes its extents before it releases its
-            # claim, so bytes that landed between our listing and our claim are found here.
-            landed = list(authority.extents(ident.key))
-            done = [(t, c) for t, c in claimed if cover(t, landed) is not None]
-            for t, c in done:
-                if c is not None:
-                    authority.release(c)
-                waiting.append(t)
-            claimed = [(t, c) for t, c in claimed if (t, c) not in done]
-        handed_over = False
-        try:
-            if claimed:
-                datas = self.upstream.read_ranges([t for t, _ in claimed])
-                for (t, _), data in zip(claimed, datas, strict=True):
-                    avail[t] = data
-                    served["upstream"] += len(data)
-                    if self.memory is not None:
-                        self.memory.put(ident.key, t, data)
-                # The caller has its bytes now; the disk writes (and then the claims' release,
-                # which other processes wait on) happen on the cache's writer thread.
-                batch = [(t, c, data) for (t, c), data in zip(claimed, datas, strict=True)]
-                self._submit(lambda: self._store_and_release(ident, batch, authority))
-                handed_over = True
-        finally:
-            if not handed_over:
-                for _, claim in claimed:
-                    if claim is not None and authority is not None:
-                        authority.release(claim)
-        if waiting:
-            self._wait_for(ident, merge(waiting), avail, served)
+    def _authority_name(self) -> str:
+        auth = self._authority()
+        return auth.name if auth is not None else "shared"
 
-    def _store_and_release(self, ident: Identity,
-                           batch: list[tuple[Range, Claim | None, bytes]],
-                           authority: DiskTier | None) -> None:
-        try:
-            for t, _, data in batch:
-                inserted = 0
-                for tier in reversed(self.tiers):  # shared first: others wait on it
-                    inserted = max(inserted, self._store(tier, ident, t[0], data))
-                self.journal.add(ident.key, self.name, self.dataset, None, inserted=inserted)
-                self.stats["inserted"] += inserted
-        finally:
-            for _, claim, _ in batch:
-                if claim is not None and authority is not None:
-                    authority.release(claim)
+    def _upstream(self, ranges: list[Range], tally: _Tally) -> list[tuple[int, bytes]]:
+        if not ranges:
+            return []
+        datas = self.upstream.read_ranges(ranges)
+        with self._lock:
+            self.counters.upstream_requests += 1
+        tally.upstream += sum(len(d) for d in datas)
+        return [(r[0], d) for r, d in zip(ranges, datas, strict=True)]
 
-    def _wait_for(self, ident: Identity, ranges: list[Range], avail: dict[Range, bytes],
-                  served: dict[str, int]) -> None:
-        """Wait for other processes' fetches to land; fetch ourselves if they do not."""
-        authority = self._authority()
-        deadline = time.monotonic() + max(5.0, self.upstream.transports.settings.timeouts.read)
-        delay = _WAIT_STEP[0]
-        left = subtract(ranges, list(avail))
-        while left and authority is not None and time.monotonic() < deadline:
-            left = self._from_tier(ident, authority, [t for t in self.tiers if t is not authority],
-                                   left, avail, served)
-            if not left:
-                return
-            claims = authority.live_claims(ident.key)
-            if not any(c[0] < r[1] and r[0] < c[1] for c in claims for r in left):
-                # No claim left: the fetcher published (look once more) or gave up.
-                left = self._from_tier(ident, authority,
-                                       [t for t in self.tiers if t is not authority],
-                                       left, avail, served)
-                break
-            time.sleep(delay)
-            delay = min(delay * 2, _WAIT_STEP[1])
-        if left:
-            datas = self.upstream.read_ranges(left)
-            for r, data in zip(left, datas, strict=True):
-                avail[r] = data
-                served["upstream"] += len(data)
-                for tier in reversed(self.tiers):
-                    self._store(tier, ident, r[0], data)
+    def _fetch(self, ident: Identity, need: list[Range], first_touch: bool, tally: _Tally
+               ) -> list[tuple[int, bytes]]:
+        auth = self._authority()
+        with (auth.flight(ident, self.private) if auth is not None
+              else _no_flight()) as flight:
+            if flight is None:
+                plan = plan_fetch(need, size=ident.size, first_touch=first_touch,
+                                  limits=self.limits)
+                got = self._upstream(plan.fetch, tally)
+                self._keep(ident, got, None, None)
+                return got
+            return self._fetch_in(flight, ident, need, first_touch, tally)
+
+    def _fetch_in(self, flight: Flight, ident: Identity, need: list[Range],
+                  first_touch: bool, tally: _Tally) -> list[tuple[int, bytes]]:
+        out: list[tuple[int, bytes]] = []
+        flight.refresh()  # packs published or claims made since this process looked
+        landed = flight.read(need)
+        tally.add_landed(landed)
+        if landed:
+            out += landed
+            need = subtract(need, [(s, s + len(b)) for s, b in landed])
+            if not need:
+                return out
+        plan = plan_fetch(need, size=ident.size, first_touch=first_touch,
+                          held=flight.held(), claims=flight.claims(need), limits=self.limits)
+        fetch, wait = plan.fetch, plan.wait
+        if fetch and (name := flight.publish(fetch)) is not None:
+            flight.refresh(force=True)  # claims published at the same moment
+            landed = flight.read(fetch)
+            tally.add_landed(landed)
+            out += landed
+            fetch = subtract(fetch, [(s, s + len(b)) for s, b in landed])
+            settled = yield_to_earlier(name, fetch, flight.claims(fetch))
+            fetch, wait = settled.fetch, merge(wait + settled.wait)
+        handed = False
+        try:
+            if fetch:
+                got = self._upstream(fetch, tally)
+                self._check_size()
+                out += got
+                self._keep(ident, got, flight, flight.claim)
+                handed = flight.claim is not None
+                flight.claim = None
+        finally:
+            if not handed:
+                flight.release()
+        if wait:
+            out += self._wait(flight, ident, wait, tally)
+        return out
+
+    def _check_size(self) -> None:
+        """A recalled identity whose file changed at the origin is caught by the first read."""
+        ident = self._identity
+        if self._from_cache and ident is not None and self.upstream.size() != ident.size:
+            raise StorageError("the file changed at the origin since it was cached",
+                               name=self.name)
+
+    def _keep(self, ident: Identity, got: list[tuple[int, bytes]], flight: Flight | None,
+              claim: Any) -> None:
+        """Memory now; the disk tiers (then the claim's release) on the writer thread."""
+        for tier in self.tiers:
+            if isinstance(tier, MemoryTier):
+                tier.store(ident, got)
+        disks = self.disks
+        if not got or not disks:
+            if flight is not None and claim is not None:
+                flight.claim = claim
+                flight.release()
+            return
+        entry = flight.entry if flight is not None else None
+        if entry is not None:
+            entry.enter()  # keep its folder open until the claim is removed
+
+        def job() -> None:
+            try:
+                self._store(ident, got, disks)
+            finally:
+                if flight is not None and claim is not None:
+                    flight.claim = claim
+                    flight.release()
+                if entry is not None:
+                    entry.leave()
+            for tier in disks:  # with the claim gone: merge packs, drop older contents
+                if tier.writable:
+                    tier.tidy(ident, self.private)
+        self.writer.submit(job)
+
+    def _wait(self, flight: Flight, ident: Identity, ranges: list[Range], tally: _Tally
+              ) -> list[tuple[int, bytes]]:
+        """Wait for other processes' fetches to land; fetch ourselves what they do not
+        deliver. One ``fstat`` per poll; listing again only when the entry changed."""
+        out: list[tuple[int, bytes]] = []
+        deadline = time.monotonic() + self.wait_limit
+        attempt = 0
+        last_look = time.monotonic()
+        while ranges and time.monotonic() < deadline:
+            time.sleep(backoff(attempt))
+            attempt += 1
+            if flight.changed():
+                flight.refresh(force=True)
+                landed = flight.read(ranges)
+                tally.add_landed(landed)
+                out += landed
+                ranges = subtract(ranges, [(s, s + len(b)) for s, b in landed])
+                if ranges and not flight.claims(ranges):
+                    break  # the fetcher gave up, or is dead: fetch ourselves
+                last_look = time.monotonic()
+            elif time.monotonic() - last_look > 1.0:
+                last_look = time.monotonic()
+                if not flight.claims(ranges):
+                    break  # its process is gone (killed, or another node stopped beating)
+        if ranges:
+            got = self._upstream(ranges, tally)
+            out += got
+            self._keep(ident, got, None, None)
+        return out
 
     # -- open files -----------------------------------------------------------------------------
     def hold(self) -> None:
-        """Mark the entry open in every tier until :meth:`release` (eviction skips it)."""
-        key = self.identity().key
-        self._held = [tier.reading(key) for tier in self.tiers]
-        for ctx in self._held:
-            ctx.__enter__()
+        """Mark the file in use until :meth:`release` (eviction leaves it alone); counted.
+        Never contacts storage: before the file's identity is known, the mark waits for it."""
+        with self._lock:
+            self._holds += 1
+            ident = self._identity
+        if ident is not None:
+            for tier in self.disks:
+                tier.hold(ident)
 
     def release(self) -> None:
-        for ctx in getattr(self, "_held", []):
-            ctx.__exit__(None, None, None)
-        self._held = []
+        with self._lock:
+            if self._holds <= 0:
+                return
+            self._holds -= 1
+            ident = self._identity
+        if ident is not None:
+            for tier in self.disks:
+                tier.release(ident)
 
     # -- whole files ----------------------------------------------------------------------------
     def is_complete(self) -> bool:
-        key = self.identity().key
-        return any(t.is_complete(key) for t in self.tiers)
+        ident = self.identity()
+        return any(t.complete(ident) for t in self.disks)
+

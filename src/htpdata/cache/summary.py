@@ -1,8 +1,12 @@
-"""A tier's usage summary: what a report needs, small enough to read at once (pure).
+"""An area's usage summary: what reports and quota decisions need, small enough to read at once
+(pure).
 
-Built from one scan (by every eviction pass and by ``htpdata report --refresh``) and stored as
-``ROOT/usage.json``, so reports over a tier with millions of entries read one small file
-instead of walking the tree. Sizes are aggregated; only the ``coldest`` few entries are listed.
+Built from one scan (every eviction pass, ``htpdata report --refresh``) and stored as the area's
+``usage.json`` by the area's steward (its user, or the tier's owner), so reports over an area of
+millions of entries read one small file. Usage is counted by the files' owners (``st_uid``,
+``st_gid``), never by what a writer declares. Names and datasets appear only in summaries of
+areas whose readers may see them (a user's own; the trusted area's, whose names are the
+facility's own); a summary others can read never names another user's files.
 """
 
 from __future__ import annotations
@@ -11,49 +15,52 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .disk import EntryInfo
+from ..names import namespace_of
+from .scan import EntryStat
 
-__all__ = ["summarize"]
+__all__ = ["COLDEST", "summarize"]
 
 COLDEST = 20
 
 
-def _namespace(name: str) -> str:
-    if name.startswith("rucio:"):
-        return "rucio:" + name.split(":", 2)[1]
-    return name.split(":", 1)[0] if ":" in name else "?"
-
-
-def summarize(entries: Iterable[EntryInfo], pins: Mapping[str, float], now: float,
+def summarize(entries: Iterable[EntryStat], now: float, *, names: bool,
+              in_use: frozenset[str] = frozenset(),
+              records: Mapping[str, tuple[int, int]] | None = None,
               coldest: int = COLDEST) -> dict[str, Any]:
-    """Totals, pinned bytes, and bytes and files by user, group, dataset and namespace."""
+    """Totals, pinned bytes, bytes and entries by owner uid and gid (and by dataset and
+    namespace when ``names``), and the coldest few entries eviction would take next.
+    ``records`` are the byte counters of the reader records this summary includes."""
     total = files = pinned = complete = 0
     groups: dict[str, dict[str, list[int]]] = {
-        k: defaultdict(lambda: [0, 0]) for k in ("user", "group", "dataset", "namespace")}
-    candidates: list[EntryInfo] = []
+        k: defaultdict(lambda: [0, 0]) for k in (("uid", "gid", "dataset", "namespace")
+                                                 if names else ("uid", "gid"))}
+    candidates: list[EntryStat] = []
     for e in entries:
         total += e.bytes
         files += 1
-        is_pinned = pins.get(e.key, 0.0) > now
+        is_pinned = e.pinned_until > now
         pinned += e.bytes if is_pinned else 0
         complete += e.complete
-        name = str(e.meta.get("name", "?"))
-        for k, v in (("user", e.meta.get("user")), ("group", e.meta.get("group")),
-                     ("dataset", e.meta.get("dataset")), ("namespace", _namespace(name))):
-            row = groups[k][str(v or "-")]
+        rows: list[tuple[str, object]] = [("uid", e.uid), ("gid", e.gid)]
+        if names:
+            rows += [("dataset", e.dataset), ("namespace", namespace_of(e.name or "?"))]
+        for k, v in rows:
+            row = groups[k][str(v if v is not None else "-")]
             row[0] += e.bytes
             row[1] += 1
-        if not is_pinned and e.readers == 0:
+        if not is_pinned and e.key not in in_use:
             candidates.append(e)
-            if len(candidates) > 4 * coldest:  # keep memory flat on huge tiers
+            if len(candidates) > 4 * coldest:  # keep memory flat on huge areas
                 candidates.sort(key=lambda x: x.last_access)
                 del candidates[coldest:]
     candidates.sort(key=lambda x: x.last_access)
-    out: dict[str, Any] = {"t": now, "total": total, "entries": files, "pinned": pinned,
-                           "complete": complete}
-    for k, rows in groups.items():
-        out[f"by_{k}"] = {who: b for who, (b, _) in rows.items()}
-        out[f"files_by_{k}"] = {who: n for who, (_, n) in rows.items()}
-    out["coldest"] = [{"name": e.meta.get("name"), "bytes": e.bytes, "last_access": e.last_access,
-                       "user": e.meta.get("user"), "key": e.key} for e in candidates[:coldest]]
+    out: dict[str, Any] = {"schema": 2, "t": now, "total": total, "entries": files,
+                           "pinned": pinned, "complete": complete,
+                           "records": {k: list(v) for k, v in (records or {}).items()}}
+    for k, by in groups.items():
+        out[f"by_{k}"] = {who: b for who, (b, _) in by.items()}
+        out[f"files_by_{k}"] = {who: n for who, (_, n) in by.items()}
+    out["coldest"] = [{"key": e.key, "bytes": e.bytes, "last_access": e.last_access,
+                       "uid": e.uid, **({"name": e.name} if names else {})}
+                      for e in candidates[:coldest]]
     return out

@@ -187,10 +187,17 @@ def _cache_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> 
                                       "file the catalogs or the cache know.")
     name_argument(info, "name", "a file's logical name or URL")
     json_option(info, "one record per tier")
-    clear = sub.add_parser("clear", help="remove a file's entries, or everything in a tier",
-                           parents=[common])
-    clear.add_argument("name", nargs="?", help="a file (default: every entry of the tiers)")
+    clear = sub.add_parser("clear", help="remove a file's entries, or everything of yours in a "
+                           "tier", parents=[common],
+                           description="Remove a file from your cache areas, or with no name "
+                                       "everything of yours (what other users own is left "
+                                       "alone and counted). With no name it asks on a "
+                                       "terminal, and needs --yes otherwise.")
+    clear.add_argument("name", nargs="?", help="a file (default: every entry of yours)")
     clear.add_argument("--tier", choices=["local", "shared"], help="only this tier")
+    clear.add_argument("--yes", action="store_true",
+                       help="do not ask before removing everything (needed when not on a "
+                            "terminal)")
     json_option(clear, "what was removed")
     evict = sub.add_parser("evict", help="run an eviction pass now (watermarks, quotas, pins)",
                            parents=[common])
@@ -228,9 +235,13 @@ def _cache(args: argparse.Namespace) -> int:
             result: dict[str, Any] = {"name": name, "freed": freed}
             text = f"removed {freed} bytes held for {name}"
         else:
-            entries, freed = cache.clear(args.tier)
-            result = {"tier": args.tier, "entries": entries, "freed": freed}
-            text = f"removed {entries} entries, {freed} bytes ({human_bytes(freed)})"
+            if not _confirmed(args):
+                return 1
+            entries, freed, skipped = cache.clear(args.tier)
+            result = {"tier": args.tier, "entries": entries, "freed": freed,
+                      "skipped": skipped}
+            others = f"; {skipped} left alone (other users own them)" if skipped else ""
+            text = f"removed {entries} entries, {freed} bytes ({human_bytes(freed)}){others}"
         if args.json:
             print_json(result)
         else:
@@ -247,10 +258,33 @@ def _cache(args: argparse.Namespace) -> int:
         print_json(report.as_dict())
     else:
         verb = "would free" if args.dry_run else "freed"
+        others = f", {report.skipped_foreign} of other users left alone" \
+            if report.skipped_foreign else ""
         print(f"{args.tier}: {verb} {report.freed} bytes ({human_bytes(report.freed)}) in "
               f"{report.removed} entries of {report.entries} ({report.total_before} bytes held, "
-              f"{report.pinned} pinned, {report.skipped_busy} busy) in {report.seconds:.1f} s")
+              f"{report.pinned} pinned, {report.skipped_busy} busy{others}) in "
+              f"{report.seconds:.1f} s")
     return 0
+
+
+def _confirmed(args: argparse.Namespace) -> bool:
+    """``cache clear`` with no name removes everything of this user's: asked on a terminal,
+    else ``--yes`` is needed (a UsageError, exit 2, says so)."""
+    import sys
+
+    from ..errors import UsageError
+
+    if args.yes:
+        return True
+    where = f"the {args.tier} tier" if args.tier else "every tier"
+    if not sys.stdin.isatty():
+        raise UsageError(f"cache clear removes everything of yours in {where}; add --yes to "
+                         "confirm")
+    answer = input(f"remove everything of yours in {where}? [y/N] ")
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    note("nothing removed")
+    return False
 
 
 def _when(t: float | None) -> str | None:
@@ -263,4 +297,5 @@ CACHE = Command(
     "inspect, clear or evict the cache", _cache_args, _cache,
     (("htpdata cache info demo:/store/demo/mc/HZZ/uproot-HZZ.root", "what each tier holds"),
      ("htpdata cache evict --tier shared --dry-run", "what an eviction pass would remove"),
-     ("htpdata cache clear demo:/store/demo/mc/HZZ/uproot-HZZ.root", "drop one file")))
+     ("htpdata cache clear demo:/store/demo/mc/HZZ/uproot-HZZ.root", "drop one file"),
+     ("htpdata cache clear --tier local --yes", "empty your part of this node's tier")))

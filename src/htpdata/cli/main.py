@@ -122,8 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry() -> None:
     """The console script: run, then close the default client before the interpreter exits.
 
-    Closing first is what keeps the exit prompt: queued cache writes land and the journal
-    flushes; the XRootD handles still open are closed concurrently (each close is a round
+    Closing first is what keeps the exit prompt: queued cache writes land and the reader
+    records close; the XRootD handles still open are closed concurrently (each close is a round
     trip; a dead server gets at most 5 s), so the XRootD client's own exit handler finds none
     left to close one by one, and its threads stop at once. When every handle is closed, the
     objects alive now are frozen (``gc.freeze``): the interpreter's exit still runs every exit

@@ -22,7 +22,8 @@ def _report_args(p: argparse.ArgumentParser, _: argparse.ArgumentParser) -> None
     p.add_argument("--tier", action="append", choices=["local", "shared"],
                    help="only this tier (repeatable)")
     p.add_argument("--refresh", action="store_true",
-                   help="rescan the tiers instead of using the last eviction pass's summary")
+                   help="rescan your areas of the tiers instead of using the last pass's "
+                        "summary")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true",
                      help="the whole report as JSON (schema htpdata.report/1)")
@@ -95,11 +96,12 @@ REPORT = Command(
 
 def _quota_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="quota_command", metavar="ACTION")
-    s = sub.add_parser("set", help="operators: set a user's or group's limit on a tier",
+    s = sub.add_parser("set", help="the tier's owner: set a user's or group's limit",
                        parents=[common],
                        description="Set (or with 0 remove) a user's or group's limit on a "
-                                   "tier. Only the tier's owner, root or the cache.operators "
-                                   "group may (exit 4 otherwise).")
+                                   "tier ('*' is everyone's default). Only the tier's owner "
+                                   "or root may (exit 4 otherwise): a quota.json anyone else "
+                                   "wrote is ignored.")
     who = s.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="the Unix user the limit is for")
     who.add_argument("--group", help="the Unix group the limit is for")
@@ -123,8 +125,7 @@ def _quota(args: argparse.Namespace) -> int:
             raise UsageError(f"--soft {args.soft} bytes is above the hard limit {args.hard} "
                              "bytes: the soft limit warns before the hard one refuses")
         kind, name = ("users", args.user) if args.user else ("groups", args.group)
-        data = set_quota(c.cache.tier(args.tier), kind, name, args.hard, args.soft,
-                         c.settings.cache.operators)
+        data = set_quota(c.cache.tier(args.tier), kind, name, args.hard, args.soft)
         q = data[kind].get(name)
         if args.json:
             print_json({"tier": args.tier, "kind": kind[:-1], "name": name,
@@ -159,7 +160,8 @@ def _quota(args: argparse.Namespace) -> int:
 
 
 QUOTA = Command(
-    "my usage and limits; operators: quota set", _quota_args, _quota,
+    "my usage and limits; the tier's owner: quota set", _quota_args, _quota,
     (("htpdata quota", "what you and your group use, and your limits"),
-     ("htpdata quota set --user alice 2TB --soft 1.5TB", "operators: alice's limit"),
+     ("htpdata quota set --user alice 2TB --soft 1.5TB", "the tier's owner: alice's limit"),
+     ("htpdata quota set --user '*' 500GB", "everyone's default limit"),
      ("htpdata quota set --group cms 0", "remove the group's limit")))

@@ -1,9 +1,10 @@
 """Conversion of ROOT to Parquet or RNTuple, kept in the cache as derived entries.
 
 A derived entry is named by its source's content identity (name, size, adler32), the columns,
-the output format and the converter version; it lives in a cache tier like any entry (one
-extent holding the whole output file), so it is accounted, quota-limited and evictable, and a
-changed source simply names another entry. Its ``meta.json`` records the provenance.
+the output format and the converter version; it lives in a cache tier like any entry (the
+whole output file kept as a plain file, in the converting user's own area), so it is
+accounted, quota-limited and evictable, and a changed source simply names another entry. A
+blob beside it records the provenance (:func:`provenance`).
 
 - :mod:`.columns`: column selection with wildcards and near-miss hints (pure);
 - :mod:`.writer`: ROOT in, Parquet or RNTuple out, in bounded-memory steps.
@@ -24,15 +25,16 @@ from typing import Any
 
 from .._version import __version__
 from ..adler32 import adler32_file
-from ..cache.disk import DiskTier
 from ..cache.identity import Identity
+from ..cache.tier import DiskTier
+from ..cache.whole import adopt, scratch, whole_file
 from ..client import Client
 from ..names import Name, parse_name
 from .columns import ColumnNotFoundError, ConversionError, parse_patterns
 from .writer import CONVERTER_VERSION, choose, open_tree, write_parquet, write_rntuple
 
 __all__ = ["ColumnNotFoundError", "ConversionError", "arrays", "convert_many", "convert_one",
-           "converted", "find_derived"]
+           "converted", "find_derived", "provenance"]
 
 log = logging.getLogger("htpdata.convert")
 FORMATS = ("parquet", "rntuple")
@@ -47,28 +49,25 @@ def _derived_name(source: Identity, columns: Sequence[str] | None, fmt: str,
     return f"derived:{fmt}:{hashlib.sha256(spec.encode()).hexdigest()[:32]}"
 
 
-def _lookup(tier: DiskTier, derived: str) -> Path | None:
-    key = tier.current_key(Identity(derived, 0).name_key)
-    if key is None or not tier.is_complete(key):
+def _lookup(tier: DiskTier, derived: str) -> tuple[Path, dict[str, Any]] | None:
+    found = whole_file(tier, derived)
+    if found is None:
         return None
-    extents = tier.extents(key)
-    if len(extents) != 1:
+    path, ident, meta = found
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
         return None
-    (r, adler), = extents.items()
-    from ..cache.layout import extent_name
-
-    path = tier.layout.extents(key) / extent_name(r, adler)
     with _lock:
-        if _verified.get(str(path)) == path.stat().st_mtime:
-            return path
-    if adler32_file(path) != adler:  # checked once per process, like every cache read
+        if _verified.get(str(path)) == mtime:
+            return path, meta
+    if adler32_file(path) != ident.adler32:  # checked once per process, like every cache read
         log.warning("derived file %s is corrupt; converting again", path)
-        tier.remove_entry(key)
+        tier.forget_name(derived)
         return None
     with _lock:
-        _verified[str(path)] = path.stat().st_mtime
-    tier.touch(key)
-    return path
+        _verified[str(path)] = mtime
+    return path, meta
 
 
 def converted(name: str | Name, format: str = "parquet",
@@ -97,7 +96,7 @@ def find_derived(derived: str, *, client: Client | None = None,
     for t in tiers:
         found = _lookup(t, derived)
         if found is not None:
-            return found
+            return found[0]
     raise ConversionError(f"{derived}: no tier holds it (evicted, or converted on another "
                           "cache); convert its source again")
 
@@ -122,8 +121,8 @@ def convert_one(name: str | Name, format: str = "parquet",
     target = client.tier(tier)
     found = _lookup(target, derived)
     if found is not None:
-        return found, derived
-    tmp = target.scratch() / f".convert-{os.getpid()}-{secrets.token_hex(4)}.{format}"
+        return found[0], derived
+    tmp = scratch(target) / f".convert-{os.getpid()}-{secrets.token_hex(4)}.{format}"
     t0 = time.monotonic()
     try:
         with open_name(client, n) as f:
@@ -136,7 +135,7 @@ def convert_one(name: str | Name, format: str = "parquet",
         ident = Identity(derived, tmp.stat().st_size, adler32_file(tmp))
         meta = _provenance(n, source, cols, patterns, format, tree, entries,
                            time.monotonic() - t0, client)
-        path = target.adopt(ident, tmp, meta)
+        path = adopt(target, ident, tmp, meta)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()  # never leave a partial output behind
@@ -158,6 +157,27 @@ def _provenance(n: Name, source: Identity, cols: Sequence[str], patterns: Any, f
                          "awkward": awkward.__version__, "pyarrow": pyarrow.__version__},
             "user": client.cache.user, "group": client.cache.group,
             "dataset": client.resolver.dataset_of(n)}
+
+
+def provenance(path: str | os.PathLike[str], *, client: Client | None = None,
+               tier: str | None = None) -> dict[str, Any]:
+    """Where a converted copy (a path :func:`converted` returned) came from: the source's name,
+    size and adler32, the columns, format, converter and library versions."""
+    from ..default import default_client
+
+    client = client or default_client()
+    p = Path(path)
+    target = client.tier(tier)
+    name = p.name
+    key = name[2:] if name.startswith("w.") else ""
+    for area in target.read_areas():
+        with area.using(p.parent.name) as entry:
+            for head in entry.heads():
+                if head.key == key and head.blob("meta") is not None:
+                    found = whole_file(target, str(head.info.get("name")))
+                    if found is not None and found[0].name == name:
+                        return found[2]
+    raise ConversionError(f"{path} is not a converted copy in the {target.name} tier")
 
 
 def arrays(name: str | Name, columns: str | Sequence[str] | None = None,
@@ -216,7 +236,7 @@ def _remote_convert(settings: Any, name: str, fmt: str, columns: Any, tree: str 
         path, derived = convert_one(name, fmt, columns, client=client, tree=tree, tier=tier)
     except ConversionError as exc:
         return {"name": name, "error": str(exc)}
-    client.cache.journal.flush()
+    client.cache.sync()
     return _row(name, path, derived, time.monotonic() - t0)
 
 

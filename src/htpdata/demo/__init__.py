@@ -185,7 +185,7 @@ def _run(server: XRootDServer, out: _Out, result: dict[str, Any], keep_running: 
             with open_name(c, name) as f:
                 uproot.open(f)["Events"].arrays(branches)
             took = time.perf_counter() - t0
-            s = c.cache.journal.totals
+            s = c.cache.totals.as_dict()
             served = s["memory"] + s["local"] + s["shared"]
             reads[label] = {"seconds": took, "served_from_cache": served,
                             "memory": s["memory"], "local": s["local"], "shared": s["shared"],

@@ -1,9 +1,9 @@
 """Usage, quota and traffic reports over the cache tiers.
 
-- :mod:`.traffic`: fold per-process journals into daily aggregates;
-- :mod:`.collect`: a :class:`Report` from tier summaries, quotas and traffic;
+- :mod:`.collect`: a :class:`Report` from the areas' summaries, quotas and daily traffic
+  (folded from reader records by :mod:`htpdata.cache.fold`);
 - :mod:`.render`: CSV, Prometheus text, self-contained HTML with SVG charts;
-- :mod:`.quota`: setting limits (operators only).
+- :mod:`.quota`: setting limits (the tier's owner only).
 """
 
 from .collect import BY, Report, build_report

@@ -1,23 +1,28 @@
-"""Gather a report: usage from each tier's summary, traffic from the folded journals."""
+"""Gather a report: usage from the summaries of the areas this user may see, traffic from the
+reader records of the areas it stewards (folded first, so its own reads count at once)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import grp
+import pwd
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..cache.accounting import COUNTERS
-from ..cache.disk import DiskTier
-from ..cache.evict import read_quotas
-from ..cache.summary import summarize
+from ..cache import area_usage
+from ..cache.evict import fold_now, tally_area
+from ..cache.fold import read_days
+from ..cache.tier import DiskTier
+from ..cache.trust import TRUSTED
 from ..client import Client
-from .traffic import fold, read_days
 
 __all__ = ["BY", "Report", "build_report"]
 
 BY = ("user", "group", "dataset", "namespace", "site")
 SERVED = ("memory", "local", "shared")
+COUNTERS = ("memory", "local", "shared", "upstream", "inserted", "requests")
 
 
 def hit_ratio(row: Mapping[str, Any]) -> float | None:
@@ -136,29 +141,99 @@ class Report:
         return report_html(self)
 
 
+def _name(kind: str, key: str) -> str:
+    """A uid or gid as the name people read (the number if the system does not know it)."""
+    try:
+        n = int(key)
+        return pwd.getpwuid(n).pw_name if kind == "uid" else grp.getgrgid(n).gr_name
+    except (ValueError, KeyError):
+        return key
+
+
+def _merge(into: dict[str, Any], summary: dict[str, Any]) -> None:
+    for k in ("total", "entries", "pinned", "complete"):
+        v = summary.get(k)
+        into[k] = into.get(k, 0) + (v if isinstance(v, int) else 0)
+    if isinstance(summary.get("t"), int | float):
+        into["t"] = max(into.get("t") or 0, summary["t"])
+    for src, dst, kind in (("uid", "user", "uid"), ("gid", "group", "gid"),
+                           ("dataset", "dataset", ""), ("namespace", "namespace", "")):
+        for prefix in ("by_", "files_by_"):
+            rows = summary.get(f"{prefix}{src}")
+            if not isinstance(rows, dict):
+                continue
+            target = into.setdefault(f"{prefix}{dst}", {})
+            for who, n in rows.items():
+                label = _name(kind, who) if kind else who
+                if isinstance(n, int):
+                    target[label] = target.get(label, 0) + n
+    for c in summary.get("coldest") or []:
+        if isinstance(c, dict):
+            into.setdefault("coldest", []).append(
+                {**c, "user": _name("uid", str(c.get("uid")))})
+
+
 def _usage(tier: DiskTier, refresh: bool) -> dict[str, Any]:
-    usage = tier.read_usage()
-    if refresh or "by_dataset" not in usage:
-        usage = summarize(tier.infos(), tier.pins(), time.time())  # streamed: flat memory
-        tier.write_usage(usage)
-    return usage
+    """What this user may see of ``tier``: its own area's summary (recounted if asked, or if
+    there is none yet), the trusted area's (its owner's), the group area's."""
+    out: dict[str, Any] = {"total": 0, "entries": 0, "pinned": 0, "complete": 0}
+    for area in tier.read_areas():
+        mine = area.writable and area.me.uid in (area.steward, 0)
+        drop = tier._drop() if area.spec.kind == TRUSTED else None
+        summary: dict[str, Any] | None = area.read_usage()
+        if mine and (refresh or not summary):
+            summary = tally_area(area, drop, tier_column=tier.name) or area.read_usage()
+        elif mine:
+            fold_now(area, drop, tier_column=tier.name)  # traffic and stamps now
+            summary = dict(area.read_usage())
+            # what this user stored and removed since the last pass counts at once
+            delta = area_usage(area) - int(summary.get("total", 0) or 0)
+            if delta:
+                uid = str(area.me.uid)
+                by_uid = dict(summary.get("by_uid") or {})
+                by_uid[uid] = max(0, int(by_uid.get(uid, 0)) + delta)
+                summary.update(total=max(0, int(summary.get("total", 0) or 0) + delta),
+                               by_uid=by_uid)
+        _merge(out, summary or {})
+    out["coldest"] = sorted(out.get("coldest", []), key=lambda c: c.get("last_access") or 0)[:20]
+    return out
+
+
+def _days(tier: DiskTier, since: float | None) -> dict[str, dict[str, Any]]:
+    cutoff = dt.datetime.fromtimestamp(since, dt.timezone.utc).strftime("%Y-%m-%d") \
+        if since is not None else ""
+    days: dict[str, dict[str, Any]] = {}
+    for area in tier.my_areas():
+        for day, agg in read_days(area, cutoff).items():
+            into = days.setdefault(day, {"totals": {}})
+            for c, n in agg.get("totals", {}).items():
+                into["totals"][c] = into["totals"].get(c, 0) + n
+            for k in BY:
+                target = into.setdefault(f"by_{k}", {})
+                for who, row in agg.get(f"by_{k}", {}).items():
+                    t = target.setdefault(who, {})
+                    for c, n in row.items():
+                        t[c] = t.get(c, 0) + n
+    return dict(sorted(days.items()))
 
 
 def build_report(client: Client, by: str = "user", since: float | None = None,
                  refresh: bool = False, tiers: list[str] | None = None) -> Report:
-    """``since`` is a Unix time; ``refresh`` rescans the tiers instead of using the summary the
-    last eviction pass left (a scan walks every entry: minutes on a 10^6-entry tier)."""
+    """``since`` is a Unix time; ``refresh`` rescans this user's areas instead of using the
+    summary their last pass left (a scan walks every entry of the area). Traffic is folded
+    from the reader records every time (cheap), so a user's own reads count at once."""
     if by not in BY:
         raise ValueError(f"--by must be one of {', '.join(BY)}")
-    client.cache.flush()
-    client.cache.journal.flush()
+    client.cache.sync()
     report = Report(by, since, time.time())
     for tier in client.cache.tiers:
         if tiers and tier.name not in tiers:
             continue
-        fold(tier)
+        if not tier.usable:
+            continue
+        usage = _usage(tier, refresh)
         quotas = {kind: {who: {"soft": q.soft, "hard": q.hard} for who, q in rows.items()}
-                  for kind, rows in read_quotas(tier).items()}
-        report.tiers.append(TierReport(tier.name, str(tier.root), tier.size,
-                                       _usage(tier, refresh), quotas, read_days(tier, since)))
+                  for kind, rows in client.cache.quotas(tier).items()}
+        report.tiers.append(TierReport(tier.name, str(tier.root), tier.size, usage, quotas,
+                                       _days(tier, since)))
     return report

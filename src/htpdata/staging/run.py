@@ -8,22 +8,20 @@ does not), each writing into the shared tier.
 
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._dask import connect
-from ..cache.disk import DiskTier
-from ..cache.evict import read_quotas
 from ..cache.identity import Identity
+from ..cache.tier import DiskTier
 from ..catalogs import FileEntry
 from ..client import Client
-from ..config import Settings
+from ..config import Duration, Settings
 from ..errors import StageRefusedError
 from ..names import Name, parse_name
-from ..quotas import room, tightest
+from ..quotas import tightest
 from .plan import Plan, make_plan
 from .progress import Progress
 from .transfer import FileResult, stage_file, transfer
@@ -34,12 +32,7 @@ __all__ = ["StageRefusedError", "StageSummary", "parse_duration", "stage"]
 def parse_duration(text: str) -> float:
     """Seconds in ``7d``, ``12h``, ``30m``, ``90s``, ``2w``, ``1y`` (365 days) or a plain
     number of seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([smhdwy]?)\s*", text)
-    if m is None:
-        raise ValueError(f"expected a duration such as 7d, 12h, 30m or 1y, got {text!r}")
-    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400,
-            "y": 365 * 86400}[m.group(2)]
-    return float(m.group(1)) * unit
+    return float(Duration.parse(text))
 
 
 @dataclass
@@ -86,17 +79,18 @@ class StageSummary:
 def _bounds(client: Client, tier: DiskTier) -> tuple[int | None, int | None, str]:
     """Bytes the tier can still take, bytes the tightest hard quota (the user's or their
     group's) can still take, and that quota's name."""
+    cache = client.cache
     tier_free: int | None = None
-    usage = tier.read_usage()
-    if tier.size > 0:
-        tier_free = max(0, int(client.settings.cache.high_watermark * tier.size)
-                        - int(usage.get("total", 0)))
+    used = cache.usage(tier)  # this user's bytes there, own writes and removals included
+    if tier.size > 0 and (tier.is_owner or not tier.root.exists()):
+        tier_free = max(0, int(client.settings.cache.high_watermark * tier.size) - used)
     try:
-        disk_free = shutil.disk_usage(tier.root).free
+        disk_free = shutil.disk_usage(tier.root if tier.root.exists() else
+                                      tier.root.parent).free
         tier_free = disk_free if tier_free is None else min(tier_free, disk_free)
     except OSError:
         pass
-    left = tightest(room(read_quotas(tier), client.cache.user, client.cache.group, usage))
+    left = tightest(cache.room(tier))
     if left is None:
         return tier_free, None, "your hard quota"
     free, owner = left
@@ -129,9 +123,9 @@ def _plan(client: Client, names: list[str | Name],
     for f in files.values():
         if f.size is None:
             continue
-        key = Identity(str(parse_name(f.name)), f.size, f.adler32).key
-        complete[f.name] = tier.is_complete(key)
-        partial[f.name] = sum(e - s for s, e in tier.extents(key))
+        ident = Identity(str(parse_name(f.name)), f.size, f.adler32)
+        complete[f.name] = tier.complete(ident)
+        partial[f.name] = 0
     tier_free, quota_free, quota_name = _bounds(client, tier)
     return make_plan(files.values(), complete, partial, tier.name, tier_free, quota_free,
                      quota_name), staged_as
@@ -185,7 +179,7 @@ def stage(names: list[str | Name] | str | Name, *, client: Client | None = None,
                                   for r in summary.results if r.status != "failed")]:
             if f.size is not None:
                 client.cache.pin(str(parse_name(f.name)), f.size, f.adler32, until)
-    client.cache.journal.flush()
+    client.cache.sync()
     return summary
 
 
@@ -206,7 +200,7 @@ def _remote_stage(settings: Settings, entry: FileEntry, tier: str, streams: int,
     client = worker_client(settings)
     result = stage_file(client, entry, client.cache.tier(tier), streams=streams,
                         retries=retries, dataset=dataset)
-    client.cache.journal.flush()  # the staged bytes reach the traffic figures
+    client.cache.sync()  # the staged bytes reach the traffic figures
     return result
 
 

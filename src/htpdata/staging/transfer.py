@@ -1,11 +1,11 @@
 """Move whole files into a tier: pieces from many files in flight at once, each verified.
 
-A file is stored as the cache stores everything, as extents of ``cache.max_extent`` bytes
-(4 MiB) each published by rename with its own adler32. Pieces an earlier run already stored are
-not fetched again (resume after Ctrl-C or kill -9). When every byte is there, the whole file's
-adler32 is computed from the pieces' checksums (no second read) and compared with the catalog's
-or Rucio's; only then is ``complete.ADLER32`` written. A mismatch drops the entry and fetches
-the file again once; then the file fails.
+A file is fetched in pieces of ``cache.max_extent`` bytes (4 MiB) and written, as they arrive,
+into one pack in the cache (:class:`~htpdata.cache.whole.StagedFile`); pieces an earlier run
+already wrote are not fetched again (resume after Ctrl-C or kill -9). When every byte is there,
+the whole file's adler32 is combined from the pieces' block checksums (no second read) and
+compared with the catalog's or Rucio's; only then is the pack published, marked complete. A
+mismatch throws the bytes away and fetches the file again once; then the file fails.
 
 :func:`transfer` keeps ``jobs x streams`` piece reads in flight over all files, at most
 ``streams`` of them from one file, taking pieces in file order. Files are opened ahead (up to
@@ -25,10 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ..adler32 import adler32
-from ..cache.disk import DiskTier
 from ..cache.identity import Identity
-from ..cache.ranges import Range, cover, split
+from ..cache.ranges import Range
+from ..cache.tier import DiskTier
+from ..cache.whole import StagedFile
 from ..catalogs import FileEntry
 from ..client import Client
 from ..errors import (
@@ -40,7 +40,6 @@ from ..errors import (
 )
 from ..reader import ReplicaReader
 from ..replicas import ResolvedFile
-from .checksum import combine_all
 
 __all__ = ["FileResult", "stage_file", "transfer"]
 
@@ -94,6 +93,7 @@ class _File:
                  dataset: str | None = None) -> None:
         self.index = index
         self.dataset = dataset
+        self.dataset_name: str | None = dataset
         self.client = client
         self.entry = entry
         self.tier = tier
@@ -105,7 +105,7 @@ class _File:
         self.resolved: ResolvedFile | None = None
         self.ident: Identity | None = None
         self.adler: str | None = None
-        self.meta: dict[str, Any] = {}
+        self.staged: StagedFile | None = None
         self.pending: deque[Range] = deque()
         self.inflight = 0
         self.ready = False  # started; its pieces may be dispatched
@@ -127,46 +127,50 @@ class _File:
             size = ReplicaReader(resolved, self.client.transports).size()
         r.size = size
         self.ident = ident = Identity(str(resolved.name), size, self.adler)
-        if self.tier.is_complete(ident.key):
+        if self.tier.complete(ident):
             r.status, r.verified, r.adler32 = "cached", True, self.adler
             self.done = True
             return
         # The dataset the user staged by name; a file's catalog dataset only when staged alone.
-        dataset = self.dataset or self.client.resolver.dataset_of(resolved.name)
-        self.meta = {"user": self.client.cache.user, "group": self.client.cache.group,
-                     "dataset": dataset, "staged": True}
-        self._plan_pieces()
+        self.dataset_name = self.dataset or self.client.resolver.dataset_of(resolved.name)
+        info = {"dataset": self.dataset_name, "created": time.time()}
+        private = self.client.cache.private(resolved, self.client.transports)
+        self.staged = StagedFile(self.tier, ident, info, private=private,
+                                 piece=self.client.settings.cache.max_extent)
+        todo = self.staged.open()
+        self.result.attempts += 1
+        if not todo and self.tier.complete(ident):  # another process staged it meanwhile
+            r.status, r.verified, r.adler32 = "cached", True, self.adler
+            self.done = True
+            return
+        self.result.resumed = self.staged.resumed
+        self.pending = deque(todo)
         if self.pending:
             # Open now (XRootD keeps the handle), so the first piece costs no open; a replica
             # that cannot be opened is failed over here.
             self._current().prepare()
 
-    def _plan_pieces(self) -> None:
-        assert self.ident is not None
-        self.result.attempts += 1
-        have = list(self.tier.extents(self.ident.key))
-        todo = [p for p in split((0, self.ident.size), self.client.settings.cache.max_extent)
-                if cover(p, have) is None]
-        self.result.resumed = self.ident.size - sum(e - s for s, e in todo)
-        self.pending = deque(todo)
-
     def finish(self) -> None:
         """Every byte is there: check the whole file's adler32, then mark it complete (or
         plan a second fetch of the whole file after a first mismatch). Raises what fails it."""
         assert self.ident is not None
+        assert self.staged is not None
         r = self.result
-        got = _whole_adler32(self.tier, self.ident)
+        if self.staged.missing():
+            raise StorageError("the staged file has holes (pieces missing)", name=self.entry.name)
+        got = self.staged.adler32()
         r.adler32 = got
         if self.adler is not None and got != self.adler:
+            self.staged.drop()
             if r.attempts >= 2:
                 raise ChecksumMismatchError(self.entry.name, self.adler, got,
                                             "after staging twice")
             log.warning("%s: adler32 %s after staging, catalog says %s; fetching again",
                         self.entry.name, got, self.adler)
-            self.tier.remove_entry(self.ident.key)
-            self._plan_pieces()
+            r.attempts += 1
+            self.pending = deque(self.staged.restart())
             return
-        self.tier.mark_staged(self.ident, got, self.meta)
+        self.staged.finish()
         r.verified = self.adler is not None
         r.status = "staged"
         self.done = True
@@ -201,14 +205,18 @@ class _File:
                 log.info("%s: %s; retrying in %.1f s", self.resolved.name, exc, delay)
                 time.sleep(delay)
                 reader = ReplicaReader(self.resolved, self.client.transports)  # all again
-        self.tier.write_extent(self.ident, piece[0], data, self.meta)
+        assert self.staged is not None
+        self.staged.write(piece[0], data)
         rep = reader.replica
         if rep is not None:
             self.result.replica = rep.url
         # Staged bytes count in the traffic figures (as "staged": fetched, not read).
-        self.client.cache.journal.add(self.ident.key, str(self.resolved.name),
-                                      self.meta.get("dataset"), rep.site if rep else None,
-                                      staged=len(data), inserted=len(data), requests=1)
+        journal = self.tier.journal()
+        if journal is not None:
+            journal.count(self.ident.name_key, {"name": str(self.resolved.name),
+                                                "dataset": self.dataset_name,
+                                                "site": rep.site if rep else None},
+                          staged=len(data), inserted=len(data), requests=1)
         if on_bytes is not None:
             on_bytes(len(data))
         return len(data)
@@ -218,6 +226,8 @@ class _File:
         in the background), so opening ahead finds room for the next files."""
         for rep in self.resolved.replicas if self.resolved is not None else ():
             self.client.transports.release(rep)
+        if self.staged is not None:
+            self.staged.close()
 
     def _site(self) -> str:
         try:
@@ -375,23 +385,3 @@ def stage_file(client: Client, entry: FileEntry, tier: DiskTier, *, streams: int
     return transfer(client, [entry], tier, jobs=1, streams=streams, retries=retries,
                     backoff=backoff, on_bytes=on_bytes, cancel=cancel,
                     datasets={entry.name: dataset} if dataset else None)[0]
-
-
-def _whole_adler32(tier: DiskTier, ident: Identity) -> str:
-    """The file's adler32 from its extents' names (reading only extents used in part)."""
-    extents = tier.extents(ident.key)
-    pieces = cover((0, ident.size), list(extents))
-    if pieces is None:
-        raise StorageError("the staged file has holes (extents vanished while staging)",
-                           name=ident.name)
-    parts: list[tuple[int, int]] = []
-    for p in pieces:
-        if (p.start, p.end) == p.extent:
-            parts.append((int(extents[p.extent], 16), p.end - p.start))
-            continue
-        data = tier.read_extent(ident.key, p.extent, extents[p.extent])
-        if data is None:
-            raise StorageError("a staged extent is corrupt", name=ident.name)
-        chunk = data[p.start - p.extent[0]:p.end - p.extent[0]]
-        parts.append((adler32(chunk), len(chunk)))
-    return f"{combine_all(parts):08x}"
