@@ -90,9 +90,11 @@ def test_the_same_file_with_different_tokens_is_one_cache_entry(
     first, second = (token_issuer.token(s, scope="storage.read:/store") for s in ("a", "b"))
     with htpdata.Client(auth={"ca_file": str(token_origin.cert)}, cache=tiers) as c:
         assert c.cat(f"{token_origin.https_url}{PATH}?authz={first}", 0, 4096) == WANT[:4096]
-    entries = {p.parent for p in (tmp_path / "local").rglob("meta.json")}
+    from htpdata.testing.cachecheck import packs_under
+
+    entries = {p.parent for p in packs_under(tmp_path / "local")}
     with htpdata.Client(auth={"ca_file": str(token_origin.cert)}, cache=tiers) as c:
         assert c.cat(f"{token_origin.https_url}{PATH}?authz={second}", 0, 4096) == WANT[:4096]
         assert c.cache.info(f"{token_origin.https_url}{PATH}")
-    assert {p.parent for p in (tmp_path / "local").rglob("meta.json")} == entries
+    assert {p.parent for p in packs_under(tmp_path / "local")} == entries
     assert len(entries) == 1

@@ -278,24 +278,25 @@ def test_other_users_files_are_theirs_and_the_kernel_enforces_permissions(
     alice = users["htpalice"]
     cms = grp.getgrnam(GROUP).gr_gid
     a, b = emu.mounts
-    make_shared_tier(a / "tier")  # htpcache:htpcms 3775, made through node 0
+    make_shared_tier(a / "shared", trust="group")  # its group area: htpcache:htpcms 3770
     (a / "roots").write_text("root's")
     os.chmod(a / "roots", 0o644)
     r = _as_user("htpalice", f"""
         import os
         os.umask(0o022)
-        open('{a}/tier/mine', 'w').write('alice')
-        os.mkdir('{b}/tier/sub')
-        os.symlink('mine', '{a}/tier/ln')
+        open('{a}/shared/group/mine', 'w').write('alice')
+        os.mkdir('{b}/shared/group/sub')
+        os.symlink('mine', '{a}/shared/group/ln')
         open('{b}/private', 'w').write('alice, group from her primary group')
     """)
     assert r.returncode == 0, r.stderr
-    for name, gid in [("tier/mine", cms), ("tier/sub", cms), ("tier/ln", cms),
+    for name, gid in [("shared/group/mine", cms), ("shared/group/sub", cms),
+                      ("shared/group/ln", cms),
                       ("private", alice.pw_gid)]:
         st = os.lstat(backing / name)
         assert (st.st_uid, st.st_gid) == (alice.pw_uid, gid), name
-    assert os.stat(backing / "tier" / "sub").st_mode & 0o2000  # setgid is inherited
-    assert oct(os.stat(backing / "tier" / "mine").st_mode & 0o777) == "0o644"
+    assert os.stat(backing / "shared" / "group" / "sub").st_mode & 0o2000  # setgid is inherited
+    assert oct(os.stat(backing / "shared" / "group" / "mine").st_mode & 0o777) == "0o644"
 
     probe = textwrap.dedent("""
         import os, errno
@@ -307,20 +308,20 @@ def test_other_users_files_are_theirs_and_the_kernel_enforces_permissions(
                 print(what, errno.errorcode[e.errno])
     """)
     mallory = _as_user("htpmallory", probe.replace("CALLS", f"""[
-        ('unlink', lambda: os.unlink('{b}/tier/mine')),            # sticky: not hers
-        ('replace', lambda: os.rename('{b}/tier/sub', '{b}/x')),   # nor this
-        ('write', lambda: open('{a}/tier/mine', 'a')),             # 0644, not hers
+        ('unlink', lambda: os.unlink('{b}/shared/group/mine')),            # sticky: not hers
+        ('replace', lambda: os.rename('{b}/shared/group/sub', '{b}/x')),   # nor this
+        ('write', lambda: open('{a}/shared/group/mine', 'a')),             # 0644, not hers
         ('chmod', lambda: os.chmod('{b}/roots', 0o666)),
-        ('create', lambda: open('{a}/tier/mallorys', 'w').close()),  # group-writable tier
+        ('create', lambda: open('{a}/shared/group/mallorys', 'w').close()),  # group-writable tier
     ]"""))
     assert mallory.stdout.split() == ["unlink", "EPERM", "replace", "EPERM", "write", "EACCES",
                                       "chmod", "EPERM", "create", "allowed"], mallory.stderr
     outsider = _as_user("htpeve", probe.replace("CALLS", f"""[
-        ('create', lambda: open('{a}/tier/eves', 'w').close()),  # not in htpcms
+        ('create', lambda: open('{a}/shared/group/eves', 'w').close()),  # not in htpcms
     ]"""))
     assert outsider.stdout.split() == ["create", "EACCES"], outsider.stderr
-    assert os.stat(b / "tier" / "mine").st_uid == alice.pw_uid  # the other node agrees
-    assert not (backing / "tier" / "eves").exists()
+    assert os.stat(b / "shared" / "group" / "mine").st_uid == alice.pw_uid  # the other node
+    assert not (backing / "shared" / "group" / "eves").exists()
 
 
 # -- caches and consistency ----------------------------------------------------------------

@@ -105,19 +105,26 @@ def test_tokens_given_to_a_run_are_not_visible_to_other_users(tenants: Tenants) 
 
 
 def test_shared_tier_is_set_up_as_the_docs_say(tenants: Tenants) -> None:
+    """The root is the trusted writer's alone; every user may make an area of their own under
+    users/ (and leave records in drop/), nobody may list them or remove another's."""
     root = tenants.shared_tier()
     st = os.stat(root)
     assert st.st_uid == tenants.cache.uid
     assert st.st_gid == tenants.gid
-    assert stat.S_IMODE(st.st_mode) == 0o3775
-    made = tenants.python(tenants.alice, f"open({str(root / 'a')!r}, 'w').write('x')\n"
-                          f"import os; result = os.stat({str(root / 'a')!r}).st_gid")
-    assert made.unwrap() == tenants.gid  # setgid: files keep the tier's group
-    gone = tenants.python(tenants.mallory, f"import os; os.unlink({str(root / 'a')!r})")
-    assert gone.error == "PermissionError"  # sticky: only the owner removes it
-    assert (root / "a").read_text() == "x"
-    assert tenants.python(tenants.eve, f"open({str(root / 'b')!r}, 'w')").error == \
-        "PermissionError"
+    assert stat.S_IMODE(st.st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(root / "users").st_mode) == 0o1733
+    assert stat.S_IMODE(os.stat(root / "trusted").st_mode) == 0o755
+    assert tenants.python(tenants.alice, f"open({str(root / 'a')!r}, 'w')").error == \
+        "PermissionError"  # nobody but the owner writes in the root
+    area = root / "users" / str(tenants.alice.uid)
+    made = tenants.python(tenants.alice, f"import os; os.mkdir({str(area)!r}, 0o700)\n"
+                          f"result = os.stat({str(area)!r}).st_uid")
+    assert made.unwrap() == tenants.alice.uid
+    listed = tenants.python(tenants.mallory, f"import os; os.listdir({str(root / 'users')!r})")
+    assert listed.error == "PermissionError"  # which users use the cache is not shown
+    gone = tenants.python(tenants.mallory, f"import os; os.rmdir({str(area)!r})")
+    assert gone.error == "PermissionError"  # sticky: only alice (or the owner) removes it
+    assert area.is_dir()
 
 
 def test_users_run_htpdata_from_a_checkout_they_cannot_traverse(tmp_path: Path) -> None:

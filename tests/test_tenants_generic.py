@@ -3,8 +3,8 @@
 Real Unix users (``tenants`` fixture: htpalice and htpbob physicists, htpmallory hostile, all in
 group htpcms; htpcache the tier's owner; htpeve outside the group) run htpdata against a shared
 tier set up as docs/cache.md prescribes, a real XRootD origin and a real token-protected origin.
-Each test asserts the exact outcome. Tests marked ``xfail(strict=True)`` document attacks the
-current cache does not stop; they flip to passing with the cache's trust model (issue 14.1).
+Each test asserts the exact outcome. The attacks that depend on the cache's format and trust
+model are in tests/test_tenants_cache.py.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ pytestmark = [pytest.mark.tenants, pytest.mark.xrootd]
 
 NANO = "nanoAOD_2015_CMS_Open_Data_ttbar.root"
 WANT = (TESTDATA / NANO).read_bytes()
-NEEDS_CACHE = pytest.mark.xfail(strict=True, reason="needs the cache trust model (issue 14.1), "
-                                "branch cache")
 
 
 def _folder(tenants: Tenants, name: str, group_writable: bool = False) -> Path:
@@ -76,7 +74,6 @@ def _files_hold(root: Path, secret: bytes) -> list[str]:
 
 
 # -- through the front door: catalogs ------------------------------------------------------
-@NEEDS_CACHE
 def test_a_co_tenants_catalog_cannot_change_what_another_user_reads(
         tenants: Tenants, origin: XRootDServer) -> None:
     """Mallory's own catalog maps the public name to her file (same size, same adler32 in the
@@ -220,11 +217,10 @@ def test_tokens_in_urls_never_reach_the_tier_or_reports(
     check(_files_hold(tenants.alice.home, token.encode()) == [], "the token is in alice's home")
 
 
-@NEEDS_CACHE
 def test_every_user_and_the_operator_can_report_one_after_another(
         tenants: Tenants, origin: XRootDServer) -> None:
-    """Today the first user to run ``report`` owns ``traffic/`` (0755): the operator's report
-    and everyone else's then fail with PermissionError (exit 1)."""
+    """Each user's report folds only what that user owns (the old format let the first user
+    own ``traffic/`` and everyone else's report failed with PermissionError)."""
     tier = tenants.shared_tier()
     env = _env(tier, origin, _facility_catalog(tenants, origin))
     code, _, err = _cat(tenants, tenants.alice, f"test:/store/test/{NANO}", env)
@@ -234,7 +230,6 @@ def test_every_user_and_the_operator_can_report_one_after_another(
         check(r.returncode == 0, f"report as {user.name}: {r.err}")
 
 
-@NEEDS_CACHE
 def test_a_token_protected_file_is_not_served_to_users_without_the_token(
         tenants: Tenants, token_origin: TokenOrigin, token_issuer: TokenIssuer,
         token_catalog: Path) -> None:
@@ -267,11 +262,12 @@ def test_the_planter_plants_every_kind_as_a_hostile_user(tenants: Tenants) -> No
     """A template of an entry (folders and files), planted by mallory in a shared tier with the
     docs' modes: every kind lands except devices (root only), and nothing outside changes."""
     template = tenants.tmp("template")
-    (template / "entries" / "ab" / "KEY" / "x").mkdir(parents=True)
-    (template / "entries" / "ab" / "KEY" / "meta.json").write_text("{}")
-    (template / "entries" / "ab" / "KEY" / "x" / "0-10.abcd0123").write_bytes(b"0123456789")
-    layout = tree(template)
-    assert layout[0] == ("entries", True)
+    area = f"users/{tenants.alice.uid}"  # the victim's own area, before she makes it
+    (template / area / "e" / "ab" / "KEY").mkdir(parents=True)
+    (template / area / "e" / "ab" / "KEY" / "pin").write_text("{}")
+    (template / area / "e" / "ab" / "KEY" / "p.0.node.1.1.abc").write_bytes(b"0123456789")
+    layout = [p for p in tree(template) if p[0] != "users"]  # users/ is the owner's
+    assert layout[0] == (area, True)
     outside = _folder(tenants, "outside")
     os.chown(outside, tenants.mallory.uid, tenants.gid)
     victim_file = outside / "victim-file"

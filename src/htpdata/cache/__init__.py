@@ -311,7 +311,7 @@ class Cache:
         ran = False
         s = self.settings
         for area in tier.my_areas():
-            drop = tier._drop() if area.spec.kind == TRUSTED and tier.is_owner else None
+            drop = tier.drop_box() if area.spec.kind == TRUSTED else None
             got = evict_area(area, high=s.high_watermark, low=s.low_watermark,
                              policy=s.policy, cap=self._cap(tier, area), drop=drop,
                              need=need, dry_run=dry_run, tier_column=tier.name,

@@ -144,8 +144,13 @@ class Folder:
         return cls(fd, path, os.fstat(fd))
 
     def open(self, rel: str) -> Folder:
-        """A folder below this one (OSError if absent or not a real folder)."""
-        fd = open_beneath(self.fd, rel)
+        """A folder below this one (OSError if absent or not a real folder). A folder this
+        user may enter and write but not list (a drop box: ``users/``, ``drop/``) is opened
+        ``O_PATH``: good for creating names in it, not for listing it."""
+        try:
+            fd = open_beneath(self.fd, rel)
+        except PermissionError:
+            fd = open_beneath(self.fd, rel, os.O_PATH | os.O_DIRECTORY)
         try:
             return Folder(fd, f"{self.path}/{rel}", os.fstat(fd))
         except BaseException:

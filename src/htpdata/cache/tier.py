@@ -532,6 +532,10 @@ class DiskTier:
                 self._records[key] = rec
             return rec
 
+    def drop_box(self) -> Folder | None:
+        """The drop box to fold, for the tier's owner only (None for everyone else)."""
+        return self._drop() if self.is_owner else None
+
     def _drop(self) -> Folder | None:
         """``ROOT/drop``, if it is the owner's sticky folder."""
         with self._lock:

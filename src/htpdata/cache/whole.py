@@ -108,8 +108,8 @@ class StagedFile:
             self._discard()  # another file's, or cut in other pieces: start anew
             info, lines = self._info, []
         self._info = info
-        self.data_off, _ = plan_layout(self._info, [(RANGE, 0, self.ident.size, "")],
-                                       self.block)
+        _, (self.data_off,) = plan_layout(self._info, [(RANGE, 0, self.ident.size, "")],
+                                          self.block)
         for line in lines[1:]:
             parts = line.split()
             if len(parts) != 3:

@@ -22,7 +22,7 @@ __all__ = ["BY", "Report", "build_report"]
 
 BY = ("user", "group", "dataset", "namespace", "site")
 SERVED = ("memory", "local", "shared")
-COUNTERS = ("memory", "local", "shared", "upstream", "inserted", "requests")
+COUNTERS = ("memory", "local", "shared", "upstream", "inserted", "requests", "staged")
 
 
 def hit_ratio(row: Mapping[str, Any]) -> float | None:
@@ -179,7 +179,7 @@ def _usage(tier: DiskTier, refresh: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"total": 0, "entries": 0, "pinned": 0, "complete": 0}
     for area in tier.read_areas():
         mine = area.writable and area.me.uid in (area.steward, 0)
-        drop = tier._drop() if area.spec.kind == TRUSTED else None
+        drop = tier.drop_box() if area.spec.kind == TRUSTED else None
         summary: dict[str, Any] | None = area.read_usage()
         if mine and (refresh or not summary):
             summary = tally_area(area, drop, tier_column=tier.name) or area.read_usage()

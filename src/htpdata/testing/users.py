@@ -216,17 +216,32 @@ def ensure_users() -> dict[str, pwd.struct_passwd]:
 
 
 # -- the shared tier as docs/cache.md prescribes -------------------------------------------
-def make_shared_tier(path: Path, owner: str = TRUSTED_WRITER, group: str = GROUP) -> Path:
-    """Create the shared tier's root the way docs/cache.md tells operators to.
+def make_shared_tier(path: Path, owner: str = TRUSTED_WRITER, group: str = GROUP,
+                     trust: str = "owner") -> Path:
+    """Create the shared tier the way docs/cache.md tells operators to (format 2).
 
-    Today: a folder owned by the trusted writer and the collaboration group, group-writable
-    with the setgid and sticky bits (``3775``): files keep the tier's group, only a file's owner
-    can delete or replace it. One small function on purpose: the cache's trust model (issue 14)
-    changes this set-up, and its tests change here only.
+    The root belongs to the trusted writer (the account operators run ``htpdata stage`` and
+    eviction as) and the collaboration group, mode 0755: nobody else writes in it. Inside:
+    ``trusted/`` (the owner's area, 0755), ``users/`` and ``drop/`` (1733: every user may create
+    their own area or leave a record, nobody may list or remove another's) and, with
+    ``trust="group"``, ``group/`` (3770). One small function on purpose: the cache's tests and
+    the generic tenant tests set the tier up here only.
     """
+    uid, gid = pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid
     path.mkdir(parents=True, exist_ok=True)
-    os.chown(path, pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid)
-    path.chmod(0o3775)
+    os.chown(path, uid, gid)
+    path.chmod(0o755)
+    folders = [("trusted", 0o755), ("users", 0o1733), ("drop", 0o1733)]
+    if trust == "group":
+        folders.append(("group", 0o3770))
+    for name, mode in folders:
+        (path / name).mkdir(exist_ok=True)
+        os.chown(path / name, uid, gid)
+        (path / name).chmod(mode)
+    marker = path / "htpdata-cache.json"
+    marker.write_text(json.dumps({"format": 2, "tier": "shared"}))
+    os.chown(marker, uid, gid)
+    marker.chmod(0o644)
     return path
 
 
