@@ -40,6 +40,7 @@ from .fsops import (
     write_all,
 )
 from .identity import Identity
+from .lease import Lease, lease
 from .pack import BLOCK, COMPLETE, RANGE, Record, encode, encode_head, parse_head, plan_layout
 from .ranges import Range, Spans
 from .trust import AreaSpec, Me, TierOwner, accepted
@@ -86,12 +87,23 @@ class Area:
         self.file_mode = file_mode
         self.writable = writable
         self.proc = ProcessId.mine()
+        self.lease_area: Area = self
+        """Where this area's pass lease lives: the area itself where only its steward writes;
+        for the group area, this process's own area (members could plant a lease folder in
+        the group area and keep every pass out)."""
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._lock = threading.RLock()
         self._sub: dict[str, Folder] = {}
 
     def __str__(self) -> str:
         return f"{self.tier}:{self.spec}"
+
+    def pass_lease(self) -> contextlib.AbstractContextManager[Lease | None]:
+        """The lease a pass over this area holds (None: another live process has it)."""
+        home = self.lease_area
+        name = "evict" if home is self else f"{self.spec.kind}-evict"
+        return lease(home.folder.fd, name, home.dir_mode, home.file_mode,
+                     lambda uid: uid in (home.steward, 0))
 
     def accepts(self, uid: int) -> bool:
         return accepted(self.spec, uid, self.owner)
@@ -362,7 +374,7 @@ class Area:
         empty it; returns the bytes freed. PermissionError if it is not ours to remove."""
         if not self.writable:
             raise PermissionError(errno.EACCES, "not an area this user writes", str(self))
-        trash = self.sub("trash", create=True)
+        trash = self.lease_area.sub("trash", create=True)  # the group area's: in one's own
         assert trash is not None
         try:
             fan = self.folder.open(f"e/{name_key[:2]}")

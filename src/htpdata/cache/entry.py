@@ -124,6 +124,8 @@ class ClaimRef:
     envelope: Range
     proc: ProcessId
     ranges: tuple[Range, ...] | None = None
+    uid: int | None = None
+    """Its file's owner, once read or stat'ed."""
     checked: float = 0.0
     """When its liveness was last judged (monotonic), and the verdict."""
     alive: bool = True
@@ -380,21 +382,27 @@ class Entry:
     def _alive(self, c: ClaimRef, claim_stale: float) -> bool:
         if self.folder is None:
             return False
-        local = process_alive(c.proc)
+        st: os.stat_result | None = None
+        if c.uid is None or process_alive(c.proc) is None:
+            try:
+                st = os.stat(c.name, dir_fd=self.folder.fd, follow_symlinks=False)
+            except OSError:
+                return False
+            if not stat.S_ISREG(st.st_mode) or not self.accepts(st.st_uid):
+                return False
+            c.uid = st.st_uid
+        local = process_alive(c.proc, c.uid)
         if local is not None:
             return local
-        try:
-            st = os.stat(c.name, dir_fd=self.folder.fd, follow_symlinks=False)
-        except OSError:
-            return False
-        if not stat.S_ISREG(st.st_mode) or not self.accepts(st.st_uid):
-            return False
+        assert st is not None
         age = time.time() - st.st_mtime
         return -FUTURE <= age <= claim_stale  # a heartbeat in the future is ignored
 
     def _claim_ranges(self, c: ClaimRef) -> tuple[Range, ...] | None:
         assert self.folder is not None
         got = read_small(self.folder.fd, c.name, CLAIM_LIMIT)
+        if got is not None:
+            c.uid = got[1].st_uid
         if got is None or not self.accepts(got[1].st_uid) or not got[0]:
             return None  # being written: its envelope stands for it meanwhile
         try:

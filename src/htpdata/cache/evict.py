@@ -216,15 +216,12 @@ def evict_area(area: Area, *, high: float, low: float, policy: str, cap: int,
                now: float | None = None) -> EvictionReport | None:
     """One pass over ``area``; None if another process holds its lease. ``cap`` is the
     area's bound (0: only the filesystem's fullness); ``need`` forces freeing that much."""
-    from .lease import lease
-
     t0 = time.monotonic()
     now = time.time() if now is None else now
     report = EvictionReport(area.tier, str(area.spec))
     if not area.writable:
         return report
-    with lease(area.folder.fd, "evict", area.dir_mode, area.file_mode,
-               lambda uid: uid in (area.steward, 0)) as held:
+    with area.pass_lease() as held:
         if held is None:
             return None
         folded = fold_area(area, drop, now, tier_column=tier_column)
@@ -276,13 +273,10 @@ def tally_area(area: Area, drop: Folder | None = None, *, tier_column: str = "sh
                now: float | None = None) -> dict[str, Any] | None:
     """Fold the records and rescan ``area`` without removing anything (``report
     --refresh``); writes and returns its summary. None if a pass holds the lease now."""
-    from .lease import lease
-
     now = time.time() if now is None else now
     if not area.writable or area.me.uid not in (area.steward, 0):
         return area.read_usage()
-    with lease(area.folder.fd, "evict", area.dir_mode, area.file_mode,
-               lambda uid: uid in (area.steward, 0)) as held:
+    with area.pass_lease() as held:
         if held is None:
             return None
         folded = fold_area(area, drop, now, tier_column=tier_column)
@@ -295,12 +289,9 @@ def tally_area(area: Area, drop: Folder | None = None, *, tier_column: str = "sh
 
 def fold_now(area: Area, drop: Folder | None = None, *, tier_column: str = "shared") -> bool:
     """Fold the area's reader records now (traffic, stamps), if no pass holds its lease."""
-    from .lease import lease
-
     if not area.writable or area.me.uid not in (area.steward, 0):
         return False
-    with lease(area.folder.fd, "evict", area.dir_mode, area.file_mode,
-               lambda uid: uid in (area.steward, 0)) as held:
+    with area.pass_lease() as held:
         if held is None:
             return False
         fold_area(area, drop, time.time(), tier_column=tier_column)

@@ -106,6 +106,8 @@ def fold_area(area: Area, drop: Folder | None, now: float, *, tier_column: str) 
             rec = parse_record(folder, name, (lambda uid: True) if is_drop
                                else (lambda uid: uid in (area.steward, 0)))
             if rec is None:
+                if is_drop:
+                    _drop_junk(folder, name, now)
                 continue
             alive = rec.alive(now)
             if alive:
@@ -140,6 +142,20 @@ def fold_area(area: Area, drop: Folder | None, now: float, *, tier_column: str) 
         with contextlib.suppress(OSError):
             publish(traffic.fd, "folded.json", [json.dumps(new_state).encode()], 0o600)
     return out
+
+
+def _drop_junk(folder: Folder, name: str, now: float) -> None:
+    """A drop-box name that is no record (a FIFO, a link, a huge or garbled file): removed by
+    the box's owner once it is older than a heartbeat's staleness (as a name: never followed;
+    a record being written is younger than that)."""
+    from .heartbeat import STALE
+
+    with contextlib.suppress(OSError):
+        st = os.stat(name, dir_fd=folder.fd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            return
+        if now - st.st_mtime > STALE or st.st_mtime > now + 60 or not stat.S_ISREG(st.st_mode):
+            os.unlink(name, dir_fd=folder.fd)
 
 
 def _add_traffic(days: dict[str, dict[str, Any]], rec: RecordView, before: dict[str, Any],

@@ -374,12 +374,20 @@ def _start_ticks(pid: int) -> int:
         return -1
 
 
-def process_alive(proc: ProcessId) -> bool | None:
+def process_alive(proc: ProcessId, uid: int | None = None) -> bool | None:
     """True or False for a process of this node, None for one of another node (its heartbeat
-    must tell)."""
+    must tell). With ``uid`` (the owner of the file that names the process), the process must
+    also be that user's: a claim or record naming someone else's long-lived process (pid 1,
+    say) is not kept alive by it."""
     if _safe(proc.node) != _safe(NODE):
         return None
     start = _start_ticks(proc.pid)
     if start < 0:
         return False
+    if uid is not None and uid != 0:
+        try:
+            if os.stat(f"/proc/{proc.pid}").st_uid != uid:
+                return False
+        except OSError:
+            return False
     return start == proc.start or proc.start < 0

@@ -138,7 +138,7 @@ class Lease:
             return False  # a heartbeat dated ahead is ignored
         if name.startswith("h."):
             proc = ProcessId.from_tag(name[2:].rsplit(".", 1)[0])
-            local = process_alive(proc) if proc is not None else None
+            local = process_alive(proc, st.st_uid) if proc is not None else None
             if local is not None:
                 return local
         return age <= self.stale

@@ -260,7 +260,7 @@ class RecordView:
         age = now - self.mtime
         if age < -FUTURE:
             return False  # dated ahead: ignored
-        local = process_alive(self.proc) if self.proc is not None else None
+        local = process_alive(self.proc, self.uid) if self.proc is not None else None
         if local is not None:
             return local
         return age <= STALE

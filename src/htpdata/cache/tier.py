@@ -341,7 +341,14 @@ class DiskTier:
             self._warn_once(f"{self.root}/{spec.rel} is {why}; not used (its owner or root "
                             f"must remove it)")
             return None
-        return Area(self.name, spec, folder, self.owner, self.me, dir_mode, file_mode, mine)
+        area = Area(self.name, spec, folder, self.owner, self.me, dir_mode, file_mode, mine)
+        if spec.kind == GROUP and mine:
+            own = AreaSpec(TRUSTED) if self.is_owner else AreaSpec(USER, self.me.uid)
+            home = self._areas.get(own.rel) or self._open_area(root, own, True)
+            if home is not None:
+                self._areas[own.rel] = home
+                area.lease_area = home
+        return area
 
     def _make_area(self, root: Folder, spec: AreaSpec, dir_mode: int) -> Folder | None:
         assert self.owner is not None

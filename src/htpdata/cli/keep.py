@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..known import lookup, lookup_all
 from .args import at_least_one, dask_address, duration
-from .base import Command, client, json_option, name_argument
+from .base import Command, client, complete_names, json_option, name_argument
 from .output import Bytes, error, human_bytes, note, print_json, print_table
 
 if TYPE_CHECKING:
@@ -21,7 +21,16 @@ __all__ = ["CACHE", "EVICT", "PIN", "STAGE", "UNPIN"]
 
 # -- stage -----------------------------------------------------------------------------------
 def _stage_args(p: argparse.ArgumentParser, _: argparse.ArgumentParser) -> None:
-    name_argument(p, "names", "files, datasets or containers", many=True)
+    names = p.add_argument("names", nargs="*", metavar="NAME",
+                           help="files, datasets or containers")
+    names.completer = complete_names  # type: ignore[attr-defined]
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--request", action="store_true",
+                     help="ask the shared tier's owner to stage these for everyone (a "
+                          "request with the names only; see docs/cache.md)")
+    who.add_argument("--requests", action="store_true",
+                     help="the tier's owner: stage what users requested, into the trusted "
+                          "area")
     p.add_argument("--tier", choices=["local", "shared"],
                    help="target tier (default: shared if configured, else local)")
     p.add_argument("--pin", metavar="DURATION", type=duration,
@@ -41,11 +50,35 @@ def _stage_args(p: argparse.ArgumentParser, _: argparse.ArgumentParser) -> None:
 
 
 def _stage(args: argparse.Namespace) -> int:
-    from ..staging import stage
+    from ..errors import UsageError
+    from ..staging import request_stage, serve_requests, stage
     from .output import OPTIONS
 
     c = client()
+    if args.requests:
+        if args.names:
+            raise UsageError("stage --requests takes no names: it stages what users asked for")
+        served = serve_requests(client=c, tier=args.tier or "shared", pin=args.pin,
+                                jobs=args.jobs, streams=args.streams, dry_run=args.dry_run)
+        if args.json:
+            print_json(served.as_dict())
+        else:
+            done = served.summary.as_dict() if served.summary is not None else None
+            note(f"{len(served.names)} name(s) requested"
+                 + (f"; staged {done['staged']}, already cached {done['already_cached']}, "
+                    f"failed {done['failed']}" if done else "")
+                 + (f"; {len(served.refused)} request(s) refused" if served.refused else ""))
+        return 0 if served.summary is None or served.summary.ok else 1
+    if not args.names:
+        raise UsageError("stage needs at least one name (or --requests)")
     lookup_all(c, args.names)
+    if args.request:
+        n = request_stage(args.names, client=c, tier=args.tier or "shared")
+        if args.json:
+            print_json({"requested": n})
+        else:
+            note(f"requested {n} name(s); the tier's owner stages them for everyone")
+        return 0
     summary = stage(args.names, client=c, tier=args.tier, pin=args.pin, jobs=args.jobs,
                     streams=args.streams, site_limit=args.site_limit, dry_run=args.dry_run,
                     evict=args.evict, dask=args.dask,
@@ -79,7 +112,9 @@ STAGE = Command(
     (("htpdata stage demo:/Demo/DiLepton/SIM --pin 7d", "stage a dataset and keep it a week"),
      ("htpdata stage demo:/Demo/DiLepton/SIM --dry-run", "what it would fetch, and if it fits"),
      ("htpdata stage demo:/Demo/DiLepton/SIM --dask tcp://scheduler:8786", "on a Dask cluster"),
-     ("htpdata stage demo:/Demo/DiLepton/SIM --json | jq .failed", "for scripts")),
+     ("htpdata stage demo:/Demo/DiLepton/SIM --json | jq .failed", "for scripts"),
+     ("htpdata stage --request cms:/TTJets/RunII/NANOAODSIM", "ask the facility to stage it"),
+     ("htpdata stage --requests --pin 30d", "the tier's owner, from cron: stage the requests")),
     "Fetch whole files into a cache tier, each verified against its adler32, resumable after "
     "Ctrl-C, optionally pinned. Refused (exit 9) when it would not fit in the tier or your "
     "quota; exit 1 when some files failed (each named once, with its reason).")
