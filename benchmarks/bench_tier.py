@@ -86,8 +86,13 @@ class Storage:
         return (self.emu.mounts[node] if self.emu is not None else self.backing) / tier
 
     def tier(self, tier: str) -> str:
-        """A new, empty tier folder (made on the backing folder: nothing is counted)."""
-        (self.backing / tier).mkdir()
+        """A new tier with no entry, set up as its owner sets a tier up once (on the backing
+        folder: nothing is counted), so a cold read is a file's first read, not the tier's."""
+        from htpdata.cache import DiskTier
+
+        made = DiskTier("shared", self.backing / tier, 0)
+        made.ensure()
+        made.close()
         return tier
 
     def files(self, tier: str) -> int:

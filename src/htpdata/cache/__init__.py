@@ -58,13 +58,18 @@ __all__ = ["Cache", "CachedReader", "DiskTier", "Identity", "MemoryTier", "Tier"
 
 log = logging.getLogger("htpdata.cache")
 _writers: weakref.WeakSet[_Writer] = weakref.WeakSet()
+_caches: weakref.WeakSet[Cache] = weakref.WeakSet()
 
 
 @atexit.register
 def _flush_writers() -> None:
-    """Let queued cache writes land before the interpreter goes (they hold claims)."""
+    """Let queued cache writes land before the interpreter goes (they hold claims), and merge
+    the packs of what this process fetched in several batches."""
     for w in list(_writers):
         w.flush()
+    for c in list(_caches):
+        with contextlib.suppress(Exception):
+            c.compact()
 
 
 class _Writer:
@@ -137,6 +142,7 @@ class Cache:
         self._admit: dict[str, tuple[float, bool]] = {}
         self._warned: set[str] = set()
         self._check_every = max(1, min(64 * 1024**2, settings.local_size // 100 or 1))
+        _caches.add(self)
 
     # -- reading ---------------------------------------------------------------------------
     def tier(self, name: str) -> DiskTier:
@@ -418,10 +424,16 @@ class Cache:
         for tier in self.tiers:
             tier.flush_records()
 
-    def close(self) -> None:
-        """Writes landed, records closed, every descriptor on the tiers closed (a client's
-        end; the tiers open again if the cache is used after)."""
+    def compact(self) -> None:
+        """Merge into one pack each entry this process wrote in several fetch batches."""
         self.flush()
+        for tier in self.tiers:
+            tier.compact_written()
+
+    def close(self) -> None:
+        """Writes landed, packs merged, records closed, every descriptor on the tiers closed (a
+        client's end; the tiers open again if the cache is used after)."""
+        self.compact()
         for tier in self.tiers:
             tier.close()
 

@@ -20,6 +20,7 @@ import contextlib
 import errno
 import json
 import os
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -28,6 +29,7 @@ from typing import Any
 
 from ..adler32 import adler32
 from ..errors import CacheWriteError
+from . import fsops
 from .entry import Entry, claim_name
 from .fsops import (
     Folder,
@@ -37,7 +39,7 @@ from .fsops import (
     read_small,
     remove_tree,
     temp_name,
-    write_all,
+    umask,
 )
 from .identity import Identity
 from .lease import Lease, lease
@@ -122,9 +124,9 @@ class Area:
             if got is not None:
                 return got
             if create and self.writable:
-                got = self.folder.make(name, 0o700 if private else self.dir_mode)
+                got = self.folder.make(name, 0o700 if private else self.dir_mode, stat=False)
             else:
-                got = self.folder.try_open(name)
+                got = self.folder.try_open(name, stat=False)
             if got is not None:
                 self._sub[name] = got
             return got
@@ -158,11 +160,16 @@ class Area:
         """Open (or with ``create`` make) the folder of an entry known to have none."""
         if create and not self.writable:
             create = False
-        folder = self._open_entry(entry.name_key, create)
+        # Just found absent: make it without looking again.
+        fresh = create and time.monotonic() - entry.absent_at < 1.0
+        folder, made = self._open_entry(entry.name_key, create, look=not fresh)
         with entry.lock:
             if entry.folder is None and folder is not None:
                 entry.folder = folder
-                entry.load()
+                if made:  # made by us just now: empty, nothing to list
+                    entry.listed, entry.listed_at = True, time.monotonic()
+                else:
+                    entry.load()
                 return
             if folder is None:
                 entry.absent_at = time.monotonic()
@@ -179,18 +186,20 @@ class Area:
         if entry.folder is None:
             self._attach(entry, False)
 
-    def _open_entry(self, name_key: str, create: bool) -> Folder | None:
-        rel = f"e/{name_key[:2]}/{name_key}"
-        try:
-            found = self.folder.try_open(rel)
-        except OSError:
-            found = None
+    def _open_entry(self, name_key: str, create: bool, look: bool = True
+                    ) -> tuple[Folder | None, bool]:
+        """The entry's folder (and whether this call made it); with ``create`` made if
+        missing, without looking first when ``look`` is false."""
+        found = None
+        if look:
+            with contextlib.suppress(OSError):
+                found = self.folder.try_open(f"e/{name_key[:2]}/{name_key}", stat=False)
         if found is not None or not create or not self.writable:
-            return found
+            return found, False
         e = self.sub("e", create=True)
         assert e is not None
-        with e.make(name_key[:2], self.dir_mode) as fan:
-            return fan.make(name_key, self.dir_mode)
+        with _made(e, name_key[:2], self.dir_mode)[0] as fan:
+            return _made(fan, name_key, self.dir_mode)
 
     def _trim(self) -> None:
         with self._lock:
@@ -229,8 +238,21 @@ class Area:
                 raise PermissionError(errno.EACCES, "cannot create the entry", str(self))
             chunks = encode(ident.key, ident.size, info, pieces, flags=flags)
             name = f"p.{time.time_ns():016x}.{self.proc.tag()}.{os.urandom(3).hex()}"
-            n = publish(entry.folder.fd, name, chunks, self.file_mode)
-            entry.add_own(name, parse_head(bytes(chunks[0]), n), self.me.uid)
+            tmp = temp_name()
+            fd = create_exclusive(entry.folder.fd, tmp, self.file_mode, readable=True)
+            n = 0
+            try:
+                for chunk in chunks:
+                    fsops.write_all(fd, chunk)
+                    n += len(chunk)
+                os.rename(tmp, name, src_dir_fd=entry.folder.fd, dst_dir_fd=entry.folder.fd)
+            except BaseException:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=entry.folder.fd)
+                raise
+            # Its descriptor stays open: later reads of these bytes need no open, no fstat.
+            entry.add_own(name, parse_head(bytes(chunks[0]), n), self.me.uid, fd)
             return n
 
     def drop_stale(self, entry: Entry, key: str) -> int:
@@ -263,17 +285,20 @@ class Area:
             freed += self.compact(ident)
         return freed
 
-    def compact(self, ident: Identity, limit: int = COMPACT_LIMIT) -> int:
+    def compact(self, ident: Identity, limit: int = COMPACT_LIMIT, *,
+                known: bool = False) -> int:
         """Merge this user's packs of ``ident`` in its entry into one (the union of their
-        ranges, overlaps stored once), when no claim is live; the new pack is written in place
-        under a temporary name and published by rename, then the old ones are removed. Returns
-        the bytes saved (0: nothing done)."""
+        ranges, overlaps stored once); the new pack is written in place under a temporary name
+        and published by rename, then the old ones are removed. Returns the bytes saved (0:
+        nothing done). With ``known`` (this process wrote them, and is ending), the packs it
+        knows are merged without listing the folder again or waiting for others' claims."""
         with self._writing(), self.using(ident.name_key) as entry:
             if entry.folder is None:
                 return 0
-            entry.load()
+            if not known:
+                entry.load()
             own = [r for r in entry.heads_refs() if r.head.key == ident.key and self.mine(r.uid)]
-            if len(own) < 2 or entry.live_claims(None, 30.0):
+            if len(own) < 2 or (not known and entry.live_claims(None, 30.0)):
                 return 0
             if sum(r.head.pack_len for r in own) > limit:
                 return 0  # huge entries are left as they are (staged files are one pack)
@@ -295,32 +320,30 @@ class Area:
                         data = ref.read(rec, lo, hi, entry.folder.fd)
                         if isinstance(data, str):
                             raise OSError(errno.EIO, f"pack {ref.name} is {data}")
-                        write_all(fd, data, pos)
+                        fsops.write_all(fd, data, pos)
                         pos += len(data)
                     for b in range(off, pos, BLOCK):  # checksums of what was written
                         sums.append(adler32(os.pread(fd, min(BLOCK, pos - b), b)))
                     records.append(Record(RANGE, s, e, off, tuple(sums)))
                 head = encode_head(ident.key, ident.size, info, records, flags)
-                write_all(fd, head, 0)
+                fsops.write_all(fd, head, 0)
                 if not records:
                     os.ftruncate(fd, len(head))
-                os.close(fd)
-                fd = -1
                 name = f"p.{time.time_ns():016x}.{self.proc.tag()}.{os.urandom(3).hex()}"
                 os.rename(tmp, name, src_dir_fd=entry.folder.fd, dst_dir_fd=entry.folder.fd)
             except BaseException:
-                if fd >= 0:
-                    os.close(fd)
+                os.close(fd)
                 with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=entry.folder.fd)
                 raise
+            new = max(data_end, len(head))
             old = sum(r.head.pack_len for r in own)
             for r in own:
                 with contextlib.suppress(OSError):
                     os.unlink(r.name, dir_fd=entry.folder.fd)
-            entry.baseline = None
-            entry.load()
-            return old - max(data_end, len(head))
+            entry.replace_own([r.name for r in own], name, parse_head(head, new), self.me.uid,
+                              fd)
+            return old - new
 
     def publish_claim(self, entry: Entry, ranges: Sequence[Range]) -> ClaimHandle | None:
         """Claim the fetch of ``ranges`` (one file per fetch batch); None if the area takes
@@ -438,6 +461,20 @@ class Area:
                 f.close()
             self._sub.clear()
             self.folder.close()
+
+
+def _made(parent: Folder, name: str, mode: int) -> tuple[Folder, bool]:
+    """``parent/name`` made (or found) and opened, and whether it was made here: mkdir first,
+    since it is looked for only after it was found missing (two operations, not four)."""
+    try:
+        os.mkdir(name, mode, dir_fd=parent.fd)
+        made = True
+    except FileExistsError:
+        made = False
+    sub = parent.open(name, stat=made and bool(mode & umask or mode & 0o7000))
+    if made and (mode & umask or mode & 0o7000) and stat.S_IMODE(sub.st.st_mode) != mode:
+        os.fchmod(sub.fd, mode)
+    return sub, made
 
 
 @contextlib.contextmanager

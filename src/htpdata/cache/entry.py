@@ -153,6 +153,8 @@ class Entry:
     listed: bool = False
     absent_at: float = float("-inf")
     """When (monotonic) the folder was last found absent."""
+    listed_at: float = float("-inf")
+    _fresh: tuple[int, int, int] | None = None
     users: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock)
     _spans: dict[str, Spans[tuple[PackRef, Record]]] = field(default_factory=dict)
@@ -163,25 +165,36 @@ class Entry:
 
     # -- listing ----------------------------------------------------------------------------
     def changed(self) -> bool:
-        """Has the folder changed since it was listed? One ``fstat``."""
+        """Has the folder changed since it was listed? One ``fstat``. The first time, a
+        listing made within the last second counts as current (its folder was opened
+        without a ``fstat``, which a read served from the packs never needs)."""
         if self.folder is None:
             return True
         try:
             st = self.folder.refresh()
         except OSError:
             return True
-        return self.baseline != (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+        now = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+        if self.baseline is None and self.listed and time.monotonic() - self.listed_at < 1.0:
+            self.baseline = now
+            return False
+        self._fresh = now
+        return self.baseline != now
 
     def load(self, *, baseline: bool = False) -> None:
         """List the folder and open the packs not seen yet; forget those gone. With
-        ``baseline`` also ``fstat`` it first, so :meth:`changed` can tell later."""
+        ``baseline`` its state is recorded, so :meth:`changed` can tell later (from the
+        ``fstat`` :meth:`changed` just made, if any: not a second one)."""
         if self.folder is None:
             return
         with self.lock:
             if baseline:
-                with contextlib.suppress(OSError):
-                    st = self.folder.refresh()
-                    self.baseline = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+                if self._fresh is not None:
+                    self.baseline, self._fresh = self._fresh, None
+                else:
+                    with contextlib.suppress(OSError):
+                        st = self.folder.refresh()
+                        self.baseline = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
             try:
                 names = [(e.name, e) for e in self.folder.names()]
             except OSError:
@@ -221,6 +234,7 @@ class Entry:
             self.claims = claims
             self.pinned_until = pinned
             self.listed = True
+            self.listed_at = time.monotonic()
 
     def _open_pack(self, name: str) -> PackRef | None:
         assert self.folder is not None
@@ -328,12 +342,26 @@ class Entry:
         else:
             ref.close()
 
-    def add_own(self, name: str, head: Head, uid: int) -> None:
-        """A pack this process just published: known without listing or reading it back."""
+    def add_own(self, name: str, head: Head, uid: int, fd: int = -1) -> None:
+        """A pack this process just published (its descriptor still open, if given): known
+        without listing or reading it back."""
         with self.lock:
-            self.packs[name] = PackRef(name, head, -1, uid, 0)
+            old = self.packs.get(name)
+            if old is not None:
+                self._retire(old)
+            self.packs[name] = PackRef(name, head, fd, uid, 0)
             self._own_pending.add(name)
             self._spans.clear()
+
+    def replace_own(self, gone: Sequence[str], name: str, head: Head, uid: int, fd: int) -> None:
+        """This process merged its packs ``gone`` into ``name``."""
+        with self.lock:
+            for n in gone:
+                ref = self.packs.pop(n, None)
+                self._own_pending.discard(n)
+                if ref is not None:
+                    self._retire(ref)
+            self.add_own(name, head, uid, fd)
 
     def enter(self) -> None:
         with self.lock:

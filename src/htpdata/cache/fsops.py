@@ -127,14 +127,30 @@ def open_beneath(dir_fd: int, path: str, flags: int = DIR_FLAGS, mode: int = 0) 
 
 
 # -- folders --------------------------------------------------------------------------------------
-@dataclass
 class Folder:
-    """An open folder of a tier: its descriptor, its ``fstat`` when opened, and a path for
+    """An open folder of a tier: its descriptor, its ``fstat`` (taken when opened, or on first
+    use when the opener did not need it: one metadata operation less), and a path for
     messages only (never used to open anything)."""
 
-    fd: int
-    path: str
-    st: os.stat_result
+    __slots__ = ("_st", "fd", "path")
+
+    def __init__(self, fd: int, path: str, st: os.stat_result | None) -> None:
+        self.fd = fd
+        self.path = path
+        self._st = st
+
+    def __repr__(self) -> str:
+        return f"Folder({self.path!r}, fd={self.fd})"
+
+    @property
+    def st(self) -> os.stat_result:
+        if self._st is None:
+            self._st = os.fstat(self.fd)
+        return self._st
+
+    @st.setter
+    def st(self, value: os.stat_result) -> None:
+        self._st = value
 
     @classmethod
     def open_root(cls, path: str) -> Folder:
@@ -143,41 +159,46 @@ class Folder:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         return cls(fd, path, os.fstat(fd))
 
-    def open(self, rel: str) -> Folder:
-        """A folder below this one (OSError if absent or not a real folder). A folder this
-        user may enter and write but not list (a drop box: ``users/``, ``drop/``) is opened
-        ``O_PATH``: good for creating names in it, not for listing it."""
+    def open(self, rel: str, *, stat: bool = True) -> Folder:
+        """A folder below this one (OSError if absent or not a real folder), ``fstat``'ed
+        unless ``stat`` is false. A folder this user may enter and write but not list (a
+        drop box: ``users/``, ``drop/``) is opened ``O_PATH``: good for creating names in it,
+        not for listing it."""
         try:
             fd = open_beneath(self.fd, rel)
         except PermissionError:
             fd = open_beneath(self.fd, rel, os.O_PATH | os.O_DIRECTORY)
         try:
-            return Folder(fd, f"{self.path}/{rel}", os.fstat(fd))
+            return Folder(fd, f"{self.path}/{rel}", os.fstat(fd) if stat else None)
         except BaseException:
             os.close(fd)
             raise
 
-    def try_open(self, rel: str) -> Folder | None:
+    def try_open(self, rel: str, *, stat: bool = True) -> Folder | None:
         """:meth:`open`, or None when the folder is absent or something else stands there."""
         try:
-            return self.open(rel)
+            return self.open(rel, stat=stat)
         except OSError as exc:
             if exc.errno in _NOT_THERE:
                 return None
             raise
 
-    def make(self, name: str, mode: int) -> Folder:
+    def make(self, name: str, mode: int, *, stat: bool = True) -> Folder:
         """The child folder ``name``, created with exactly ``mode`` if missing (a concurrent
-        creator's folder is fine; a planted non-folder raises)."""
+        creator's folder is fine; a planted non-folder raises). An existing one costs one
+        open (and the ``fstat`` if asked for)."""
+        found = self.try_open(name, stat=stat)
+        if found is not None:
+            return found
         try:
             os.mkdir(name, mode, dir_fd=self.fd)
             made = True
         except FileExistsError:
             made = False
-        sub = self.open(name)
-        if made and stat.S_IMODE(sub.st.st_mode) != mode:
+        sub = self.open(name, stat=made or stat)
+        if made and _mode(sub.st) != mode:
             os.fchmod(sub.fd, mode)  # mkdir drops the umask's bits and never sets setgid
-            sub.st = os.fstat(sub.fd)
+            sub._st = os.fstat(sub.fd) if stat else None
         return sub
 
     def refresh(self) -> os.stat_result:
@@ -204,6 +225,10 @@ class Folder:
 
 
 # -- files ----------------------------------------------------------------------------------------
+def _mode(st: os.stat_result) -> int:
+    return stat.S_IMODE(st.st_mode)
+
+
 def write_all(fd: int, data: bytes | bytearray | memoryview, offset: int | None = None) -> None:
     """Write every byte (the one place cache bytes hit the disk; tests inject a full disk)."""
     view = memoryview(data).cast("B")

@@ -373,14 +373,8 @@ class CachedReader:
     def _fetch_in(self, flight: Flight, ident: Identity, need: list[Range],
                   first_touch: bool, tally: _Tally) -> list[tuple[int, bytes]]:
         out: list[tuple[int, bytes]] = []
-        flight.refresh()  # packs published or claims made since this process looked
-        landed = flight.read(need)
-        tally.add_landed(landed)
-        if landed:
-            out += landed
-            need = subtract(need, [(s, s + len(b)) for s, b in landed])
-            if not need:
-                return out
+        # No listing before claiming: the claim is published first and the folder listed
+        # once after it (which shows both what landed meanwhile and the claims of others).
         plan = plan_fetch(need, size=ident.size, first_touch=first_touch,
                           held=flight.held(), claims=flight.claims(need), limits=self.limits)
         fetch, wait = plan.fetch, plan.wait
@@ -456,19 +450,19 @@ class CachedReader:
         while ranges and time.monotonic() < deadline:
             time.sleep(backoff(attempt))
             attempt += 1
-            if flight.changed():
-                flight.refresh(force=True)
-                landed = flight.read(ranges)
-                tally.add_landed(landed)
-                out += landed
-                ranges = subtract(ranges, [(s, s + len(b)) for s, b in landed])
-                if ranges and not flight.claims(ranges):
-                    break  # the fetcher gave up, or is dead: fetch ourselves
-                last_look = time.monotonic()
-            elif time.monotonic() - last_look > 1.0:
-                last_look = time.monotonic()
-                if not flight.claims(ranges):
-                    break  # its process is gone (killed, or another node stopped beating)
+            # One fstat per poll; a listing when the folder changed, and every 2 s anyway (a
+            # change that came before this waiter took its baseline would go unseen).
+            due = time.monotonic() - last_look > 2.0
+            if not (flight.changed() or due):
+                continue
+            last_look = time.monotonic()
+            flight.refresh(force=True)
+            landed = flight.read(ranges)
+            tally.add_landed(landed)
+            out += landed
+            ranges = subtract(ranges, [(s, s + len(b)) for s, b in landed])
+            if ranges and not flight.claims(ranges):
+                break  # no live claim covers them: the fetcher gave up, or is gone
         if ranges:
             got = self._upstream(ranges, tally)
             out += got

@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .fsops import Folder, ProcessId, create_exclusive, process_alive, read_small
+from .fsops import Folder, ProcessId, process_alive, read_small
 from .heartbeat import HEART, STALE
 
 __all__ = ["COUNTERS", "ProcessRecord", "RecordView", "parse_record"]
@@ -58,9 +58,10 @@ _seq = itertools.count(1)  # record names stay unique when one process has sever
 class ProcessRecord:
     """This process's record in one area. Thread-safe."""
 
-    def __init__(self, folder: Callable[[], Folder | None], file_mode: int, *,
+    def __init__(self, create: Callable[[str, int], int], file_mode: int, *,
                  drop: bool = False) -> None:
-        self._folder = folder
+        self._create = create
+        """Makes the record file (``name``, ``mode``) and returns its descriptor."""
         self.file_mode = file_mode
         self.drop = drop
         self.proc = ProcessId.mine()
@@ -169,7 +170,7 @@ class ProcessRecord:
             self.flush(sync=True)
         elif self._fd >= 0:
             with contextlib.suppress(OSError):
-                os.utime(self._fd)
+                os.utime(self._fd)  # the heartbeat: mtime now
 
     def flush(self, closed: bool = False, sync: bool = False) -> None:
         """Write the record: created on first use, then rewritten in place."""
@@ -180,19 +181,12 @@ class ProcessRecord:
                          or self.added or self.removed)
             if empty and not self._created:
                 return
-            try:
-                folder = self._folder()
-            except OSError:  # the tier went from under us: accounting never breaks a read
-                self._failed = True
-                return
-            if folder is None:
-                return
             self._dirty = False
         data = json.dumps(self.snapshot(closed), separators=(",", ":")).encode()
         with self._lock:
             try:
                 if self._fd < 0:
-                    self._fd = create_exclusive(folder.fd, self.name, self.file_mode)
+                    self._fd = self._create(self.name, self.file_mode)
                     self._created = True
                     self._length = 0
                 if len(data) < self._length:  # pad (JSON ends in spaces): no truncate needed

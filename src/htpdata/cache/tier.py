@@ -27,14 +27,14 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import CacheWriteError
-from .area import Area, ClaimHandle
+from .area import ABSENT_TTL, Area, ClaimHandle
 from .entry import Entry
-from .fsops import Folder, publish, read_small
+from .fsops import Folder, create_exclusive, open_beneath, publish, read_small, umask
 from .identity import Identity
 from .plan import ClaimView
 from .ranges import Range, merge, subtract
@@ -90,11 +90,15 @@ class Flight:
         self.claim: ClaimHandle | None = None
 
     def refresh(self, force: bool = False) -> None:
-        """List the entry again if it changed (one ``fstat``), or anyway with ``force``."""
+        """List the entry again if it changed (one ``fstat``), or anyway with ``force`` (no
+        ``fstat`` then: the next :meth:`changed` takes the baseline)."""
         if self.entry.folder is None:
             self.area.recheck(self.entry)
             return
-        if force or self.entry.baseline is None or self.entry.changed():
+        if force:
+            self.entry.baseline = None
+            self.entry.load()
+        elif self.entry.baseline is None or self.entry.changed():
             self.entry.load(baseline=True)
 
     def changed(self) -> bool:
@@ -141,6 +145,27 @@ class Flight:
             self.entry.remove_claim(name)
 
 
+def _opener(area: Area, private: bool) -> Callable[[str, int], int]:
+    """Create a reader record in ``area``'s ``r/``: one ``openat2`` from the area's descriptor
+    once the folder exists (made on first need)."""
+    def create(name: str, mode: int) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            fd = open_beneath(area.folder.fd, f"r/{name}", flags, mode)
+        except FileNotFoundError:
+            with contextlib.suppress(FileExistsError):
+                folder_mode = 0o700 if private else area.dir_mode
+                os.mkdir("r", folder_mode, dir_fd=area.folder.fd)
+                if folder_mode & umask or folder_mode & 0o7000:
+                    with Folder(open_beneath(area.folder.fd, "r"), "r", None) as made:
+                        os.fchmod(made.fd, folder_mode)
+            fd = open_beneath(area.folder.fd, f"r/{name}", flags, mode)
+        if mode & umask:
+            os.fchmod(fd, mode)
+        return fd
+    return create
+
+
 class DiskTier:
     """A cache folder on local disk or the shared volume. Thread-safe."""
 
@@ -174,6 +199,9 @@ class DiskTier:
         self._drop_folder: Folder | None = None
         self._drop_checked = False
         self._missing = False
+        self._legacy_checked = False
+        self._written: dict[str, tuple[Identity, bool]] = {}
+        self._absent: dict[str, float] = {}
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -299,14 +327,18 @@ class DiskTier:
         """The area ``spec`` (opened once; None if absent, refused or unusable)."""
         key = spec.rel
         with self._lock:
-            if key in self._areas and (self._areas[key] is not None or not create):
-                return self._areas[key]
+            if key in self._areas:
+                got = self._areas[key]
+                if got is not None or (not create and time.monotonic() - self._absent.get(
+                        key, 0.0) < ABSENT_TTL):
+                    return got
             root = self._open()
             if root is None or self.owner is None:
                 return None
             got = self._open_area(root, spec, create)
-            if got is not None or create:
-                self._areas[key] = got
+            self._areas[key] = got
+            if got is None:
+                self._absent[key] = time.monotonic()  # not looked for again for a while
             return got
 
     def _open_area(self, root: Folder, spec: AreaSpec, create: bool) -> Area | None:
@@ -319,7 +351,8 @@ class DiskTier:
         try:
             folder = root.try_open(spec.rel)
             if folder is None:
-                if self.problem is None:
+                if self.problem is None and spec.kind == TRUSTED and not self._legacy_checked:
+                    self._legacy_checked = True  # no trusted area: a new tier, or an old one
                     with contextlib.suppress(CacheWriteError):
                         self._check_legacy(root)
                 if self.problem is not None or not create or not mine:
@@ -478,6 +511,9 @@ class DiskTier:
         self._mark(ident, area)
         self._record(area).note(added=n)
         with self._lock:
+            if len(self._written) < 4096:
+                self._written[ident.key] = (ident, private)
+        with self._lock:
             self.added += n
             self.added_total += n
         return n
@@ -493,6 +529,20 @@ class DiskTier:
             freed = area.after_write(ident, self.compact_after)
         if freed:
             self._record(area).note(removed=freed)
+
+    def compact_written(self, limit: int = 64 * 1024**2) -> None:
+        """Merge, into one pack each, the entries this process wrote several packs into (at
+        its end: every later reader on every node opens one pack, not one per fetch batch)."""
+        with self._lock:
+            written, self._written = list(self._written.values()), {}
+        for ident, private in written:
+            area = self.write_area(private) if self.write_problem is None else None
+            if area is None:
+                continue
+            with contextlib.suppress(OSError):
+                freed = area.compact(ident, limit, known=True)
+                if freed:
+                    self._record(area).note(removed=freed)
 
     @contextlib.contextmanager
     def flight(self, ident: Identity, private: bool) -> Iterator[Flight | None]:
@@ -531,13 +581,19 @@ class DiskTier:
             rec = self._records.get(key)
             if rec is None:
                 if drop:
-                    rec = ProcessRecord(self._drop, 0o644, drop=True)
+                    rec = ProcessRecord(self._drop_opener, 0o644, drop=True)
                 else:  # private but in the group area (members' marks, no names)
                     private = area.spec.kind != GROUP
-                    rec = ProcessRecord(lambda: area.sub("r", create=True, private=private),
+                    rec = ProcessRecord(_opener(area, private),
                                         0o600 if private else area.file_mode)
                 self._records[key] = rec
             return rec
+
+    def _drop_opener(self, name: str, mode: int) -> int:
+        folder = self._drop()
+        if folder is None:
+            raise FileNotFoundError(2, "no drop box", "drop")
+        return create_exclusive(folder.fd, name, mode)
 
     def drop_box(self) -> Folder | None:
         """The drop box to fold, for the tier's owner only (None for everyone else)."""

@@ -23,8 +23,9 @@ from typing import Any
 
 from ..adler32 import combine_all
 from ..errors import CacheWriteError
+from . import fsops
 from .area import Area, _as_cache_write_error
-from .fsops import create_exclusive, publish, read_small, write_all
+from .fsops import create_exclusive, publish, read_small
 from .identity import Identity
 from .lease import Lease
 from .pack import BLOB, BLOCK, COMPLETE, RANGE, Record, block_sums, encode, encode_head, plan_layout
@@ -125,7 +126,7 @@ class StagedFile:
         if not lines:
             self._log = create_exclusive(self._entry_fd, f"{self.name}.log",
                                          self.area.file_mode)
-            write_all(self._log, json.dumps(self._info).encode() + b"\n")
+            fsops.write_all(self._log, json.dumps(self._info).encode() + b"\n")
             self._fd = create_exclusive(self._entry_fd, self.name, self.area.file_mode)
         else:
             self._log = os.open(f"{self.name}.log", os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW
@@ -152,7 +153,7 @@ class StagedFile:
     def write(self, start: int, data: bytes) -> None:
         """Store one piece (it must start on a piece boundary)."""
         with _as_cache_write_error(self.tier.name):
-            write_all(self._fd, data, self.data_off + start)
+            fsops.write_all(self._fd, data, self.data_off + start)
             sums = block_sums(data, self.block)
             line = f"{start:x} {start + len(data):x} " + (",".join(f"{s:x}" for s in sums)
                                                          or "-") + "\n"
@@ -185,7 +186,7 @@ class StagedFile:
         head = encode_head(self.ident.key, self.ident.size, info, records, COMPLETE,
                            self.block)
         with _as_cache_write_error(str(self.area)):
-            write_all(self._fd, head, 0)
+            fsops.write_all(self._fd, head, 0)
             if not records:
                 os.ftruncate(self._fd, len(head))
             os.close(self._fd)
