@@ -21,11 +21,12 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import stat
 import time
 from collections.abc import Callable, Iterator
 
-from .fsops import DIR_FLAGS, ProcessId, create_exclusive, process_alive, temp_name
+from .fsops import DIR_FLAGS, ProcessId, create_exclusive, process_alive
 from .heartbeat import HEART, STALE
 
 __all__ = ["Lease", "lease"]
@@ -43,7 +44,7 @@ class Lease:
         self.accepts = accepts
         self.stale = stale
         self.proc = ProcessId.mine()
-        self.holder = temp_name("h")
+        self.holder = f"h.{self.proc.tag()}.{secrets.token_hex(4)}"
         self.fd = -1
         self.lost = False
         self._beat: int | None = None
