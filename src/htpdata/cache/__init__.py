@@ -169,7 +169,7 @@ class Cache:
         """Must the bytes of ``resolved`` stay owner-only: will the request carry a credential
         (a token, a proxy, one written into the URL), or is the name in a private namespace?"""
         creds = transports.creds
-        in_url = any(getattr(rep, "credential", None) is not None for rep in resolved.replicas)
+        in_url = any(rep.credential is not None for rep in resolved.replicas)
         return is_private(str(resolved.name), bool(creds.token or creds.proxy or in_url))
 
     def flush(self) -> None:
