@@ -219,7 +219,9 @@ def test_redos_patterns_match_in_linear_time(pattern: str) -> None:
     p = subprocess.run([sys.executable, "-c", code, _rules((pattern, "root://h//$1"))],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    assert float(p.stdout) < 1.0
+    # Not a timing assertion: Python's re would need days for 40 a's alone (2**16 s), so any
+    # bound far below that tells the engines apart whatever the machine's load.
+    assert float(p.stdout) < 30.0
 
 
 @pytest.mark.parametrize(("pattern", "words"), [
