@@ -14,6 +14,7 @@ import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
@@ -28,6 +29,20 @@ REPO = Path(__file__).resolve().parent.parent
 _SHARED = REPO.parent / "shared" / "testdata"
 TESTDATA = Path(os.environ.get("HTPDATA_TESTDATA", _SHARED if _SHARED.is_dir() else SAMPLES))
 TEST_FILES = sorted(p.name for p in TESTDATA.glob("*.root"))
+
+
+class Sections(TypedDict, total=False):
+    """Settings overrides as tests pass them, ``htpdata.Client(**sections)``: one table per
+    section of :class:`htpdata.config.Settings`. A TypedDict rather than ``dict[str, ...]`` so
+    that mypy matches each key to ``Client``'s ``**overrides`` and never to its ``settings`` or
+    ``environ`` parameters."""
+
+    catalogs: dict[str, object]
+    timeouts: dict[str, object]
+    replicas: dict[str, object]
+    auth: dict[str, object]
+    cache: dict[str, object]
+    rucio: dict[str, object]
 
 
 def adler32_of(path: Path) -> str:

@@ -22,7 +22,7 @@ from htpdata.cache.pack import parse_head
 from htpdata.testing import XRootDServer
 from htpdata.testing.cachecheck import packs_under, verify_tier
 
-from .conftest import TESTDATA, catalog_text
+from .conftest import TESTDATA, Sections, catalog_text
 
 pytestmark = pytest.mark.xrootd
 
@@ -35,7 +35,7 @@ WORKER = str(Path(__file__).with_name("cache_worker.py"))
 
 
 @pytest.fixture
-def dirs(tmp_path: Path, catalog_dir: Path) -> dict[str, object]:
+def dirs(tmp_path: Path, catalog_dir: Path) -> Sections:
     """Settings for a client with its own local and shared tiers."""
     return {"cache": {"local_dir": str(tmp_path / "local"), "shared_dir": str(tmp_path / "shared"),
                       **SMALL}}
@@ -52,7 +52,7 @@ def held_bytes(root: Path) -> int:
     return total(spans)
 
 
-def test_reads_through_every_tier_and_promotes(dirs: dict[str, object], tmp_path: Path) -> None:
+def test_reads_through_every_tier_and_promotes(dirs: Sections, tmp_path: Path) -> None:
     with htpdata.Client(**dirs) as cold:
         r = cold.reader(NAME)
         assert r.read_ranges(RANGES) == [WANT[s:e] for s, e in RANGES]
@@ -75,7 +75,7 @@ def test_reads_through_every_tier_and_promotes(dirs: dict[str, object], tmp_path
     assert held_bytes(tmp_path / "local") >= sum(e - s for s, e in RANGES)  # promoted
 
 
-def test_a_cold_read_stores_one_pack_per_batch(dirs: dict[str, object], tmp_path: Path) -> None:
+def test_a_cold_read_stores_one_pack_per_batch(dirs: Sections, tmp_path: Path) -> None:
     """Ranges plus head and tail only, in one pack per fetch batch, not one file per range."""
     with htpdata.Client(**dirs) as client:
         client.reader(NAME).read_ranges(RANGES)
@@ -86,19 +86,19 @@ def test_a_cold_read_stores_one_pack_per_batch(dirs: dict[str, object], tmp_path
     assert (check.wrong_bytes, check.torn) == (0, 0)
 
 
-def test_cache_false_and_disabled_bypass(dirs: dict[str, object], tmp_path: Path) -> None:
+def test_cache_false_and_disabled_bypass(dirs: Sections, tmp_path: Path) -> None:
     with htpdata.Client(**dirs) as client:
         assert client.cat(NAME, cache=False) == WANT
         with htpdata.open(NAME, cache=False, client=client) as f:
             assert f.read() == WANT
     assert not list(packs_under(tmp_path))
-    off = {"cache": {**dirs["cache"], "enabled": False}}  # type: ignore[dict-item]
+    off: Sections = {"cache": {**dirs["cache"], "enabled": False}}
     with htpdata.Client(**off) as client:
         assert client.cat(NAME) == WANT
     assert not list(packs_under(tmp_path))
 
 
-def test_warm_reads_need_no_origin(dirs: dict[str, object], origin: XRootDServer) -> None:
+def test_warm_reads_need_no_origin(dirs: Sections, origin: XRootDServer) -> None:
     uproot = pytest.importorskip("uproot")
     ak = pytest.importorskip("awkward")
     branches = ["Muon_pt", "Jet_pt", "MET_pt", "nElectron"]
@@ -132,13 +132,13 @@ def test_a_bare_url_is_revalidated_after_its_age(tmp_path: Path, origin: XRootDS
     data.write_bytes(b"A" * 40_000)
     os.chown(data, owner.st_uid, owner.st_gid)
     url = f"{origin.root_url}store/scratch/grows.root"
-    settings = {"cache": {"local_dir": str(tmp_path / "local"), **SMALL}}
+    settings: Sections = {"cache": {"local_dir": str(tmp_path / "local"), **SMALL}}
     with htpdata.Client(**settings) as c:
         assert c.cat(url) == b"A" * 40_000
     data.write_bytes(b"B" * 50_000)  # the file changes at the origin (it should not, on WLCG)
     with htpdata.Client(**settings) as c:  # within revalidate_after: the cache's answer
         assert c.reader(url).size() == 40_000
-    later = {"cache": {**settings["cache"], "revalidate_after": 0}}
+    later: Sections = {"cache": {**settings["cache"], "revalidate_after": 0}}
     with htpdata.Client(**later) as c:  # past it: asked again, and the new bytes are read
         assert c.cat(url) == b"B" * 50_000
 
@@ -159,7 +159,7 @@ def test_stale_entry_is_never_served(tmp_path: Path, origin: XRootDServer) -> No
             f'"/store/scratch/changing.root", size = {len(content)}, adler32 = '
             f'"{zlib.adler32(content) & 0xFFFFFFFF:08x}" }}]\n'))
 
-    settings = {"catalogs": {"path": [str(cat)]}, "auth": {"ca_file": str(origin.cert)},
+    settings: Sections = {"catalogs": {"path": [str(cat)]}, "auth": {"ca_file": str(origin.cert)},
                 "cache": {"local_dir": str(tmp_path / "local"), **SMALL}}
     publish(b"A" * 50_000)
     with htpdata.Client(**settings) as c:
@@ -172,7 +172,7 @@ def test_stale_entry_is_never_served(tmp_path: Path, origin: XRootDServer) -> No
     assert len(keys) == 1
 
 
-def test_damaged_pack_is_detected_dropped_and_refetched(dirs: dict[str, object],
+def test_damaged_pack_is_detected_dropped_and_refetched(dirs: Sections,
                                                        tmp_path: Path,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     with htpdata.Client(**dirs) as client:
@@ -209,10 +209,10 @@ def _kill_while(proc: subprocess.Popen[bytes], root: Path, marker: str, seconds:
 
 
 def test_kill_9_during_pack_writes_and_compaction_leaves_nothing_wrong(
-        dirs: dict[str, object], tmp_path: Path) -> None:
+        dirs: Sections, tmp_path: Path) -> None:
     """Readers killed at random moments, and at least 3 times while a pack (or a compaction)
     was being written: every byte any reader can be served is the origin's."""
-    settings = json.dumps({**dirs, "cache": {**dirs["cache"], "memory_size": 0,  # type: ignore[dict-item]
+    settings = json.dumps({**dirs, "cache": {**dirs["cache"], "memory_size": 0,
                                              "compact_after": 2}})
     rng = random.Random(7)
     mid_write = 0
@@ -236,7 +236,7 @@ def test_kill_9_during_pack_writes_and_compaction_leaves_nothing_wrong(
         assert client.cat(NAME) == WANT
 
 
-def test_concurrent_processes_fetch_each_range_once(dirs: dict[str, object]) -> None:
+def test_concurrent_processes_fetch_each_range_once(dirs: Sections) -> None:
     n = 8
     settings = json.dumps(dirs)
     ranges = json.dumps([[i * 30_000, i * 30_000 + 20_000] for i in range(12)])
@@ -253,9 +253,8 @@ def test_concurrent_processes_fetch_each_range_once(dirs: dict[str, object]) -> 
     assert upstream <= 1.05 * one, (upstream, one)
 
 
-def test_compaction_merges_an_entrys_packs(dirs: dict[str, object], tmp_path: Path) -> None:
-    cache = {**dirs["cache"], "compact_after": 3, "memory_size": 0,  # type: ignore[dict-item]
-             "local_dir": "off"}
+def test_compaction_merges_an_entrys_packs(dirs: Sections, tmp_path: Path) -> None:
+    cache = {**dirs["cache"], "compact_after": 3, "memory_size": 0, "local_dir": "off"}
     with htpdata.Client(cache=cache) as client:
         r = client.reader(NAME)
         for i in range(5):  # five batches: five packs, merged on the way
@@ -291,7 +290,7 @@ def test_full_disk_reads_go_on_uncached(tmp_path: Path, catalog_dir: Path,
         subprocess.run(["umount", str(small)], check=False)
 
 
-def test_injected_write_failure_reads_go_on(dirs: dict[str, object],
+def test_injected_write_failure_reads_go_on(dirs: Sections,
                                            monkeypatch: pytest.MonkeyPatch,
                                            caplog: pytest.LogCaptureFixture) -> None:
     import errno
@@ -324,7 +323,7 @@ def test_a_format_1_tier_is_refused_then_cleared(catalog_dir: Path, tmp_path: Pa
     x.mkdir(parents=True)
     (x / f"{0:016x}-{1000:016x}.00000001").write_bytes(b"\0" * 1000)
     (old / "htpdata-cache.json").write_text('{"format": 1}')
-    settings = {"cache": {"local_dir": "off", "shared_dir": str(old), **SMALL}}
+    settings: Sections = {"cache": {"local_dir": "off", "shared_dir": str(old), **SMALL}}
     with htpdata.Client(**settings) as client:
         assert client.cat(NAME, 0, 1000) == WANT[:1000]
         lines = [r.getMessage() for r in caplog.records if "format 1" in r.getMessage()]

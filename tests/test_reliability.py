@@ -21,12 +21,13 @@ from pathlib import Path
 import pytest
 
 import htpdata
+from htpdata.cache import CachedReader
 from htpdata.errors import ReplicasExhaustedError
 from htpdata.testing import XRootDServer
 from htpdata.testing.cachecheck import packs_under
 from htpdata.testing.cachecheck import verify_tier as check_tier
 
-from .conftest import TEST_FILES, TESTDATA, catalog_text, lay_out
+from .conftest import TEST_FILES, TESTDATA, Sections, catalog_text, lay_out
 from .figures import count
 
 pytestmark = [pytest.mark.reliability, pytest.mark.xrootd]
@@ -58,7 +59,7 @@ def bounded(proc: subprocess.Popen[bytes], seconds: float) -> bytes:
 
 
 @pytest.fixture
-def tiers(tmp_path: Path, catalog_dir: Path) -> dict[str, dict[str, object]]:
+def tiers(tmp_path: Path, catalog_dir: Path) -> Sections:
     return {"cache": {"local_dir": str(tmp_path / "local"), "shared_dir": str(tmp_path / "shared")}}
 
 
@@ -72,7 +73,7 @@ def test_only_replica_killed_mid_read_then_restarted(tmp_path: Path) -> None:
     with server:
         cat = tmp_path / "c.toml"
         cat.write_text(catalog_text([("ONLY", server, 1)]))
-        settings = {"catalogs": {"path": [str(cat)]}, "replicas": {"protocols": ["root"]},
+        settings: Sections = {"catalogs": {"path": [str(cat)]}, "replicas": {"protocols": ["root"]},
                     "timeouts": {"connect": 2, "read": 4}, "cache": {"enabled": False}}
         with htpdata.Client(**settings) as c:
             reader = c.reader(NAME)
@@ -91,7 +92,7 @@ def test_only_replica_killed_mid_read_then_restarted(tmp_path: Path) -> None:
             assert got == WANT
 
 
-def test_origin_restarted_under_a_running_client(tiers: dict[str, dict[str, object]],
+def test_origin_restarted_under_a_running_client(tiers: Sections,
                                                  origin: XRootDServer) -> None:
     with htpdata.Client(**tiers, timeouts={"connect": 2, "read": 5}) as c:
         r = c.reader(NAME, cache=False)
@@ -120,7 +121,7 @@ def _kill_loop(cmd: list[str], env: dict[str, str], times: int, seed: int) -> in
     return killed
 
 
-def test_kill_9_stagers_then_resume(tiers: dict[str, dict[str, object]], tmp_path: Path) -> None:
+def test_kill_9_stagers_then_resume(tiers: Sections, tmp_path: Path) -> None:
     env = {**os.environ, "HTPDATA_CACHE_LOCAL_DIR": "off",
            "HTPDATA_CACHE_SHARED_DIR": str(tmp_path / "shared"),
            "HTPDATA_CACHE_MAX_EXTENT": "4096"}
@@ -136,7 +137,7 @@ def test_kill_9_stagers_then_resume(tiers: dict[str, dict[str, object]], tmp_pat
 
 
 def test_ctrl_c_stops_a_stage_at_once_and_the_next_run_resumes(
-        tiers: dict[str, dict[str, object]], tmp_path: Path) -> None:
+        tiers: Sections, tmp_path: Path) -> None:
     env = {**os.environ, "HTPDATA_CACHE_LOCAL_DIR": "off",
            "HTPDATA_CACHE_SHARED_DIR": str(tmp_path / "shared"),
            "HTPDATA_CACHE_MAX_EXTENT": "4096"}  # thousands of pieces: Ctrl-C lands mid-stage
@@ -183,7 +184,7 @@ def test_kill_9_converters_leave_no_partial_output(catalog_dir: Path, tmp_path: 
     assert pq.read_table(rows[0]["path"]).num_rows == 200
 
 
-def test_kill_9_readers_then_verify(tiers: dict[str, dict[str, object]], tmp_path: Path) -> None:
+def test_kill_9_readers_then_verify(tiers: Sections, tmp_path: Path) -> None:
     settings = json.dumps({"cache": {**tiers["cache"], "max_extent": 8192, "memory_size": 0}})
     ranges = json.dumps([[s, s + 40_000] for s in range(0, 300_000, 50_000)])
     killed = _kill_loop([sys.executable, WORKER, settings, NAME, ranges, "--loop"],
@@ -202,7 +203,7 @@ def test_kill_9_readers_then_verify(tiers: dict[str, dict[str, object]], tmp_pat
 
 
 # -- damaged cache files --------------------------------------------------------------------------
-def test_garbage_sidecars_and_truncated_packs(tiers: dict[str, dict[str, object]],
+def test_garbage_sidecars_and_truncated_packs(tiers: Sections,
                                              tmp_path: Path) -> None:
     with htpdata.Client(**tiers) as c:
         assert c.cat(NAME) == WANT
@@ -230,10 +231,11 @@ def test_garbage_sidecars_and_truncated_packs(tiers: dict[str, dict[str, object]
         assert c.cache.evict("shared", need=10**12) is not None
 
 
-def test_cache_folder_deleted_under_a_running_process(tiers: dict[str, dict[str, object]],
+def test_cache_folder_deleted_under_a_running_process(tiers: Sections,
                                                       tmp_path: Path) -> None:
     with htpdata.Client(**tiers) as c:
         r = c.reader(NAME)
+        assert isinstance(r, CachedReader)
         assert r.read(0, 50_000) == WANT[:50_000]
         c.cache.flush()
         shutil.rmtree(tmp_path / "local")
@@ -253,7 +255,7 @@ def test_read_only_shared_tier(catalog_dir: Path, tmp_path: Path,
                       capture_output=True).returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
     try:
-        settings = {"cache": {"local_dir": "off", "shared_dir": str(folder)}}
+        settings: Sections = {"cache": {"local_dir": "off", "shared_dir": str(folder)}}
         with htpdata.Client(**settings) as c:
             c.cat(NAME, 0, 1000)
         subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
@@ -274,8 +276,9 @@ def test_32_processes_overlapping_reads_while_eviction_runs(catalog_dir: Path,
                                                             tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     size = 3_000_000
-    settings = {"cache": {"local_dir": "off", "shared_dir": str(shared), "shared_size": size,
-                          "head": 4096, "tail": 4096, "merge_gap": 0}}
+    settings: Sections = {"cache": {"local_dir": "off", "shared_dir": str(shared),
+                                    "shared_size": size, "head": 4096, "tail": 4096,
+                                    "merge_gap": 0}}
     # Older, unrelated entries fill the tier, so eviction has work while the readers run.
     from htpdata.cache.identity import Identity
 
@@ -318,7 +321,7 @@ def test_32_processes_overlapping_reads_while_eviction_runs(catalog_dir: Path,
     verify_tier(shared)
 
 
-def test_soak_memory_and_descriptors_stay_flat(tiers: dict[str, dict[str, object]],
+def test_soak_memory_and_descriptors_stay_flat(tiers: Sections,
                                                tmp_path: Path) -> None:
     seconds = float(os.environ.get("HTPDATA_SOAK_SECONDS", "15"))
 
@@ -356,7 +359,7 @@ def test_soak_memory_and_descriptors_stay_flat(tiers: dict[str, dict[str, object
 
 
 # -- abuse ----------------------------------------------------------------------------------------
-def test_symlinks_planted_in_the_shared_tier_are_not_followed(tiers: dict[str, dict[str, object]],
+def test_symlinks_planted_in_the_shared_tier_are_not_followed(tiers: Sections,
                                                               tmp_path: Path) -> None:
     with htpdata.Client(**tiers) as c:
         c.cat(NAME, 0, 1000)
@@ -389,7 +392,7 @@ def test_symlinks_planted_in_the_shared_tier_are_not_followed(tiers: dict[str, d
     assert all(p.read_text() == "not the cache's" for p in kept)
 
 
-def test_secrets_never_reach_logs_errors_reports_or_keys(tiers: dict[str, dict[str, object]],
+def test_secrets_never_reach_logs_errors_reports_or_keys(tiers: Sections,
                                                          tmp_path: Path,
                                                          origin: XRootDServer) -> None:
     token = "eyJsecret-token-9f8e7d6c5b4a"
@@ -409,7 +412,7 @@ def test_secrets_never_reach_logs_errors_reports_or_keys(tiers: dict[str, dict[s
         count(faults_tried=1)
     for out in outs:
         assert token.encode() not in out
-    for p in tmp_path.rglob("*"):
-        if p.is_file() and p != tok:
-            assert token.encode() not in p.read_bytes(), p
-            assert token not in p.name
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path != tok:
+            assert token.encode() not in path.read_bytes(), path
+            assert token not in path.name
