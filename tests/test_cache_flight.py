@@ -13,15 +13,17 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import htpdata
 from htpdata.cache.entry import parse_claim_name
+from htpdata.testing import XRootDServer
 from htpdata.testing.cachecheck import verify_tier
 
-from .conftest import TEST_FILES, TESTDATA
+from .conftest import TEST_FILES, TESTDATA, Sections
 
 pytestmark = pytest.mark.xrootd
 
@@ -41,7 +43,7 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     proc.communicate()  # closes its pipes
 
 
-def _worker(settings: dict[str, object], ranges: list[list[int]], *extra: str,
+def _worker(settings: Sections, ranges: list[list[int]], *extra: str,
             env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, WORKER, json.dumps(settings), NAME,
                              json.dumps(ranges), *extra], stdout=subprocess.PIPE,
@@ -49,25 +51,25 @@ def _worker(settings: dict[str, object], ranges: list[list[int]], *extra: str,
 
 
 @pytest.fixture
-def slow_origin(tmp_path: Path, origin: object) -> dict[str, object]:
+def slow_origin(tmp_path: Path, origin: XRootDServer) -> Iterator[Sections]:
     """A catalog whose only replica sits behind a 64 kB/s link: a fetch of RANGES lasts ~5 s."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     from wan import WanProxy
 
     from .conftest import catalog_text
 
-    proxy = WanProxy("localhost", origin.port, delay_ms=5, rate=64_000)  # type: ignore[attr-defined]
+    proxy = WanProxy("localhost", origin.port, delay_ms=5, rate=64_000)
     proxy.start()
     cat = tmp_path / "slow.toml"
-    text = catalog_text([("SLOW", origin, 1)])  # type: ignore[list-item]
-    cat.write_text(text.replace(f"localhost:{origin.port}", f"localhost:{proxy.port}"))  # type: ignore[attr-defined]
+    text = catalog_text([("SLOW", origin, 1)])
+    cat.write_text(text.replace(f"localhost:{origin.port}", f"localhost:{proxy.port}"))
     yield {"catalogs": {"path": [str(cat)]}, "replicas": {"protocols": ["root"]},
            "cache": {"local_dir": "off", "shared_dir": str(tmp_path / "shared"),
                      "head": 4096, "tail": 4096, "merge_gap": 0, "memory_size": 0}}
     proxy.stop()
 
 
-def test_a_dead_fetcher_on_this_node_is_taken_over(slow_origin: dict[str, object],
+def test_a_dead_fetcher_on_this_node_is_taken_over(slow_origin: Sections,
                                                   tmp_path: Path) -> None:
     """kill -9 of the fetcher while waiters wait: a waiter sees its pid gone and fetches."""
     fetcher = _worker(slow_origin, RANGES)
@@ -89,7 +91,7 @@ def test_a_dead_fetcher_on_this_node_is_taken_over(slow_origin: dict[str, object
 
 
 def test_a_fetcher_on_another_node_whose_heartbeat_stopped_is_taken_over(
-        slow_origin: dict[str, object], tmp_path: Path) -> None:
+        slow_origin: Sections, tmp_path: Path) -> None:
     """The fetcher plays another node (``HTPDATA_NODE_ID``): its pid means nothing here, only
     its claim's heartbeat does. Killed, its claim ages (mtime set 10 minutes back, as time
     would); a waiter takes over once it sees that."""
@@ -112,7 +114,7 @@ def test_a_fetcher_on_another_node_whose_heartbeat_stopped_is_taken_over(
 
 
 def test_a_live_fetcher_of_another_node_is_waited_for_and_its_claim_beats(
-        slow_origin: dict[str, object], tmp_path: Path) -> None:
+        slow_origin: Sections, tmp_path: Path) -> None:
     """A fetch that lasts longer than a claim's staleness keeps its claim alive by heartbeat:
     the waiter (this node) waits and fetches nothing itself."""
     fetcher = _worker(slow_origin, RANGES, env={"HTPDATA_NODE_ID": "node-b"})
@@ -141,7 +143,8 @@ def test_kill_9_during_eviction_passes_leaves_nothing_wrong(tmp_path: Path) -> N
     held, its trash not empty): every byte still stored is right, and the next pass takes the
     stale lease over and empties the trash."""
     shared = tmp_path / "shared"
-    settings = {"cache": {"local_dir": "off", "shared_dir": str(shared), "memory_size": 0}}
+    settings: Sections = {"cache": {"local_dir": "off", "shared_dir": str(shared),
+                                    "memory_size": 0}}
     originals = {f"test:/junk/{i}": _junk(i) for i in range(300)}
     code = ("import htpdata, json, sys\n"
             "from htpdata.cache.identity import Identity\n"
@@ -197,8 +200,9 @@ def test_two_nodes_read_write_and_evict_one_tier_at_once(catalog_dir: Path,
     backing.mkdir()
     with NfsEmulator(backing, mounts=2, meta_latency_ms=1) as emu:
         tiers = [m / "tier" for m in emu.mounts]
-        settings = [{"cache": {"local_dir": "off", "shared_dir": str(t), "head": 4096,
-                               "tail": 4096, "merge_gap": 0}} for t in tiers]
+        settings: list[Sections] = [
+            {"cache": {"local_dir": "off", "shared_dir": str(t), "head": 4096, "tail": 4096,
+                       "merge_gap": 0}} for t in tiers]
         start_at = time.time() + 4.0
         readers = [_worker(settings[i % 2], RANGES, "--start-at", str(start_at),
                            env={"HTPDATA_NODE_ID": f"node-{i % 2}"}) for i in range(6)]

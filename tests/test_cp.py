@@ -16,7 +16,7 @@ from htpdata.catalogs import FileEntry
 from htpdata.copy import CopyError, copy, targets
 from htpdata.testing import XRootDServer
 
-from .conftest import TEST_FILES, TESTDATA
+from .conftest import TEST_FILES, TESTDATA, Sections
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -100,7 +100,7 @@ def test_interrupted_copy_leaves_nothing(catalog_dir: Path, tmp_path: Path,
 def test_cp_of_a_staged_dataset_needs_no_origin(catalog_dir: Path, tmp_path: Path,
                                                 origin: XRootDServer) -> None:
     """Reads go through the cache: what was staged copies with the origin down."""
-    settings = {"cache": {"local_dir": "off", "shared_dir": str(tmp_path / "shared")}}
+    settings: Sections = {"cache": {"local_dir": "off", "shared_dir": str(tmp_path / "shared")}}
     with htpdata.Client(**settings) as c:
         assert htpdata.stage("test:/Test/All", client=c).ok
     origin.stop()

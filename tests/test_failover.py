@@ -5,44 +5,63 @@ from __future__ import annotations
 import socket
 import threading
 from pathlib import Path
+from typing import Unpack
 
 import pytest
 
 import htpdata
+from htpdata.cache import CachedReader
 from htpdata.errors import NoReplicaFoundError, ReplicasExhaustedError, StorageError
+from htpdata.fs import HtpdataFile
+from htpdata.io import FileReader
+from htpdata.reader import ReplicaReader
+from htpdata.testing import XRootDServer
 
-from .conftest import TESTDATA
+from .conftest import TESTDATA, Sections
 
 pytestmark = pytest.mark.xrootd
 
 NANO = "nanoAOD_2015_CMS_Open_Data_ttbar.root"
-FAST = {"timeouts": {"connect": 2, "read": 5}, "cache": {"enabled": False}}
+Origins = tuple[XRootDServer, XRootDServer, Path]
+FAST: Sections = {"timeouts": {"connect": 2, "read": 5}, "cache": {"enabled": False}}
 # Through the cache, with head and tail small enough that the first read does not take it all.
-CACHED = {"cache": {"enabled": True, "head": 4096, "tail": 4096, "merge_gap": 0}}
+CACHED: Sections = {"cache": {"enabled": True, "head": 4096, "tail": 4096, "merge_gap": 0}}
 
 
-def _client(cat: Path, **extra: dict[str, object]) -> htpdata.Client:
+def _client(cat: Path, **extra: Unpack[Sections]) -> htpdata.Client:
+    sections: Sections = {**FAST, **extra}
     return htpdata.Client(catalogs={"path": [str(cat)]}, replicas={"protocols": ["root"]},
-                          **{**FAST, **extra})
+                          **sections)
 
 
-def test_killed_mid_read_continues_on_next_replica(two_origins) -> None:  # type: ignore[no-untyped-def]
+def _uncached(reader: FileReader) -> ReplicaReader:
+    """The storage reader (``FAST`` switches the cache off), whose replica and attempts the
+    tests look at."""
+    assert isinstance(reader, ReplicaReader)
+    return reader
+
+
+def test_killed_mid_read_continues_on_next_replica(two_origins: Origins) -> None:
     a, _b, cat = two_origins
     want = (TESTDATA / NANO).read_bytes()
     with _client(cat) as client:
         f = htpdata.open(f"test:/store/test/{NANO}", block_size=8192, cache_type="none",
                          client=client)
+        assert isinstance(f, HtpdataFile)
+        reader = _uncached(f.reader)
         first = f.read(100_000)
-        assert f.reader.replica.site == "SITE_A"
+        assert reader.replica is not None
+        assert reader.replica.site == "SITE_A"
         a.kill()
         rest = f.read()
         assert first + rest == want
-        assert f.reader.replica.site == "SITE_B"
-        assert [att.site for att in f.reader.attempts] == ["SITE_A"]
+        assert reader.replica is not None
+        assert reader.replica.site == "SITE_B"
+        assert [att.site for att in reader.attempts] == ["SITE_A"]
 
 
 @pytest.mark.parametrize("extra", [{}, CACHED], ids=["uncached", "cached"])
-def test_uproot_survives_a_dying_origin(two_origins, extra) -> None:  # type: ignore[no-untyped-def]
+def test_uproot_survives_a_dying_origin(two_origins: Origins, extra: Sections) -> None:
     uproot = pytest.importorskip("uproot")
     ak = pytest.importorskip("awkward")
     a, _b, cat = two_origins
@@ -55,7 +74,7 @@ def test_uproot_survives_a_dying_origin(two_origins, extra) -> None:  # type: ig
         assert ak.array_equal(got, expected)
 
 
-def test_all_replicas_down_one_error_listing_attempts(two_origins) -> None:  # type: ignore[no-untyped-def]
+def test_all_replicas_down_one_error_listing_attempts(two_origins: Origins) -> None:
     a, b, cat = two_origins
     a.kill()
     b.kill()
@@ -70,7 +89,7 @@ def test_all_replicas_down_one_error_listing_attempts(two_origins) -> None:  # t
     assert not isinstance(err, FileNotFoundError)
 
 
-def test_missing_everywhere_is_file_not_found(two_origins) -> None:  # type: ignore[no-untyped-def]
+def test_missing_everywhere_is_file_not_found(two_origins: Origins) -> None:
     _, _, cat = two_origins
     with _client(cat) as client, pytest.raises(NoReplicaFoundError) as info:
         client.cat("test:/store/test/no-such-file.root")
@@ -78,15 +97,16 @@ def test_missing_everywhere_is_file_not_found(two_origins) -> None:  # type: ign
     assert len(info.value.attempts) == 2
 
 
-def test_replica_with_wrong_size_is_skipped(two_origins) -> None:  # type: ignore[no-untyped-def]
+def test_replica_with_wrong_size_is_skipped(two_origins: Origins) -> None:
     a, _b, cat = two_origins
     # SITE_A holds a different (stale) file under the same name; the catalog knows the size.
     stale = a.data / "store" / "test" / NANO
     stale.write_bytes(b"x" * 1000)
     want = (TESTDATA / NANO).read_bytes()
     with _client(cat) as client:
-        reader = client.reader(f"test:/store/test/{NANO}")
+        reader = _uncached(client.reader(f"test:/store/test/{NANO}"))
         assert reader.read(0, len(want)) == want
+        assert reader.replica is not None
         assert reader.replica.site == "SITE_B"
         assert "differs" in str(reader.attempts[0].error)
 
@@ -118,7 +138,7 @@ class SilentServer:
 
 
 @pytest.mark.parametrize("scheme", ["root", "http"])
-def test_silent_server_times_out_and_fails_over(two_origins, tmp_path: Path,  # type: ignore[no-untyped-def]
+def test_silent_server_times_out_and_fails_over(two_origins: Origins, tmp_path: Path,
                                                 scheme: str) -> None:
     _, b, _ = two_origins
     silent = SilentServer()
@@ -137,6 +157,8 @@ def test_silent_server_times_out_and_fails_over(two_origins, tmp_path: Path,  # 
                             timeouts={"connect": 1, "read": 2}) as client:
             reader = client.reader(f"test:/store/test/{NANO}")
             assert reader.read(0, 4) == b"root"
+            assert isinstance(reader, CachedReader)  # the cache is on here
+            assert reader.replica is not None
             assert reader.replica.site == "GOOD"
             assert isinstance(reader.attempts[0].error, StorageError)
     finally:

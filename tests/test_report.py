@@ -19,20 +19,21 @@ import pytest
 
 import htpdata
 from htpdata.reporting import build_report, to_csv, to_html, to_prometheus
+from htpdata.testing import XRootDServer
 
-from .conftest import TEST_FILES
+from .conftest import TEST_FILES, Sections
 
 pytestmark = pytest.mark.xrootd
 WORKER = str(Path(__file__).with_name("cache_worker.py"))
 
 
 @pytest.fixture
-def filled(catalog_dir: Path, tmp_path: Path) -> dict[str, object]:
+def filled(catalog_dir: Path, tmp_path: Path) -> Sections:
     """A shared tier read in separate processes: two files, one of them twice, and a third.
     (Usage is counted by the files' owners; the split between real users is tested in
     tests/test_tenants_cache.py, which runs as real Unix users.)"""
     shared = tmp_path / "shared"
-    base = {"local_dir": "off", "shared_dir": str(shared)}
+    base: dict[str, object] = {"local_dir": "off", "shared_dir": str(shared)}
     for name in (TEST_FILES[0], TEST_FILES[1], TEST_FILES[2], TEST_FILES[0]):
         proc = subprocess.run([sys.executable, WORKER, json.dumps({"cache": base}),
                                f"test:/store/test/{name}", json.dumps([[0, 1000]])],
@@ -41,7 +42,7 @@ def filled(catalog_dir: Path, tmp_path: Path) -> dict[str, object]:
     return {"cache": base}
 
 
-def test_report_by_user_dataset_and_hit_ratio(filled: dict[str, object]) -> None:
+def test_report_by_user_dataset_and_hit_ratio(filled: Sections) -> None:
     me = pwd.getpwuid(os.getuid()).pw_name
     with htpdata.Client(**filled) as c:
         rep = build_report(c, by="user", refresh=True)
@@ -67,9 +68,9 @@ def test_report_by_user_dataset_and_hit_ratio(filled: dict[str, object]) -> None
         assert f'htpdata_cache_owner_bytes{{tier="shared",user="{me}"}}' in prom
 
 
-def test_report_cli_json_csv_and_errors(filled: dict[str, object], tmp_path: Path) -> None:
+def test_report_cli_json_csv_and_errors(filled: Sections, tmp_path: Path) -> None:
     env = {**os.environ, "HTPDATA_CACHE_LOCAL_DIR": "off",
-           "HTPDATA_CACHE_SHARED_DIR": str(filled["cache"]["shared_dir"])}  # type: ignore[index]
+           "HTPDATA_CACHE_SHARED_DIR": str(filled["cache"]["shared_dir"])}
 
     def run(*args: str) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run([sys.executable, "-m", "htpdata", *args], capture_output=True,
@@ -85,10 +86,10 @@ def test_report_cli_json_csv_and_errors(filled: dict[str, object], tmp_path: Pat
     assert {r["kind"] for r in quota} == {"user", "group"}
 
 
-def test_quota_set_by_the_owner_and_enforced(filled: dict[str, object]) -> None:
+def test_quota_set_by_the_owner_and_enforced(filled: Sections) -> None:
     me = pwd.getpwuid(os.getuid()).pw_name
     env = {**os.environ, "HTPDATA_CACHE_LOCAL_DIR": "off",
-           "HTPDATA_CACHE_SHARED_DIR": str(filled["cache"]["shared_dir"])}  # type: ignore[index]
+           "HTPDATA_CACHE_SHARED_DIR": str(filled["cache"]["shared_dir"])}
     proc = subprocess.run([sys.executable, "-m", "htpdata", "quota", "set", "--user", me,
                            "100"], capture_output=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -102,7 +103,7 @@ def test_quota_set_by_the_owner_and_enforced(filled: dict[str, object]) -> None:
         assert c.cache.usage(c.cache.tier("shared")) <= 100
 
 
-def test_non_operator_cannot_set_quotas(filled: dict[str, object],
+def test_non_operator_cannot_set_quotas(filled: Sections,
                                        monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     """As a user who does not own the tier (the process's uid is what is changed here; the
@@ -110,7 +111,7 @@ def test_non_operator_cannot_set_quotas(filled: dict[str, object],
     from htpdata.cli.main import main
 
     monkeypatch.setenv("HTPDATA_CACHE_LOCAL_DIR", "off")
-    monkeypatch.setenv("HTPDATA_CACHE_SHARED_DIR", str(filled["cache"]["shared_dir"]))  # type: ignore[index]
+    monkeypatch.setenv("HTPDATA_CACHE_SHARED_DIR", str(filled["cache"]["shared_dir"]))
     htpdata.reset_default_client()
     monkeypatch.setattr(os, "getuid", lambda: 65534)
     monkeypatch.setattr(os, "getgroups", lambda: [])
@@ -151,7 +152,7 @@ def _chromium(args: list[str], page: Path) -> subprocess.CompletedProcess[str]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def test_html_report_renders_in_chromium(filled: dict[str, object], tmp_path: Path) -> None:
+def test_html_report_renders_in_chromium(filled: Sections, tmp_path: Path) -> None:
     """The page an operator opens: not blank, no console errors, and the answers are on it as
     numbers: shares by user, hit ratio, what is hot, what goes next, which quota is over."""
     from htpdata.reporting.quota import set_quota
@@ -191,19 +192,20 @@ def test_html_report_renders_in_chromium(filled: dict[str, object], tmp_path: Pa
     assert coldest in text  # what goes next
 
 
-def test_staged_bytes_and_a_dataset_staged_by_name(tmp_path: Path, origin: object) -> None:
+def test_staged_bytes_and_a_dataset_staged_by_name(tmp_path: Path,
+                                                    origin: XRootDServer) -> None:
     """A dataset staged by name is one row of `report --by dataset`, even when another dataset
     lists the same files; its bytes are in the traffic figures as staged, not as reads."""
     from .conftest import TESTDATA, catalog_text
 
-    text = catalog_text([("SITE_A", origin, 1)])  # type: ignore[list-item]
+    text = catalog_text([("SITE_A", origin, 1)])
     files = text[text.index('[datasets."/Test/All"]'):].split("files = [", 1)[1]
     text += f'\n[datasets."/Test/Also"]\nnamespace = "test"\nfiles = [{files}'  # same files
     cat = tmp_path / "t.toml"
     cat.write_text(text)
-    settings = {"catalogs": {"path": [str(cat)]},
-                "auth": {"ca_file": str(origin.cert)},  # type: ignore[attr-defined]
-                "cache": {"local_dir": "off", "shared_dir": str(tmp_path / "shared")}}
+    settings: Sections = {"catalogs": {"path": [str(cat)]},
+                          "auth": {"ca_file": str(origin.cert)},
+                          "cache": {"local_dir": "off", "shared_dir": str(tmp_path / "shared")}}
     total = sum((TESTDATA / n).stat().st_size for n in TEST_FILES)
     with htpdata.Client(**settings) as c:
         assert c.resolver.dataset_of(f"test:/store/test/{TEST_FILES[0]}") == "test:/Test/Also"

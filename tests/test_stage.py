@@ -15,12 +15,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import htpdata
+from htpdata.cache import CachedReader
 from htpdata.catalogs import FileEntry
 from htpdata.staging import StageRefusedError, make_plan, parse_duration, stage, stage_file
 from htpdata.staging.checksum import adler32_combine, combine_all
 from htpdata.testing import XRootDServer
 
-from .conftest import TEST_FILES, TESTDATA, catalog_text
+from .conftest import TEST_FILES, TESTDATA, Sections, catalog_text
 
 
 @given(st.binary(max_size=3000), st.binary(max_size=3000))
@@ -67,7 +68,7 @@ def test_plan() -> None:
 
 
 
-def _dirs(tmp_path: Path) -> dict[str, dict[str, object]]:
+def _dirs(tmp_path: Path) -> Sections:
     return {"cache": {"local_dir": str(tmp_path / "local"), "shared_dir": str(tmp_path / "shared")}}
 
 
@@ -88,8 +89,8 @@ def test_stage_dataset_verified_pinned_and_served_without_origin(
         assert info["shared"]["pinned_until"]
     origin.stop()
     try:
-        with htpdata.Client(**{"cache": {"local_dir": "off",
-                                         "shared_dir": str(tmp_path / "shared")}}) as c:
+        with htpdata.Client(cache={"local_dir": "off",
+                                   "shared_dir": str(tmp_path / "shared")}) as c:
             for n in TEST_FILES:
                 assert c.cat(f"test:/store/test/{n}") == (TESTDATA / n).read_bytes()
     finally:
@@ -100,21 +101,22 @@ def test_stage_dataset_verified_pinned_and_served_without_origin(
 def test_interrupted_stage_resumes_without_refetching(catalog_dir: Path,
                                                      tmp_path: Path) -> None:
     name = "test:/store/test/nanoAOD_2015_CMS_Open_Data_ttbar.root"
-    settings = {"cache": {**_dirs(tmp_path)["cache"], "max_extent": 16384}}
+    settings: Sections = {"cache": {**_dirs(tmp_path)["cache"], "max_extent": 16384}}
     with htpdata.Client(**settings) as client:
         tier = client.cache.tier("shared")
         entry = client.files(name)[0]
+        assert entry.size is not None
         stop = threading.Event()
         first = stage_file(client, entry, tier, streams=1, on_bytes=lambda n: stop.set(),
                            cancel=stop)  # Ctrl-C after the first piece
         assert first.status == "failed"
         assert "interrupted" in (first.error or "")
-        assert 0 < first.fetched < entry.size  # type: ignore[operator]
+        assert 0 < first.fetched < entry.size
         second = stage_file(client, entry, tier)
         assert second.status == "staged"
         assert second.verified
         assert second.resumed == first.fetched
-        assert second.fetched == entry.size - first.fetched  # type: ignore[operator]
+        assert second.fetched == entry.size - first.fetched
 
 
 @pytest.mark.xrootd
@@ -125,7 +127,6 @@ def test_one_transient_error_costs_one_retry_not_one_per_piece(
     that drops exactly one request is a fault a real one cannot be made to produce: the
     transport raises once.)"""
     from htpdata.errors import StorageUnavailableError
-    from htpdata.staging import transfer
     from htpdata.transports.xrootd import XRootDTransport
 
     real = XRootDTransport.cat_ranges
@@ -139,17 +140,18 @@ def test_one_transient_error_costs_one_retry_not_one_per_piece(
 
     sleeps: list[float] = []
     monkeypatch.setattr(XRootDTransport, "cat_ranges", flaky)
-    monkeypatch.setattr(transfer.time, "sleep", sleeps.append)
+    monkeypatch.setattr("htpdata.staging.transfer.time.sleep", sleeps.append)  # the back-off
     name = "test:/store/test/nanoAOD_2015_CMS_Open_Data_ttbar.root"
-    settings = {"cache": {**_dirs(tmp_path)["cache"], "max_extent": 16384},
+    settings: Sections = {"cache": {**_dirs(tmp_path)["cache"], "max_extent": 16384},
                 "replicas": {"protocols": ["root"]}}  # one replica: the blip exhausts it
     with htpdata.Client(**settings) as client:
         entry = client.files(name)[0]
+        assert entry.size is not None
         result = stage_file(client, entry, client.cache.tier("shared"), streams=1)
     assert result.status == "staged", result.error
     assert result.verified
     assert len(sleeps) == 1
-    assert calls["n"] == -(-entry.size // 16384) + 1  # type: ignore[operator]
+    assert calls["n"] == -(-entry.size // 16384) + 1
 
 
 @pytest.mark.xrootd
@@ -159,19 +161,20 @@ def test_wrong_checksum_fails_and_nothing_is_complete(tmp_path: Path,
     good = catalog_text([("SITE_A", origin, 1)])
     real = f"{zlib.adler32((TESTDATA / TEST_FILES[0]).read_bytes()) & 0xFFFFFFFF:08x}"
     cat.write_text(good.replace(f'adler32 = "{real}"', 'adler32 = "00000001"'))
-    settings = {"catalogs": {"path": [str(cat)]}, "auth": {"ca_file": str(origin.cert)},
+    settings: Sections = {"catalogs": {"path": [str(cat)]}, "auth": {"ca_file": str(origin.cert)},
                 **_dirs(tmp_path)}
     with htpdata.Client(**settings) as client:
         s = stage(f"test:/store/test/{TEST_FILES[0]}", client=client)
         assert not s.ok
         assert "adler32 mismatch" in (s.failed[0].error or "")
-        assert not client.cache.tier("shared").complete(
-            client.reader(f"test:/store/test/{TEST_FILES[0]}").identity())
+        reader = client.reader(f"test:/store/test/{TEST_FILES[0]}")
+        assert isinstance(reader, CachedReader)
+        assert not client.cache.tier("shared").complete(reader.identity())
 
 
 @pytest.mark.xrootd
 def test_refuses_when_it_would_not_fit(catalog_dir: Path, tmp_path: Path) -> None:
-    settings = {"cache": {"local_dir": str(tmp_path / "local"), "local_size": 1000}}
+    settings: Sections = {"cache": {"local_dir": str(tmp_path / "local"), "local_size": 1000}}
     with htpdata.Client(**settings) as client, pytest.raises(StageRefusedError,
                                                              match=r"needs \d+ bytes"):
         stage("test:/Test/All", client=client, tier="local")
@@ -182,7 +185,7 @@ def test_refuses_past_the_groups_hard_quota(catalog_dir: Path, tmp_path: Path) -
     """A user under their own limit is still refused when their group's is the tighter one."""
     from htpdata.reporting.quota import set_quota
 
-    settings = {"cache": {"local_dir": "off", "shared_dir": str(tmp_path / "shared")}}
+    settings: Sections = {"cache": {"local_dir": "off", "shared_dir": str(tmp_path / "shared")}}
     with htpdata.Client(**settings) as client:
         tier = client.cache.tier("shared")
         me, group = client.cache.user, client.cache.group  # usage is the OS identity's
@@ -227,7 +230,8 @@ def test_stage_cli_dry_run_json_and_refusal(catalog_dir: Path, tmp_path: Path) -
 
 
 @pytest.mark.xrootd
-def test_stage_fails_over_when_an_origin_dies(tmp_path: Path, two_origins) -> None:  # type: ignore[no-untyped-def]
+def test_stage_fails_over_when_an_origin_dies(
+        tmp_path: Path, two_origins: tuple[XRootDServer, XRootDServer, Path]) -> None:
     a, b, cat = two_origins
     a.kill()
     with htpdata.Client(catalogs={"path": [str(cat)]}, replicas={"protocols": ["root"]},
