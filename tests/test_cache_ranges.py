@@ -340,4 +340,4 @@ def test_cache_settings_are_checked_when_loaded() -> None:
         assert var in str(info.value), str(info.value)
         assert "\n" not in str(info.value)
     assert load_settings({"HTPDATA_CACHE_REVALIDATE_AFTER": "2h"},
-                         file="/nonexistent").cache.revalidate_after == 7200
+                         file="/nonexistent").cache.revalidate_after == 7200.0

@@ -62,7 +62,9 @@ def test_prefix_and_ordered_rules() -> None:
     assert davs.url_for("/store/user/me/x", {}) == "davs://web.example.org/user/me/x"
     assert davs.url_for("/store/mc/x", {}) == "davs://web.example.org/data/mc/x"
     assert davs.url_for("/other/x", {}) is None
-    assert cat.file("exp", "/store/a.root").adler32 == "0000abcd"
+    entry = cat.file("exp", "/store/a.root")
+    assert entry is not None
+    assert entry.adler32 == "0000abcd"
 
 
 def test_variables_expand_at_resolve_time() -> None:

@@ -14,19 +14,18 @@ from htpdata.rucio import MetadataCache, RucioService, file_entry, replicas_of
 from htpdata.rucio.convert import compact_row, scope_name, unpack
 from htpdata.rucio.service import _translate
 
-ROW = {
-    "scope": "cms", "name": "/store/mc/x.root", "bytes": 1234, "adler32": "abc",
-    "pfns": {
-        "root://se.lnl.infn.it:1094//store/mc/x.root": {"rse": "T2_IT_Legnaro", "type": "DISK",
-                                                         "priority": 2},
-        "davs://se.lnl.infn.it:8443/store/mc/x.root": {"rse": "T2_IT_Legnaro", "type": "DISK",
-                                                        "priority": 3},
-        "root://se.de:1094//store/mc/x.root": {"rse": "T2_DE_DESY", "type": "DISK",
-                                               "priority": 1},
-        "root://tape.cnaf.infn.it//store/mc/x.root": {"rse": "T1_IT_CNAF_Tape", "type": "TAPE",
-                                                      "priority": 1},
-    },
+PFNS: dict[str, dict[str, object]] = {  # a list_replicas row's pfns
+    "root://se.lnl.infn.it:1094//store/mc/x.root": {"rse": "T2_IT_Legnaro", "type": "DISK",
+                                                     "priority": 2},
+    "davs://se.lnl.infn.it:8443/store/mc/x.root": {"rse": "T2_IT_Legnaro", "type": "DISK",
+                                                    "priority": 3},
+    "root://se.de:1094//store/mc/x.root": {"rse": "T2_DE_DESY", "type": "DISK",
+                                           "priority": 1},
+    "root://tape.cnaf.infn.it//store/mc/x.root": {"rse": "T1_IT_CNAF_Tape", "type": "TAPE",
+                                                  "priority": 1},
 }
+ROW: dict[str, object] = {"scope": "cms", "name": "/store/mc/x.root", "bytes": 1234,
+                          "adler32": "abc", "pfns": PFNS}
 
 
 def test_file_entry_pads_adler32() -> None:
@@ -52,7 +51,7 @@ def test_compact_rows_round_trip_and_sort_by_scope_then_name() -> None:
     assert (scope, name, size, adler) == ("cms", "/store/mc/x.root", 1234, "abc")
     assert {(p, rse, tape) for p, rse, tape in pfns} == {
         (url, info["rse"], "1" if info["type"] == "TAPE" else "") for url, info in
-        ROW["pfns"].items()}
+        PFNS.items()}
     assert scope_name(row) == ("cms", "/store/mc/x.root")
     rows = [compact_row({**ROW, "scope": s, "name": n}) for s, n in
             [("cms2", "/a"), ("cms", "/b"), ("cms", "/a/b"), ("cms", "/a")]]
@@ -100,7 +99,10 @@ def test_error_translation(name: str, cls: type[Exception]) -> None:
 def test_metadata_cache_ttl_and_offline(tmp_path: Path) -> None:
     m = MetadataCache(tmp_path)
     m.put("k", {"a": 1})
-    assert m.get("k", 10) == ({"a": 1}, pytest.approx(0, abs=1))
+    fresh = m.get("k", 10)
+    assert fresh is not None
+    assert fresh[0] == {"a": 1}
+    assert fresh[1] == pytest.approx(0, abs=1)
     assert m.get("k", -1) is None  # expired for a TTL...
     assert m.get("k", None) is not None  # ...but usable offline
 
