@@ -18,6 +18,7 @@ from htpdata.errors import (
     NameNotFoundError,
     NoReplicaFoundError,
     ReplicasExhaustedError,
+    StorageError,
     StorageIsADirectoryError,
     StorageNotFoundError,
     StoragePermissionError,
@@ -175,8 +176,8 @@ def test_secret_split() -> None:
 # -- statuses --------------------------------------------------------------------------------
 
 
-def _exhausted(*errors: Exception) -> ReplicasExhaustedError:
-    return ReplicasExhaustedError("n", [Attempt(f"root://h{i}//x", f"S{i}", e)  # type: ignore[arg-type]
+def _exhausted(*errors: StorageError) -> ReplicasExhaustedError:
+    return ReplicasExhaustedError("n", [Attempt(f"root://h{i}//x", f"S{i}", e)
                                         for i, e in enumerate(errors)])
 
 

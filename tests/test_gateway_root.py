@@ -20,9 +20,11 @@ import httpx
 import pytest
 
 import htpdata
+from htpdata.gateway import gateway
+from htpdata.gateway.server import Gateway
 from htpdata.testing import XRootDServer
 
-from .conftest import REPO, TESTDATA
+from .conftest import REPO, TESTDATA, Sections
 
 pytestmark = [pytest.mark.xrootd, pytest.mark.slow]
 
@@ -103,19 +105,19 @@ def root_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 @pytest.fixture
-def gw(root_site: Site, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def gw(root_site: Site, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
     """A gateway in this process over the ``gw`` catalog, with its own empty cache."""
     monkeypatch.setenv("HTPDATA_CATALOGS_PATH", str(root_site.catalogs))
     htpdata.reset_default_client()
-    with htpdata.Client() as client, htpdata.gateway(client) as g:
+    with htpdata.Client() as client, gateway(client) as g:
         yield g
 
 
-def _status(gw: Any) -> dict[str, Any]:
+def _status(gw: Gateway) -> dict[str, Any]:
     return dict(httpx.get(gw.base_url + "_gateway/status").json())
 
 
-def test_rdataframe_gives_the_local_histograms(gw: Any, root_site: Site) -> None:
+def test_rdataframe_gives_the_local_histograms(gw: Gateway, root_site: Site) -> None:
     jobs_gw, jobs_local = [], []
     for name, (tree, branches) in TREES.items():
         jobs_gw.append({"op": "rdf", "tree": tree, "branches": branches,
@@ -132,7 +134,7 @@ def test_rdataframe_gives_the_local_histograms(gw: Any, root_site: Site) -> None
     assert _status(gw)["counters"]["failed"] == {}
 
 
-def test_tchain_over_a_dataset(gw: Any, root_site: Site) -> None:
+def test_tchain_over_a_dataset(gw: Gateway, root_site: Site) -> None:
     client = htpdata.default_client()
     urls = [gw.url(f.name) for f in client.files("gw:/GW/Nano")]
     assert len(urls) == 3
@@ -143,7 +145,7 @@ def test_tchain_over_a_dataset(gw: Any, root_site: Site) -> None:
     assert got["entries"] == 600
 
 
-def test_multi_range_requests_are_used(gw: Any, root_site: Site) -> None:
+def test_multi_range_requests_are_used(gw: Gateway, root_site: Site) -> None:
     url = gw.url("gw:/store/gw/multi.root")
     spec = {"op": "rdf", "tree": "Events", "branches": MULTI_BRANCHES, "urls": [url]}
     before = _status(gw)["counters"]
@@ -179,13 +181,14 @@ def test_a_read_goes_on_when_its_origin_dies(root_site: Site, tmp_path: Path,
                 f"[sites.{site}]\npreference = {pref}\nprotocols = [\n"
                 f'  {{ scheme = "root", namespace = "fo", prefix = "{s.root_url}" }},\n]\n\n'
                 for site, s, pref in (("SITE_A", a, 1), ("SITE_B", b, 2))))
-        settings = {"catalogs": {"path": [str(tmp_path / "fo.toml")]},
-                    "replicas": {"protocols": ["root"]}, "timeouts": {"connect": 2, "read": 5},
-                    # Small head and tail: the first reads do not take the whole file along.
-                    "cache": {"head": 4096, "tail": 4096, "merge_gap": 0,
-                              "local_dir": str(tmp_path / "local")}}
+        settings: Sections = {
+            "catalogs": {"path": [str(tmp_path / "fo.toml")]},
+            "replicas": {"protocols": ["root"]}, "timeouts": {"connect": 2, "read": 5},
+            # Small head and tail: the first reads do not take the whole file along.
+            "cache": {"head": 4096, "tail": 4096, "merge_gap": 0,
+                      "local_dir": str(tmp_path / "local")}}
         first, then = MULTI_BRANCHES[:2], MULTI_BRANCHES[2:6]
-        with htpdata.Client(**settings) as client, htpdata.gateway(client) as g:  # type: ignore[arg-type]
+        with htpdata.Client(**settings) as client, gateway(client) as g:
             spec = {"op": "pause", "tree": "Events", "first": first, "then": then,
                     "urls": [g.url("fo:/store/fo/multi.root")]}
             proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "root_reader.py"),
@@ -215,8 +218,8 @@ def test_a_read_goes_on_when_its_origin_dies(root_site: Site, tmp_path: Path,
     assert f"localhost:{b.port}" in moved[0]
 
 
-def test_dask_one_gateway_per_node_same_url_everywhere(dask_client, root_site: Site,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_dask_one_gateway_per_node_same_url_everywhere(dask_client: Any, root_site: Site,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTPDATA_CATALOGS_PATH", str(root_site.catalogs))
     htpdata.reset_default_client()
     info = htpdata.gateway.install(dask_client, root=True)
@@ -273,6 +276,7 @@ def test_dask_one_gateway_per_node_same_url_everywhere(dask_client, root_site: S
     assert not Path(f"/proc/{gpid}").exists()
 
 
-def test_dask_port_taken_on_a_node_is_a_clear_error(dask_client, gw: Any) -> None:  # type: ignore[no-untyped-def]
+def test_dask_port_taken_on_a_node_is_a_clear_error(dask_client: object, gw: Gateway) -> None:
+    assert gw.info is not None
     with pytest.raises(htpdata.errors.GatewayError, match="taken by another program"):
         htpdata.gateway.install(dask_client, port=gw.info.port)  # our gateway, other secret
