@@ -33,8 +33,9 @@ def test_select_columns() -> None:
 
 
 def _tree(path: Path) -> str:
-    return next(k.split(";")[0] for k, v in uproot.open(path).classnames().items()
-                if v == "TTree" or "RNTuple" in v)
+    name: str = next(k.split(";")[0] for k, v in uproot.open(path).classnames().items()
+                     if v == "TTree" or "RNTuple" in v)
+    return name
 
 
 @pytest.mark.xrootd

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import posixpath
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from fsspec.tests.abstract import (
@@ -51,7 +51,7 @@ class HtpdataFixtures(AbstractFixtures):  # type: ignore[misc]
         client.close()
 
     @pytest.fixture
-    def fs_join(self):  # type: ignore[no-untyped-def]
+    def fs_join(self) -> Callable[..., str]:
         return posixpath.join
 
     @pytest.fixture

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -170,11 +171,12 @@ def test_lower_layers_do_not_reach_up() -> None:
     assert "htpdata.fs" not in closure("htpdata.client")
 
 
-def _public(module: object) -> set[str]:
+def _public(module: ModuleType) -> set[str]:
     """Names without a leading underscore that the module defines at top level (classes,
     functions, assignments); for a package, also what it imports from its own submodules
     (re-exports). Names a plain module imports for its own use are not public."""
-    path = Path(module.__file__)  # type: ignore[attr-defined]
+    assert module.__file__ is not None
+    path = Path(module.__file__)
     package = path.name == "__init__.py"
     names: set[str] = set()
     for node in ast.parse(path.read_text()).body:
@@ -196,9 +198,9 @@ def _public(module: object) -> set[str]:
 
 
 @pytest.mark.parametrize("module", [htpdata, htpdata.errors], ids=lambda m: m.__name__)
-def test_all_is_the_public_names(module: object) -> None:
+def test_all_is_the_public_names(module: ModuleType) -> None:
     """``__all__`` lists exactly the public names the module defines or re-exports."""
-    listed = list(module.__all__)  # type: ignore[attr-defined]
+    listed = list(module.__all__)
     public = _public(module)
     assert sorted(set(listed) - public) == [], "in __all__ but not defined"
     assert sorted(public - set(listed)) == [], "public but missing from __all__"

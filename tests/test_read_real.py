@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import htpdata
 from htpdata.fs import HtpdataFileSystem
+from htpdata.replicas import ResolvedFile
 from htpdata.testing import XRootDServer
 from htpdata.transports.xrootd import XRootDTransport
 
@@ -17,25 +20,26 @@ ak = pytest.importorskip("awkward")
 pytestmark = pytest.mark.xrootd
 
 
-def _objects(f: object) -> dict[str, object]:
-    """Every TTree and RNTuple at the top of an uproot file."""
+def _objects(f: Any) -> dict[str, Any]:
+    """Every TTree and RNTuple at the top of an uproot file (uproot is untyped: its objects are
+    ``Any``)."""
     out = {}
-    for key, cls in f.classnames(recursive=False).items():  # type: ignore[attr-defined]
+    for key, cls in f.classnames(recursive=False).items():
         if cls in ("TTree", "ROOT::RNTuple", "ROOT::Experimental::RNTuple"):
-            out[key.split(";")[0]] = f[key]  # type: ignore[index]
+            out[key.split(";")[0]] = f[key]
     return out
 
 
-def _assert_same_arrays(got_file: object, name: str) -> None:
+def _assert_same_arrays(got_file: Any, name: str) -> None:
     expected = uproot.open(TESTDATA / name)
     exp_objs, got_objs = _objects(expected), _objects(got_file)
     assert exp_objs, f"{name} holds no tree"
     assert exp_objs.keys() == got_objs.keys()
     for key, exp in exp_objs.items():
         got = got_objs[key]
-        assert got.num_entries == exp.num_entries  # type: ignore[attr-defined]
-        a = exp.arrays()  # type: ignore[attr-defined]
-        b = got.arrays()  # type: ignore[attr-defined]
+        assert got.num_entries == exp.num_entries
+        a = exp.arrays()
+        b = got.arrays()
         assert a.fields == b.fields
         assert ak.array_equal(a, b, equal_nan=True), f"{name}:{key} differs"
 
@@ -64,7 +68,9 @@ def test_logical_name_over_webdav_only(catalog_dir: object, monkeypatch: pytest.
                                        name: str) -> None:
     monkeypatch.setenv("HTPDATA_REPLICAS_PROTOCOLS", "davs")
     htpdata.reset_default_client()
-    assert htpdata.resolve(f"test:/store/test/{name}").replicas[0].protocol == "davs"
+    resolved = htpdata.resolve(f"test:/store/test/{name}")
+    assert isinstance(resolved, ResolvedFile)
+    assert resolved.replicas[0].protocol == "davs"
     with htpdata.open(f"test:/store/test/{name}") as f:
         _assert_same_arrays(uproot.open(f), name)
 
@@ -113,6 +119,7 @@ def test_resolve_and_files(client: htpdata.Client) -> None:
     assert [f.name for f in files] == [f"test:/store/test/{n}" for n in TEST_FILES]
     assert all(f.size and f.adler32 for f in files)
     r = htpdata.resolve(files[0].name)
+    assert isinstance(r, ResolvedFile)
     assert [rep.protocol for rep in r.replicas] == ["root", "davs"]
     assert r.replicas[0].name == files[0].name
     assert r.size == files[0].size

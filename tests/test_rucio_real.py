@@ -15,6 +15,7 @@ import pytest
 
 import htpdata
 from htpdata.errors import AuthenticationError, NameNotFoundError, ServiceUnavailableError
+from htpdata.reader import ReplicaReader
 from htpdata.testing import XRootDServer, free_port
 
 from .conftest import TEST_FILES, TESTDATA
@@ -66,8 +67,9 @@ def world(origin: XRootDServer) -> Iterator[World]:
                  "pfn": f"root://localhost:{origin.port}/{f['name']}"} for f in files]
         register_files(c, "user.analyst1", "T2_IT_TEST", user)
         add_dataset(c, "user.analyst1", "my.dataset", [f["name"] for f in user])
-        bulk = [{"name": f"/store/bulk/f{i:05d}.root", "bytes": 1000 + i, "adler32": "00000001"}
-                for i in range(BULK)]
+        bulk: list[dict[str, Any]] = [
+            {"name": f"/store/bulk/f{i:05d}.root", "bytes": 1000 + i, "adler32": "00000001"}
+            for i in range(BULK)]
         register_files(c, "cms", "T2_IT_TEST", bulk, f"root://localhost:{origin.port}/")
         add_dataset(c, "cms", "/Bulk/Many/NANOAOD", [f["name"] for f in bulk])
         old = os.environ.get("RUCIO_CONFIG")
@@ -124,6 +126,7 @@ def test_failover_from_a_dead_rse(world: World) -> None:
     with client(world, replicas={"prefer_sites": ["T2_DE_*"]},
                 timeouts={"connect": 2, "read": 5}) as c:
         reader = c.reader(f"rucio:cms:/store/test/{NANO}", cache=False)
+        assert isinstance(reader, ReplicaReader)
         assert reader.resolved.replicas[0].site == "T2_DE_DEAD"
         assert reader.read(0, 4) == b"root"
         assert [a.site for a in reader.attempts] == ["T2_DE_DEAD"]

@@ -18,6 +18,7 @@ import stat
 import subprocess
 import time
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
@@ -56,8 +57,15 @@ def _cat(tenants: Tenants, user: UnixUser, env: dict[str, str], name: str = NAME
     return r.returncode, r.stdout, r.err
 
 
+class Read(TypedDict):
+    """What :func:`_read` returns: the sha256 of each range read, and the reader's counters."""
+
+    sha: list[str]
+    counters: dict[str, int]
+
+
 def _read(tenants: Tenants, user: UnixUser, env: dict[str, str], name: str = NAME,
-          ranges: list[list[int]] | None = None) -> dict[str, object]:
+          ranges: list[list[int]] | None = None) -> Read:
     """Read through htpdata as ``user``; the bytes' sha256 and the reader's counters."""
     code = ("import hashlib, htpdata\n"
             "c = htpdata.Client()\n"
@@ -67,8 +75,9 @@ def _read(tenants: Tenants, user: UnixUser, env: dict[str, str], name: str = NAM
             "result = {'sha': [hashlib.sha256(d).hexdigest() for d in data],\n"
             "          'counters': r.counters.as_dict()}")
     ranges = ranges or [[0, 200_000]]
-    return dict(tenants.python(user, code, env=env, args={"name": name, "ranges": ranges},
-                               timeout=60).unwrap())
+    read: Read = tenants.python(user, code, env=env, args={"name": name, "ranges": ranges},
+                                timeout=60).unwrap()
+    return read
 
 
 def _sha(ranges: list[list[int]], data: bytes = WANT) -> list[str]:
@@ -173,7 +182,7 @@ def test_private_bytes_and_names_stay_with_their_owner(
         opened = tenants.python(other, f"open({str(pack)!r}, 'rb').read(10)")
         check(opened.error == "PermissionError", f"{other.name} opened alice's pack")
     # every file anyone else can read under the tier: nothing of alice's in it
-    code = ("import os\n"
+    walk = ("import os\n"
             "seen = []\n"
             "for folder, dirs, files in os.walk(args['tier']):\n"
             "    for f in files:\n"
@@ -186,7 +195,7 @@ def test_private_bytes_and_names_stay_with_their_owner(
             "            seen.append(fh.read(1 << 20).decode('latin-1'))\n"
             "result = seen")
     for other in (tenants.bob, tenants.eve):
-        seen = tenants.python(other, code, args={"tier": str(tier)}).unwrap()
+        seen = tenants.python(other, walk, args={"tier": str(tier)}).unwrap()
         leaked = [s[:80] for s in seen if NANO in s or "htpalice" in s or "/store/test" in s]
         check(leaked == [], f"{other.name} reads alice's names in: {leaked}")
 
@@ -285,10 +294,10 @@ def test_clear_and_evict_never_delete_outside_even_as_root(tenants: Tenants,
     for user, args in runs:
         r = tenants.htpdata(user, *args, env=env, timeout=60)
         assert r.returncode == 0, (user.name, args, r.err)
-    for args in (["cache", "clear", "--yes"], ["cache", "evict", "--tier", "shared"]):
-        r = subprocess.run([tenants._exposure.python, "-m", "htpdata", *args], timeout=60,
-                           env={**os.environ, **env}, capture_output=True)
-        assert r.returncode == 0, r.stderr  # as root
+    for root_args in (["cache", "clear", "--yes"], ["cache", "evict", "--tier", "shared"]):
+        as_root = subprocess.run([tenants._exposure.python, "-m", "htpdata", *root_args],
+                                 timeout=60, env={**os.environ, **env}, capture_output=True)
+        assert as_root.returncode == 0, as_root.stderr
     check(time.monotonic() - t0 < 120, "clear or evict hung on planted traps")
     for label in ("roots", "mallorys"):
         check((outside / label / "keep").read_text() == label,

@@ -10,6 +10,7 @@ import os
 import ssl
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -116,13 +117,14 @@ def test_without_a_token_the_read_is_denied(token_origin: TokenOrigin, tmp_path:
                                   "not-a-jwt"])
 def test_a_token_the_origin_does_not_accept_is_denied(
         token_origin: TokenOrigin, token_issuer: TokenIssuer, tmp_path: Path, kind: str) -> None:
-    value = {
+    makers: dict[str, Callable[[], str]] = {
         "expired": lambda: token_issuer.token("alice", lifetime=-120),
         "foreign-key": lambda: TokenIssuer(issuer=token_issuer.issuer).token("alice"),
         "wrong-scope": lambda: token_issuer.token("alice", scope="storage.read:/other"),
         "wrong-audience": lambda: token_issuer.token("alice", audience="https://elsewhere"),
         "not-a-jwt": lambda: "not-a-token-at-all",
-    }[kind]()
+    }
+    value = makers[kind]()
     with _client(token_origin, write_token_file(tmp_path, value)) as c, \
             pytest.raises(StoragePermissionError):
         c.cat(token_origin.https_url + PATH, 0, 10)
