@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import CacheWriteError, StorageError
+from ..errors import Attempt, CacheWriteError, StorageError
 from ..io import ReadCounters
 from .identity import Identity
 from .memory import MemoryTier
@@ -31,6 +31,7 @@ from .tier import DiskTier, Flight, Tier
 
 if TYPE_CHECKING:
     from ..reader import ReplicaReader
+    from ..replicas import Replica
 
 __all__ = ["Bounds", "CachedReader", "Known", "Writer"]
 
@@ -108,12 +109,13 @@ class CachedReader:
         self._holds = 0
 
     @property
-    def replica(self) -> Any:
+    def replica(self) -> Replica | None:
         """The replica storage reads go to (the upstream reader's)."""
         return self.upstream.replica
 
     @property
-    def attempts(self) -> list[Any]:
+    def attempts(self) -> list[Attempt]:
+        """The replicas that failed so far (the upstream reader's)."""
         return self.upstream.attempts
 
     @property
