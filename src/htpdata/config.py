@@ -166,14 +166,19 @@ class CacheSettings:
     max_extent: ByteSize = ByteSize(4 * 1024**2)
     """Longest range sent upstream as one (missing ranges merged across gaps stop growing
     here), and the piece size of ``htpdata stage``."""
-    merge_gap: ByteSize = ByteSize(64 * 1024)
-    """Missing ranges closer than this are fetched as one range."""
+    merge_gap: ByteSize = ByteSize(4 * 1024)
+    """The largest gap between missing ranges worth fetching to save a range (about what one
+    range of a vector read costs); see ``fill_ratio``."""
+    fill_ratio: float = 0.02
+    """Filled gaps add at most this fraction of the bytes a request asks (so a cold read
+    moves at most about this much more than a direct one); 0 fills none."""
     compact_after: int = 8
     """An entry's packs (one per fetch batch) are merged into one once there are this many."""
-    head: ByteSize = ByteSize(64 * 1024)
-    """Bytes at the start of a file fetched and kept with its first read (ROOT header)."""
-    tail: ByteSize = ByteSize(1024**2)
-    """Bytes at the end of a file fetched and kept with its first read (ROOT keys, streamers)."""
+    head: ByteSize = ByteSize(0)
+    """Fixed bytes at the start of a file fetched with its first read. 0 (the default): a ROOT
+    file's exact metadata extents instead, located by its header (keys list, streamers)."""
+    tail: ByteSize = ByteSize(0)
+    """Fixed bytes at the end of a file fetched with its first read (0: none, see ``head``)."""
     trust: str = "owner"
     """Whose cached bytes a reader accepts besides its own: ``owner`` (the tier owner's, i.e.
     what the facility staged) or ``group`` (also every member of the tier's group: an opt-in
@@ -385,6 +390,8 @@ def _checked_cache(c: CacheSettings, sources: Mapping[str, str]) -> CacheSetting
     for key in ("max_extent",):
         if getattr(c, key) <= 0:
             raise bad(key, "must be more than 0 bytes")
+    if not 0 <= c.fill_ratio <= 1:
+        raise bad("fill_ratio", f"must be a fraction in [0, 1], got {c.fill_ratio!r}")
     if c.compact_after < 2:
         raise bad("compact_after", f"must be at least 2, got {c.compact_after}")
     return dataclasses.replace(c, policy=policy, trust=trust)

@@ -130,8 +130,9 @@ class Cache:
             self.tiers.append(DiskTier("shared", Path(settings.shared_dir).expanduser(),
                                        settings.shared_size, trust=settings.trust, me=self.me,
                                        compact_after=settings.compact_after))
-        self.limits = Limits(settings.merge_gap, settings.max_extent, settings.head,
-                             settings.tail)
+        self.limits = Limits(merge_gap=settings.merge_gap, max_request=settings.max_extent,
+                             head=settings.head, tail=settings.tail,
+                             fill_ratio=settings.fill_ratio)
         self.known = Known(max_age=settings.revalidate_after)
         self.writer = _Writer()
         self.totals = ReadCounters()

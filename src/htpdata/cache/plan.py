@@ -1,15 +1,16 @@
 """What to fetch and what to wait for: the single-flight fetch plan (pure, no I/O).
 
 :func:`plan_fetch` turns the ranges a read still misses into the requests this process sends
-upstream and the ranges it waits for because another process is fetching them. It adds the head
-and tail of a file on its first read (ROOT's header, keys and streamers: every later open needs
-them) and merges what it sends with bounded coalescing (gaps filled up to ``merge_gap``, no
-merged range longer than ``max_request`` unless one asked range is). :func:`yield_to_earlier`
+upstream and the ranges it waits for because another process is fetching them. It adds what is
+worth fetching along: a ROOT file's exact metadata extents once its header was read (keys list,
+streamer info: every opener reads them next; see :mod:`.rootfile`), or fixed head and tail
+blocks if configured, and fills gaps only where the cost model of :class:`Limits` says a gap
+costs less than the range or round trip it saves (:func:`fill_gaps`; no merged range longer
+than ``max_request`` unless one asked range is). :func:`yield_to_earlier`
 settles overlapping claims published at the same moment: every byte is fetched by the
 earliest-named live claim covering it, so exactly one process fetches it whatever order the
 claims were seen in (names sort by their writer's clock; skew between nodes can only make two
-processes fetch the same bytes, never none). Later streams (next-file prefetch, exact ROOT head
-and tail) extend these functions, not the I/O around them.
+processes fetch the same bytes, never none).
 """
 
 from __future__ import annotations
@@ -18,20 +19,40 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .ranges import Range, coalesce, merge, subtract
+from .ranges import Range, merge, subtract, total
 
-__all__ = ["ClaimView", "FetchPlan", "Limits", "backoff", "intersect", "plan_fetch",
-           "yield_to_earlier"]
+__all__ = ["ClaimView", "FetchPlan", "Limits", "backoff", "fill_gaps", "intersect",
+           "plan_fetch", "yield_to_earlier"]
 
 
 @dataclass(frozen=True)
 class Limits:
-    merge_gap: int = 64 * 1024
-    """Missing ranges at most this far apart are fetched as one (the gap comes along)."""
+    """The cost model of an upstream request, and the bounds derived from it.
+
+    A request costs one round trip plus its bytes; a vector read carries at most
+    ``max_ranges`` ranges (more go in further requests, one round trip each), and each range
+    costs about as much as ``merge_gap`` bytes (the server's seek, the chunk's framing). So a
+    gap between two missing ranges is worth fetching (filled) only when it is cheaper than
+    the range it saves: at most ``merge_gap`` bytes, and all filled gaps of a request together
+    at most ``fill_ratio`` of the bytes asked (a cold read never moves much more than a
+    direct one). When a request has more than ``max_ranges`` ranges, the smallest further
+    gaps are filled if what they add is less than the round trips they save
+    (``round_trip_bytes`` each: the bytes the link moves in one round trip)."""
+
+    merge_gap: int = 4 * 1024
+    """The largest gap worth filling (the per-range cost, in bytes)."""
     max_request: int = 4 * 1024**2
     """No merged range longer than this (unless one asked range is)."""
-    head: int = 64 * 1024
-    tail: int = 1024**2
+    head: int = 0
+    """Fixed bytes at the start added on a file's first read (0: the exact ROOT extents)."""
+    tail: int = 0
+    """Fixed bytes at the end added on a file's first read (0: the exact ROOT extents)."""
+    fill_ratio: float = 0.02
+    """Filled gaps add at most this fraction of the bytes asked."""
+    max_ranges: int = 1024
+    """Ranges one vector read carries (XRootD's kXR_readv default)."""
+    round_trip_bytes: int = 1024**2
+    """What one round trip is worth in bytes (about 50 ms at 20 MB/s)."""
 
 
 @dataclass(frozen=True)
@@ -57,23 +78,94 @@ def intersect(a: Sequence[Range], b: Sequence[Range]) -> list[Range]:
 
 def plan_fetch(missing: Sequence[Range], *, size: int, first_touch: bool,
                held: Sequence[Range] = (), claims: Sequence[ClaimView] = (),
-               limits: Limits = Limits()) -> FetchPlan:
+               limits: Limits = Limits(), along: Sequence[Range] = ()) -> FetchPlan:
     """What to fetch and what to wait for, given the ranges still ``missing`` (within a file
-    of ``size`` bytes), whether this is the file's first read anywhere (add head and tail),
-    the ranges held already, and the other processes' live ``claims``."""
+    of ``size`` bytes), whether this is the file's first read anywhere (add the fixed head
+    and tail, if any), the ranges held already, the other processes' live ``claims``, and
+    ranges worth fetching ``along`` with this request (a ROOT file's metadata extents, which
+    every opener reads next: see :mod:`.rootfile`)."""
     want = merge((max(0, s), min(e, size)) for s, e in missing)
     want = subtract(want, held)
-    extra: list[Range] = []
+    extra: list[Range] = [(max(0, s), min(e, size)) for s, e in along]
     if first_touch and size > 0:
-        extra = subtract([(0, min(limits.head, size)), (max(0, size - limits.tail), size)],
-                         held)
+        extra += [(0, min(limits.head, size)), (max(0, size - limits.tail), size)]
+    extra = subtract(extra, held) if want else []
     busy = merge(r for c in claims for r in c.ranges)
     wait = intersect(want, busy)
     todo = subtract(want + extra, busy)
     # Gap filling may bridge bytes already held (harmless) but never bytes another process
     # is fetching (that would fetch them twice).
-    fetch = subtract(coalesce(todo, limits.merge_gap, limits.max_request), busy)
+    fetch = subtract(fill_gaps(todo, limits), busy)
     return FetchPlan(fetch, wait)
+
+
+def fill_gaps(ranges: Sequence[Range], limits: Limits = Limits()) -> list[Range]:
+    """``ranges`` merged across the gaps worth filling under ``limits``' cost model (see
+    :class:`Limits`): smallest gaps first, each at most ``merge_gap``, together at most
+    ``fill_ratio`` of the bytes asked; beyond ``max_ranges`` ranges, further smallest gaps
+    while they cost less than the round trips they save. No merged range grows past
+    ``max_request``. Sorted, disjoint, covering every input byte."""
+    rs = merge(ranges)
+    if len(rs) < 2:
+        return rs
+    gap = [rs[i + 1][0] - rs[i][1] for i in range(len(rs) - 1)]
+    order = sorted(range(len(gap)), key=lambda i: (gap[i], i))
+    groups = _Groups(rs, limits.max_request)
+    budget, spent, k = limits.fill_ratio * total(rs), 0, 0
+    for k, i in enumerate(order):  # noqa: B007 (k is where the second pass starts)
+        if gap[i] > limits.merge_gap or spent + gap[i] > budget:
+            break
+        if groups.join(i):
+            spent += gap[i]
+    else:
+        k = len(order)
+    per = max(1, limits.max_ranges)
+    rest = order[k:]
+    while groups.count > per and rest:
+        drop = groups.count - per * ((groups.count - 1) // per)  # ranges fewer: one request
+        saved = groups.copy()
+        cost, joined = 0, 0
+        while rest and joined < drop and cost <= limits.round_trip_bytes:
+            i = rest.pop(0)
+            if saved.join(i):
+                cost, joined = cost + gap[i], joined + 1
+        if joined < drop or cost > limits.round_trip_bytes:
+            break  # not worth a round trip: keep the ranges as they are
+        groups = saved
+    return groups.ranges()
+
+
+class _Groups:
+    """Runs of consecutive ranges merged across filled gaps, none longer than ``cap``."""
+
+    def __init__(self, rs: list[Range], cap: int) -> None:
+        self.rs, self.cap = rs, cap
+        self.first = list(range(len(rs)))  # for the last range of a run: its first
+        self.last = list(range(len(rs)))  # for the first range of a run: its last
+        self.count = len(rs)
+
+    def copy(self) -> _Groups:
+        g = _Groups.__new__(_Groups)
+        g.rs, g.cap, g.count = self.rs, self.cap, self.count
+        g.first, g.last = list(self.first), list(self.last)
+        return g
+
+    def join(self, i: int) -> bool:
+        """Fill the gap after range ``i`` if the run stays within the cap."""
+        a, b = self.first[i], self.last[i + 1]
+        if self.rs[b][1] - self.rs[a][0] > self.cap:
+            return False
+        self.last[a], self.first[b] = b, a
+        self.count -= 1
+        return True
+
+    def ranges(self) -> list[Range]:
+        out, i = [], 0
+        while i < len(self.rs):
+            j = self.last[i]
+            out.append((self.rs[i][0], self.rs[j][1]))
+            i = j + 1
+        return out
 
 
 def yield_to_earlier(mine: str, ranges: Sequence[Range], claims: Sequence[ClaimView]

@@ -27,6 +27,7 @@ from .identity import Identity
 from .memory import MemoryTier
 from .plan import Limits, backoff, plan_fetch, yield_to_earlier
 from .ranges import Range, Spans, clip, merge, subtract
+from .rootfile import NotRoot, RootLayout, parse_layout
 from .tier import DiskTier, Flight, Tier
 
 if TYPE_CHECKING:
@@ -107,6 +108,8 @@ class CachedReader:
         self._learnt = 0.0
         self._from_cache = False
         self._holds = 0
+        self._layout: RootLayout | None = None
+        self._layout_state = "unknown"  # "unknown", "known" (extents not yet asked), "done"
 
     @property
     def replica(self) -> Replica | None:
@@ -254,6 +257,8 @@ class CachedReader:
                 self._promote(ident, tally.pieces, above)
             found += got
         spans = Spans((s, s + len(b), (s, b)) for s, b in found)
+        if self._layout_state == "unknown":
+            self._learn_layout(ident, found)
         out = []
         for r in want:
             if r[1] <= r[0]:
@@ -270,6 +275,32 @@ class CachedReader:
             out.append(b"".join(b[lo - s:hi - s] for lo, hi, (s, b) in parts))
         self._count(ident, ranges, out, served, fetched, consulted)
         return out
+
+    def _learn_layout(self, ident: Identity, found: list[tuple[int, bytes]]) -> None:
+        """Where the file's keys and streamers are, from its first bytes once a read had them
+        (no request of its own): the next fetch takes those extents along."""
+        first = max((b for s, b in found if s == 0), key=len, default=None)
+        if first is None:
+            return
+        try:
+            got = parse_layout(first, ident.size)
+        except NotRoot:
+            self._layout_state = "done"
+            return
+        if isinstance(got, RootLayout):
+            self._layout, self._layout_state = got, "known"
+
+    def layout(self) -> RootLayout | None:
+        """The ROOT layout learnt from the file's first bytes, if read yet (else None)."""
+        return self._layout
+
+    def _along(self, ident: Identity) -> list[Range]:
+        """The metadata extents to fetch with the next request (once per reader)."""
+        with self._lock:
+            if self._layout_state != "known" or self._layout is None:
+                return []
+            self._layout_state = "done"
+            return self._layout.extents(ident.size)
 
     def _count(self, ident: Identity, ranges: Sequence[Range], out: list[bytes],
                served: dict[str, int], fetched: int, consulted: list[DiskTier]) -> None:
@@ -366,7 +397,7 @@ class CachedReader:
               else _no_flight()) as flight:
             if flight is None:
                 plan = plan_fetch(need, size=ident.size, first_touch=first_touch,
-                                  limits=self.limits)
+                                  limits=self.limits, along=self._along(ident))
                 got = self._upstream(plan.fetch, tally)
                 self._keep(ident, got, None, None)
                 return got
@@ -378,7 +409,8 @@ class CachedReader:
         # No listing before claiming: the claim is published first and the folder listed
         # once after it (which shows both what landed meanwhile and the claims of others).
         plan = plan_fetch(need, size=ident.size, first_touch=first_touch,
-                          held=flight.held(), claims=flight.claims(need), limits=self.limits)
+                          held=flight.held(), claims=flight.claims(need), limits=self.limits,
+                          along=self._along(ident))
         fetch, wait = plan.fetch, plan.wait
         if fetch and (name := flight.publish(fetch)) is not None:
             flight.refresh(force=True)  # claims published at the same moment
