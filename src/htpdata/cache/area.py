@@ -280,7 +280,7 @@ class Area:
             freed = self.drop_stale(entry, ident.key) if any(
                 r.head.key != ident.key for r in entry.heads_refs()) else 0
             own = sum(1 for r in entry.heads_refs()
-                      if r.head.key == ident.key and self.mine(r.uid))
+                      if r.head.key == ident.key and self.mine(r.uid) and not r.head.has_blobs)
         if own >= compact_after:
             freed += self.compact(ident)
         return freed
@@ -297,7 +297,8 @@ class Area:
                 return 0
             if not known:
                 entry.load()
-            own = [r for r in entry.heads_refs() if r.head.key == ident.key and self.mine(r.uid)]
+            own = [r for r in entry.heads_refs() if r.head.key == ident.key
+                   and self.mine(r.uid) and not r.head.has_blobs]  # blob packs stay whole
             if len(own) < 2 or (not known and entry.live_claims(None, 30.0)):
                 return 0
             if sum(r.head.pack_len for r in own) > limit:

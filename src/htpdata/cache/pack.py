@@ -92,6 +92,11 @@ class Head:
     def blob(self, name: str) -> Record | None:
         return next((r for r in self.records if r.kind == BLOB and r.name == name), None)
 
+    @property
+    def has_blobs(self) -> bool:
+        """Whether the pack keeps named blobs (never merged away with the byte ranges)."""
+        return any(r.kind == BLOB for r in self.records)
+
 
 def _nblocks(length: int, block: int) -> int:
     return -(-length // block) if length else 0
