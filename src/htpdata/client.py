@@ -27,6 +27,7 @@ from .errors import (
 )
 from .io import FileReader, byte_range
 from .names import DID, LogicalName, Name, PhysicalURL, parse_name
+from .prefetch import Prefetcher
 from .reader import ReplicaReader
 from .replicas import ResolvedFile
 from .resolve import Resolver
@@ -46,6 +47,7 @@ class Client:
         self.transports = Transports(self.settings, environ)
         self._cache: Cache | None = None
         self._cache_lock = threading.Lock()
+        self._prefetcher: Prefetcher | None = None
 
     @property
     def cache(self) -> Cache:
@@ -71,6 +73,8 @@ class Client:
         """Let queued cache writes land, then close connections, open handles and their
         threads. The client can be used again (it reconnects). Returns False when some
         storage handle could not be closed in time (a dead server) and may still be open."""
+        if self._prefetcher is not None:
+            self._prefetcher.stop()
         if self._cache is not None:
             self._cache.close()
         return self.transports.close()
@@ -94,14 +98,29 @@ class Client:
         """The files a name stands for (a dataset's files, or the file itself)."""
         return self.resolver.files(name)
 
-    def reader(self, name: str | Name, cache: bool | None = None) -> FileReader:
+    def reader(self, name: str | Name, cache: bool | None = None, *,
+               prefetch: bool = True) -> FileReader:
         """A byte-range reader for one file: through the cache unless ``cache=False`` or the
-        cache is switched off in the settings."""
+        cache is switched off in the settings. Reading a file of a catalog dataset prefetches
+        the next files' (``cache.prefetch``; ``prefetch=False`` not for this reader)."""
         upstream = ReplicaReader(self.resolve(name), self.transports)
         use_cache = self.settings.cache.enabled if cache is None else cache
         if not use_cache:
             return upstream
-        return self.cache.wrap(upstream, self.resolver.dataset_of(name))
+        dataset = self.resolver.dataset_of(name)
+        reader = self.cache.wrap(upstream, dataset)
+        c = self.settings.cache
+        if prefetch and dataset is not None and c.prefetch and c.prefetch_files > 0:
+            self.prefetcher.attach(reader, dataset)
+        return reader
+
+    @property
+    def prefetcher(self) -> Prefetcher:
+        """The next-file prefetch of this client's readers (see :mod:`htpdata.prefetch`)."""
+        with self._cache_lock:
+            if self._prefetcher is None:
+                self._prefetcher = Prefetcher(self, self.settings.cache)
+            return self._prefetcher
 
     def forget(self, name: str | Name) -> None:
         """Drop what the cache holds for ``name`` (after it was written through htpdata)."""

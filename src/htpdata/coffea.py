@@ -148,7 +148,7 @@ class _Run:
         for url, entry in ds["files"].items():
             if not url.startswith(_PROTOCOL):
                 return None
-            reader = self.client.reader(HtpdataFileSystem.name_of(url))
+            reader = self.client.reader(HtpdataFileSystem.name_of(url), prefetch=False)
             if not isinstance(reader, CachedReader) or not reader.disks:
                 return None
             per_file = {k: entry.get(k) for k in ("object_path", "steps", "num_entries",

@@ -183,6 +183,18 @@ class CacheSettings:
     """Whose cached bytes a reader accepts besides its own: ``owner`` (the tier owner's, i.e.
     what the facility staged) or ``group`` (also every member of the tier's group: an opt-in
     for groups whose members trust each other). See the trust model in ``docs/cache.md``."""
+    prefetch: bool = True
+    """While an analysis reads a file of a catalog dataset, fetch in the background what it
+    will read of the next files (the baskets of the branches it read so far); see
+    ``docs/analyses.md``."""
+    prefetch_files: int = 1
+    """How many of the next files of the dataset to prefetch (0 switches prefetch off)."""
+    prefetch_bytes: ByteSize = ByteSize(256 * 1024**2)
+    """At most this many bytes prefetched per file."""
+    prefetch_concurrency: int = 2
+    """Background requests in flight at most (sent only while no foreground request is)."""
+    prefetch_idle: Duration = Duration(30.0)
+    """Prefetch stops when the analysis made no read for this long (it stopped)."""
     revalidate_after: Duration = Duration(86400.0)
     """Seconds the cache trusts what storage said of a file no catalog describes (a bare URL's
     size) before asking again; a failed or short read asks at once."""
@@ -392,6 +404,10 @@ def _checked_cache(c: CacheSettings, sources: Mapping[str, str]) -> CacheSetting
             raise bad(key, "must be more than 0 bytes")
     if not 0 <= c.fill_ratio <= 1:
         raise bad("fill_ratio", f"must be a fraction in [0, 1], got {c.fill_ratio!r}")
+    if c.prefetch_files < 0:
+        raise bad("prefetch_files", f"must not be negative, got {c.prefetch_files}")
+    if c.prefetch_concurrency < 1:
+        raise bad("prefetch_concurrency", f"must be at least 1, got {c.prefetch_concurrency}")
     if c.compact_after < 2:
         raise bad("compact_after", f"must be at least 2, got {c.compact_after}")
     return dataclasses.replace(c, policy=policy, trust=trust)

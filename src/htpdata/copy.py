@@ -156,7 +156,7 @@ def copy_file(client: Client, entry: FileEntry, target: str, *, cache: bool = Tr
     try:
         if stdout is None and not force and os.path.lexists(target):
             raise CopyError(f"{target}: exists (use --force to overwrite)")
-        reader = client.reader(entry.name, cache=cache)
+        reader = client.reader(entry.name, cache=cache, prefetch=False)  # whole files
         r.size = size = reader.size()
         replica = reader.resolved.replicas[0].url if reader.resolved.replicas else None
         r.expected = _expected(client, entry, reader.resolved.adler32, replica)

@@ -39,6 +39,7 @@ from ..errors import CacheWriteError, ConfigError
 from ..io import ReadCounters
 from ..quotas import room
 from .area import Area
+from .budget import Budget
 from .evict import EvictionReport, Quota, evict_area, fs_usage, quota_for, read_quotas
 from .identity import Identity
 from .memory import MemoryTier
@@ -134,6 +135,8 @@ class Cache:
                              head=settings.head, tail=settings.tail,
                              fill_ratio=settings.fill_ratio)
         self.known = Known(max_age=settings.revalidate_after)
+        self.budget = Budget(settings.prefetch_concurrency)
+        """Foreground and background (prefetch) upstream requests of this cache's readers."""
         self.writer = _Writer()
         self.totals = ReadCounters()
         """What every reader of this cache did so far (each reader has its own too)."""
@@ -157,10 +160,12 @@ class Cache:
     def wrap(self, upstream: ReplicaReader, dataset: str | None = None) -> CachedReader:
         tiers: list[Tier] = [self.memory] if self.memory is not None else []
         tiers += self.tiers
-        return CachedReader(upstream, tiers, limits=self.limits, writer=self.writer,
-                            bounds=self, known=self.known, private=self._private(upstream),
-                            dataset=dataset, totals=self.totals,
-                            wait_limit=upstream.transports.settings.timeouts.read + 5.0)
+        reader = CachedReader(upstream, tiers, limits=self.limits, writer=self.writer,
+                              bounds=self, known=self.known, private=self._private(upstream),
+                              dataset=dataset, totals=self.totals,
+                              wait_limit=upstream.transports.settings.timeouts.read + 5.0)
+        reader.budget = self.budget
+        return reader
 
     def _private(self, upstream: ReplicaReader) -> bool:
         return self.private(upstream.resolved, upstream.transports)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import Attempt, CacheWriteError, StorageError
 from ..io import ReadCounters
+from .budget import Budget
 from .identity import Identity
 from .memory import MemoryTier
 from .plan import Limits, backoff, plan_fetch, yield_to_earlier
@@ -108,6 +109,13 @@ class CachedReader:
         self._learnt = 0.0
         self._from_cache = False
         self._holds = 0
+        self.budget: Budget | None = None
+        """Upstream requests are counted in the cache's foreground budget, or wait for the
+        background one when ``background`` is set (next-file prefetch)."""
+        self.background: threading.Event | None = None
+        """Set for a prefetch reader: the event that cancels it."""
+        self.observer: Callable[[CachedReader, list[Range]], None] | None = None
+        """Told of every batch of ranges this reader served (the next-file prefetch)."""
         self._layout: RootLayout | None = None
         self._layout_state = "unknown"  # "unknown", "known" (extents not yet asked), "done"
 
@@ -274,6 +282,8 @@ class CachedReader:
                 continue
             out.append(b"".join(b[lo - s:hi - s] for lo, hi, (s, b) in parts))
         self._count(ident, ranges, out, served, fetched, consulted)
+        if self.observer is not None:
+            self.observer(self, want)
         return out
 
     def _learn_layout(self, ident: Identity, found: list[tuple[int, bytes]]) -> None:
@@ -384,7 +394,15 @@ class CachedReader:
     def _upstream(self, ranges: list[Range], tally: _Tally) -> list[tuple[int, bytes]]:
         if not ranges:
             return []
-        datas = self.upstream.read_ranges(ranges)
+        budget = self.budget
+        if budget is None:
+            datas = self.upstream.read_ranges(ranges)
+        elif self.background is not None:
+            with budget.background(self.background):
+                datas = self.upstream.read_ranges(ranges)
+        else:
+            with budget.foreground():
+                datas = self.upstream.read_ranges(ranges)
         with self._lock:
             self.counters.upstream_requests += 1
         tally.upstream += sum(len(d) for d in datas)
