@@ -32,7 +32,9 @@ def test_demo_runs() -> None:
            "19980_NANOAOD_RNTupleImporter_rntuple_v1-0-0-1.root\n" in out
     cold = next(line for line in out.splitlines() if line.strip().startswith("cold:"))
     warm = next(line for line in out.splitlines() if line.strip().startswith("warm:"))
-    assert "fetched from the origin 377,623 bytes" in cold  # the whole file, once
+    got = re.search(r"fetched from the origin ([\d,]+) bytes", cold)
+    assert got is not None, cold  # what uproot read (exact ROOT extents), at most the file
+    assert 0 < int(got.group(1).replace(",", "")) <= 377_623
     assert "fetched from the origin 0 bytes" in warm  # fetched and served are apart
     assert re.search(r"served from the cache [1-9][\d,]* bytes", warm)
     assert "staged 2, already cached 0, failed 0" in out

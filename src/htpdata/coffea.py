@@ -124,6 +124,16 @@ class _File:
                             self.url, tier.name, exc)
 
 
+def _form_key(compressed: str | None) -> str | None:
+    """What a form is, whatever its gzip header says (coffea compresses forms with the time
+    of the call in it: two compressions of one form differ)."""
+    if compressed is None:
+        return None
+    from coffea.util import decompress_form  # type: ignore[import-untyped]
+
+    return hashlib.sha256(decompress_form(compressed).encode()).hexdigest()
+
+
 class _Run:
     def __init__(self, dt: Any, client: Client, options: dict[str, Any]) -> None:
         self.dt, self.client, self.options = dt, client, options
@@ -181,7 +191,9 @@ class _Run:
             f = split[name][int(index)]
             done = got_a.get(key)
             if done is not None:
-                f.result = {"file": done["files"][f.url], "form": done.get("compressed_form")}
+                form = done.get("compressed_form")
+                f.result = {"file": done["files"][f.url], "form": form,
+                            "form_key": _form_key(form)}
                 f.keep()
         avail: dict[str, Any] = {}
         updated: dict[str, Any] = {}
@@ -198,12 +210,12 @@ class _Run:
                 updated[name] = got_u[name]
                 continue
             files = split[name]
-            forms = {f.result["form"] for f in files
-                     if f.result is not None and f.result["form"] is not None}
+            forms = {f.result.get("form_key") or _form_key(f.result["form"]): f.result["form"]
+                     for f in files if f.result is not None and f.result["form"] is not None}
             if len(forms) > 1:  # the union of several forms: coffea's to compute
                 regroup[name] = ds
                 continue
-            form = next(iter(forms), None)
+            form = next(iter(forms.values()), None)
             ok = {f.url: f.result["file"] for f in files if f.result is not None}
             updated[name] = {**ds, "compressed_form": form,
                              "files": {f.url: f.result["file"] if f.result is not None

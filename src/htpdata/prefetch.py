@@ -169,6 +169,9 @@ class Prefetcher:
         self._seen: dict[str, _Seen] = {}
         self._order: dict[str, list[str]] = {}
         self._done: set[str] = set()
+        self._baskets: dict[str, dict[str, dict[str, list[Range]]]] = {}
+        """The basket ranges of the last few files located (each TTree is parsed once: a
+        prefetched file's are used again when the analysis reads it)."""
         self._pool: ThreadPoolExecutor | None = None
         self.prefetched: dict[str, int] = {}
         """Bytes asked per prefetched file (for tests and benchmarks)."""
@@ -242,7 +245,7 @@ class Prefetcher:
         with self._lock:
             read = list(seen.ranges)
         self._alive()
-        mine = baskets_of(self._background(source.name))
+        mine = self._located(source.name)
         wanted = {tree: touched(br, read) for tree, br in mine.items()}
         wanted = {t: b for t, b in wanted.items() if b}
         if not wanted:
@@ -254,8 +257,9 @@ class Prefetcher:
                 self._done.add(target)
             self._alive()
             reader = self._background(target)
-            ranges = [r for br in baskets_of(reader, wanted).values() for rs in br.values()
-                      for r in rs]
+            located = self._located(target, reader)
+            ranges = [r for tree, names in wanted.items() for b in names
+                      for r in located.get(tree, {}).get(b, [])]
             todo = chunks(subtract(ranges, []), self.max_bytes, self.per_request)
             log.debug("prefetch %s: %d branches, %d requests", target,
                       sum(len(b) for b in wanted.values()), len(todo))
@@ -265,6 +269,18 @@ class Prefetcher:
                 with self._lock:
                     self.prefetched[target] = self.prefetched.get(target, 0) + sum(
                         e - s for s, e in batch)
+
+    def _located(self, name: str, reader: CachedReader | None = None
+                 ) -> dict[str, dict[str, list[Range]]]:
+        with self._lock:
+            got = self._baskets.get(name)
+        if got is None:
+            got = baskets_of(reader or self._background(name))
+            with self._lock:
+                self._baskets[name] = got
+                while len(self._baskets) > 4:
+                    self._baskets.pop(next(iter(self._baskets)))
+        return got
 
     def _background(self, name: str) -> CachedReader:
         from .cache import CachedReader
