@@ -111,6 +111,8 @@ def run_delay(stack: ExitStack, b: h.Bench, origin: Any, delay: float, names: li
         analysis(b, f"{LOCAL}{tag}", local_paths, SERIAL, env("l0"))
         analysis(b, f"{DIRECT}{tag}", direct, SERIAL, env("l0"))
         analysis(b, f"{COLD}{tag}", via, SERIAL, env("l3"))
+        analysis(b, f"{COLD} no prefetch{tag}", via, SERIAL,
+                 dict(env("l4"), HTPDATA_CACHE_PREFETCH="false"))
     shutil.rmtree(work / "l1", ignore_errors=True)
 
 
