@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coffea.dataset_tools import DataGroupSpec, preprocess  # type: ignore[import-untyped]
+from coffea.dataset_tools import DataGroupSpec, preprocess
 
 import htpdata
 import htpdata.coffea
@@ -79,7 +79,7 @@ class Calls:
     """coffea's preprocess, counting the files it was asked to preprocess."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from coffea import dataset_tools  # type: ignore[import-untyped]
+        from coffea import dataset_tools
 
         self.files: list[str] = []
         real = dataset_tools.preprocess
@@ -119,7 +119,7 @@ def diff(a: Any, b: Any, at: str = "") -> list[str]:
 def plain(result: Any) -> Any:
     """A preprocess result with its forms decompressed: coffea gzips them with the time of
     the call in the gzip header, so its own two calls differ there."""
-    from coffea.util import decompress_form  # type: ignore[import-untyped]
+    from coffea.util import decompress_form
 
     out = result if isinstance(result, dict) else result.model_dump()
     return {name: {**ds, "compressed_form": decompress_form(ds["compressed_form"])

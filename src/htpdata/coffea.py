@@ -42,7 +42,7 @@ _SEP = "\x00htpdata-file-"
 
 def _coffea() -> Any:
     try:
-        from coffea import dataset_tools  # type: ignore[import-untyped]
+        from coffea import dataset_tools
     except ImportError:
         raise UsageError("htpdata.coffea needs coffea: pip install 'htpdata[coffea]'") from None
     return dataset_tools
@@ -129,7 +129,7 @@ def _form_key(compressed: str | None) -> str | None:
     of the call in it: two compressions of one form differ)."""
     if compressed is None:
         return None
-    from coffea.util import decompress_form  # type: ignore[import-untyped]
+    from coffea.util import decompress_form
 
     return hashlib.sha256(decompress_form(compressed).encode()).hexdigest()
 
