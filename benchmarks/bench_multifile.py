@@ -36,15 +36,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _harness as h  # noqa: E402
+from bench_read import BRANCHES  # noqa: E402  (the 20 branches every read benchmark reads)
 from make_inputs import build  # noqa: E402
 from wan import WanProxy  # noqa: E402
 
-BRANCHES = [
-    "Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge", "Muon_tightId", "Muon_pfRelIso04_all",
-    "Jet_pt", "Jet_eta", "Jet_phi", "Jet_mass", "Jet_btagDeepFlavB", "Jet_jetId",
-    "Electron_pt", "Electron_eta", "Electron_phi", "Electron_cutBased",
-    "MET_pt", "MET_phi", "PV_npvsGood", "HLT_IsoMu22",
-]
 LOCAL, DIRECT, XCACHE = "local files", "direct root://", "XCache cold"
 COLD, WARM, SECOND = "htpdata cold", "htpdata warm", "htpdata second reader"
 SERIAL = "serial"
