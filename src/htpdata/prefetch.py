@@ -183,6 +183,8 @@ class Prefetcher:
             return
         with self._lock:
             self._seen.setdefault(reader.name, _Seen(dataset))
+            while len(self._seen) > 16:  # a long analysis: only the files being read matter
+                self._seen.pop(next(iter(self._seen)))
         reader.observer = self.observe
 
     def observe(self, reader: CachedReader, ranges: list[Range]) -> None:
