@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -135,9 +136,15 @@ def tier_contents(shared: Path) -> tuple[int, int]:
 
 
 def run_group(label: str, n: int, wan: WanProxy, base_env: dict[str, str], dirs: Path,
-              local: str, timeout: float, target: str = FSSPEC_URL) -> Group:
-    """Start ``n`` readers on a fresh shared tier, release them at one instant, collect."""
-    shared = dirs / "shared"
+              local: str, timeout: float, target: str = FSSPEC_URL, *,
+              shared: Path | None = None, seen_as: Callable[[int], Path] | None = None,
+              wrap: Callable[[list[str], int], list[str]] | None = None) -> Group:
+    """Start ``n`` readers on a fresh shared tier, release them at one instant, collect.
+
+    The tier is ``shared`` (default ``dirs/shared``); reader ``i`` sees it at ``seen_as(i)``
+    (e.g. on one of the network-filesystem emulator's nodes; default: ``shared`` itself) and
+    runs the command ``wrap(cmd, i)`` (e.g. under strace; default: ``cmd``)."""
+    shared = dirs / "shared" if shared is None else shared
     logs = dirs / "logs"
     logs.mkdir(parents=True)
     g = Group(label, n)
@@ -146,11 +153,13 @@ def run_group(label: str, n: int, wan: WanProxy, base_env: dict[str, str], dirs:
     before = wan.counters
     try:
         for i in range(n):
-            env = {**base_env, "HTPDATA_CACHE_SHARED_DIR": str(shared),
+            tier = seen_as(i) if seen_as is not None else shared
+            env = {**base_env, "HTPDATA_CACHE_SHARED_DIR": str(tier),
                    "HTPDATA_CACHE_LOCAL_DIR": "off" if local == "off" else str(dirs / f"l{i}")}
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", target]
             with open(logs / f"reader-{i}.err", "w") as err:
                 procs.append(subprocess.Popen(
-                    [sys.executable, str(Path(__file__).resolve()), "--worker", target],
+                    wrap(cmd, i) if wrap is not None else cmd,
                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
                     text=True))
         if _barrier(procs, deadline, logs, g):
