@@ -565,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="concurrent cold readers (default 16; 0: none)")
     ap.add_argument("--no-local-hit", action="store_true",
                     help="skip the reads with a local tier in front")
+    ap.add_argument("--no-counts", action="store_true",
+                    help="skip the traced cold and warm reads (with --timing-repeat: times only)")
     ap.add_argument("--timing-repeat", type=int, default=None,
                     help="time cold and warm reads without strace, with the peers, N times "
                          "(default 1; 0 with --quick)")
@@ -613,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with storages(work, which, args.meta_latency_ms) as stores:
                 for storage in stores:
-                    for road in roads:
+                    for road in roads if not args.no_counts else []:
                         rows += cold_and_warm(b, storage, road)
                     if not args.no_local_hit:
                         for road in roads[:2]:  # a catalog name and (in --quick) a bare URL
