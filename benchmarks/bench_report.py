@@ -1,7 +1,7 @@
 """Reports and eviction passes against the size of a format-2 shared tier (issues 6 and 13).
 
     .venv/bin/python benchmarks/bench_report.py        # 10^3, 10^4 entries (nfsemu 10^3), 3 min
-    .venv/bin/python benchmarks/bench_report.py --entries 1e4,1e5 --nfsemu-max 1e4  # 20 min
+    .venv/bin/python benchmarks/bench_report.py --entries 1e4,1e5 --nfsemu-max 1e4  # ~1 h
 
 For each size it builds a shared tier of N entries holding ``--ranges`` ranges each (default
 100: 10^4 entries hold 10^6 ranges, 10^5 hold 10^7), with the cache's own write primitive
