@@ -65,9 +65,18 @@ class Client:
             name = "shared" if any(t.name == "shared" for t in self.cache.tiers) else "local"
         return self.cache.tier(name)
 
+    def worker_settings(self) -> Settings:
+        """The settings other processes (Dask workers, gateways) are given: the bearer token
+        as the path of its file, never its value
+        (:func:`htpdata.transports.auth.settings_for_workers`)."""
+        from .transports.auth import settings_for_workers
+
+        return settings_for_workers(self.settings, self.transports.creds)
+
     def __reduce__(self) -> tuple[object, ...]:
-        # Rebuilt from settings on the other side (Dask workers); connections are not shipped.
-        return (Client, (self.settings,))
+        # Rebuilt from settings on the other side (Dask workers); connections are not shipped,
+        # and the token goes as its file's path.
+        return (Client, (self.worker_settings(),))
 
     def close(self) -> bool:
         """Let queued cache writes land, then close connections, open handles and their

@@ -68,21 +68,6 @@ class ReplicaSettings:
     """Sites matching these patterns are never used."""
 
 
-@dataclass(frozen=True)
-class AuthSettings:
-    """Where credentials are found; unset means WLCG discovery (:mod:`htpdata.transports.auth`)."""
-
-    proxy: str = ""
-    """X.509 proxy file; default ``$X509_USER_PROXY`` then ``/tmp/x509up_u$UID``."""
-    token_file: str = ""
-    """Bearer token file; default WLCG token discovery (``$BEARER_TOKEN`` ... ``/tmp/bt_u$UID``)."""
-    ca_dir: str = ""
-    """CA certificates folder for HTTPS; default ``$X509_CERT_DIR``, then
-    ``/etc/grid-security/certificates`` if it exists, then the system store."""
-    ca_file: str = ""
-    """A single CA bundle file for HTTPS (e.g. a test server's self-signed certificate)."""
-
-
 class ByteSize(int):
     """A number of bytes; settings accept ``2GB``, ``512MiB``, ``1.5TB`` or a plain integer."""
 
@@ -138,6 +123,36 @@ class Duration(float):
 
 POLICIES = ("lru", "lfu", "size")
 TRUST = ("owner", "group")
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Where credentials are found; unset means WLCG discovery (:mod:`htpdata.transports.auth`)."""
+
+    proxy: str = ""
+    """X.509 proxy file; default ``$X509_USER_PROXY`` then ``/tmp/x509up_u$UID``."""
+    token_file: str = ""
+    """Bearer token file; default WLCG token discovery (``$BEARER_TOKEN`` ... ``/tmp/bt_u$UID``)."""
+    ca_dir: str = ""
+    """CA certificates folder for HTTPS; default ``$X509_CERT_DIR``, then
+    ``/etc/grid-security/certificates`` if it exists, then the system store."""
+    ca_file: str = ""
+    """A single CA bundle file for HTTPS (e.g. a test server's self-signed certificate)."""
+    token_margin: float = 60.0
+    """Seconds before a token's ``exp`` at which its file is read again (or it is refreshed)."""
+    client_id: str = ""
+    """OAuth2 client that may refresh tokens; default ``$OIDC_CLIENT_ID``. Refreshing also needs
+    ``$REFRESH_TOKEN`` (and ``$OIDC_CLIENT_SECRET`` for a confidential client)."""
+    token_endpoint: str = ""
+    """The issuer's token endpoint; default ``$OIDC_TOKEN_ENDPOINT``, else OIDC discovery from
+    the access token's ``iss``."""
+    refreshed_token_file: str = ""
+    """Where refreshed access tokens are written (0600); default
+    ``$XDG_RUNTIME_DIR/htpdata/access-token``. Dask workers on other nodes need a path they
+    see too (the home folder)."""
+    plan_rate: ByteSize = ByteSize(50 * 1000**2)
+    """Bytes per second a stage is assumed to move, to warn before it starts when the token
+    will expire first (and cannot be refreshed)."""
 
 
 @dataclass(frozen=True)

@@ -217,7 +217,8 @@ def convert_many(names: Sequence[str | Name], format: str = "parquet",
 
     dc, own = connect(dask)
     try:
-        futures = [dc.submit(_remote_convert, client.settings, f, format, columns, tree, tier,
+        settings = client.worker_settings()  # the token as its file's path, never its value
+        futures = [dc.submit(_remote_convert, settings, f, format, columns, tree, tier,
                              pure=False) for f in files]
         return [fut.result() for fut in futures]
     finally:

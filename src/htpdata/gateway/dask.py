@@ -130,7 +130,10 @@ def node_gateway(port: int, secret: str, settings: Settings, threads: int = 8) -
 
 
 def _spawn(port: int, secret: str, settings: Settings, threads: int, stem: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HTPDATA_")}
+    # The token reaches the gateway as auth.token_file (a path) in its settings, never as a
+    # value in its environment.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("HTPDATA_") and k != "BEARER_TOKEN"}
     env.update(settings_environment(settings))
     env[ENV_URL] = GatewayInfo("127.0.0.1", port, secret).base_url
     log_path = stem.with_suffix(".log")
@@ -211,7 +214,7 @@ def install(client: Any, *, port: int | None = None, threads: int = 8,
     from ..default import default_client
 
     if settings is None:
-        settings = default_client().settings
+        settings = default_client().worker_settings()
     secret = new_secret()
     tries = 1 if port is not None else 3
     last: GatewayError | None = None

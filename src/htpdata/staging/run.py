@@ -8,6 +8,7 @@ does not), each writing into the shared tier.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,10 @@ from .plan import Plan, make_plan
 from .progress import Progress
 from .transfer import FileResult, stage_file, transfer
 
-__all__ = ["StageRefusedError", "StageSummary", "parse_duration", "stage"]
+__all__ = ["StageRefusedError", "StageSummary", "parse_duration", "stage",
+           "warn_if_token_outlasted"]
+
+log = logging.getLogger("htpdata.stage")
 
 
 def parse_duration(text: str) -> float:
@@ -152,6 +156,7 @@ def stage(names: list[str | Name] | str | Name, *, client: Client | None = None,
         client.cache.evict(target.name, need=need)
         plan, staged_as = _plan(client, todo, target)
     summary = StageSummary(plan, dry_run=dry_run)
+    warn_if_token_outlasted(client, plan.fetch_bytes)  # before anything starts, dry run too
     if dry_run:
         return summary
     if not plan.fits:
@@ -165,7 +170,7 @@ def stage(names: list[str | Name] | str | Name, *, client: Client | None = None,
     try:
         with Progress(len(plan.to_fetch), plan.fetch_bytes, progress) as bar:
             if dc is not None:
-                summary.results = _stage_on_dask(dc, client.settings, plan.to_fetch,
+                summary.results = _stage_on_dask(dc, client.worker_settings(), plan.to_fetch,
                                                  target.name, streams, retries, bar, staged_as)
             else:
                 summary.results = _stage_here(client, plan.to_fetch, target, jobs, streams,
@@ -181,6 +186,22 @@ def stage(names: list[str | Name] | str | Name, *, client: Client | None = None,
                 client.cache.pin(str(parse_name(f.name)), f.size, f.adler32, until)
     client.cache.sync()
     return summary
+
+
+def warn_if_token_outlasted(client: Client, nbytes: int) -> str | None:
+    """Say so, once and before anything starts, when moving ``nbytes`` at ``auth.plan_rate``
+    takes longer than the bearer token has to live (and htpdata cannot refresh it); returns
+    the warning (None: no reason to warn)."""
+    from ..transports.tokens import outlasting
+
+    tokens = client.transports.creds.tokens
+    if tokens is None or nbytes <= 0:
+        return None
+    rate = max(1, int(client.settings.auth.plan_rate))
+    message = outlasting(nbytes / rate, tokens.seconds_left(), tokens.refresher is not None)
+    if message is not None:
+        log.warning("%s", message)
+    return message
 
 
 def _stage_here(client: Client, files: list[FileEntry], tier: DiskTier, jobs: int, streams: int,

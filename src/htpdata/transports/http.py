@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,9 +20,33 @@ from ..config import TimeoutSettings
 from .auth import Credentials
 from .base import Transport, http_error, translate
 
-__all__ = ["HTTPTransport", "to_http_url"]
+__all__ = ["BearerAuth", "HTTPTransport", "to_http_url"]
 
 _MAX_PARALLEL = 16
+
+
+class BearerAuth(httpx.Auth):
+    """The token of the moment on every request; a 401/403 re-reads (or refreshes) the token
+    once and, when that gives another token, sends the request once more with it."""
+
+    def __init__(self, creds: Credentials) -> None:
+        self.creds = creds
+        self.retried = 0
+        """Requests sent again with a renewed token (what tests count)."""
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response,
+                                                            None]:
+        tokens = self.creds.tokens
+        used = tokens.token() if tokens is not None else None
+        if used:
+            request.headers["Authorization"] = f"Bearer {used}"
+        response = yield request
+        if response.status_code in (401, 403) and tokens is not None and tokens.renew(used):
+            fresh = tokens.token()
+            if fresh:
+                request.headers["Authorization"] = f"Bearer {fresh}"
+                self.retried += 1
+                yield request
 
 
 def to_http_url(url: str) -> str:
@@ -45,13 +69,14 @@ class HTTPTransport(Transport):
         self._pool: ThreadPoolExecutor | None = None
         self._ssl = creds.ssl_context()
         self._webdav: dict[str, Any] = {}
+        self.auth = BearerAuth(creds)
 
     @property
     def client(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
                 self._client = httpx.Client(
-                    headers=self.creds.http_headers(), verify=self._ssl,
+                    auth=self.auth, verify=self._ssl,
                     timeout=self.timeout, follow_redirects=True,
                     limits=httpx.Limits(max_connections=_MAX_PARALLEL,
                                         max_keepalive_connections=_MAX_PARALLEL))
@@ -88,7 +113,7 @@ class HTTPTransport(Transport):
         with self._lock:
             fs = self._webdav.get(base)
             if fs is None:
-                fs = WebdavFileSystem(base, headers=self.creds.http_headers(), verify=self._ssl,
+                fs = WebdavFileSystem(base, auth=self.auth, verify=self._ssl,
                                       timeout=self.timeout, skip_instance_cache=True)
                 self._webdav[base] = fs
         return fs, path
