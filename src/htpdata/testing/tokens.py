@@ -11,7 +11,8 @@ Offline: scitokens-cpp fetches an issuer's public keys over HTTPS from
 Instead the origin's key cache (scitokens-cpp's SQLite file under the server's
 ``$XDG_CACHE_HOME/scitokens/``) is seeded with the issuer's JWKS before the server starts, marked
 fresh for a day, so the library never goes to the network. The issuer URL stays an ``https://``
-name (the library insists on it); nothing listens there.
+name (the library insists on it); nothing listens there. The issuer may also be the real OIDC
+provider of :mod:`htpdata.testing.oidc` (any :class:`KeyIssuer`).
 
     issuer = TokenIssuer()
     with TokenOrigin(issuer) as origin:        # XRootD, root:// and davs://, tokens required
@@ -33,11 +34,11 @@ import sqlite3
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .servers import XRootDServer
 
-__all__ = ["TokenIssuer", "TokenOrigin", "write_token_file"]
+__all__ = ["KeyIssuer", "TokenIssuer", "TokenOrigin", "seed_keycache", "write_token_file"]
 
 
 def _b64(data: bytes) -> str:
@@ -90,19 +91,36 @@ class TokenIssuer:
     def seed_keycache(self, cache_home: Path, *, fresh_for: float = 86400) -> Path:
         """Write scitokens-cpp's key cache under ``cache_home`` (its ``$XDG_CACHE_HOME``) so the
         library trusts this issuer's keys without fetching them."""
-        folder = cache_home / "scitokens"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "scitokens_cpp.sqllite"  # sic: the library's own spelling
-        now = int(time.time())
-        value = json.dumps({"jwks": self.jwks(), "next_update": int(now + fresh_for),
-                            "expires": int(now + fresh_for)})
-        with sqlite3.connect(path) as db:
-            db.execute("CREATE TABLE IF NOT EXISTS keycache (issuer text UNIQUE PRIMARY KEY "
-                       "NOT NULL, keys text NOT NULL)")
-            db.execute("DELETE FROM keycache WHERE issuer = ?", (self.issuer,))
-            db.execute("INSERT INTO keycache VALUES (?, ?)", (self.issuer, value))
-        db.close()
-        return path
+        return seed_keycache(cache_home, self, fresh_for=fresh_for)
+
+
+class KeyIssuer(Protocol):
+    """What an origin needs of a token issuer: its name and its public keys. A
+    :class:`TokenIssuer` is one, and so is the real OIDC provider
+    (:class:`htpdata.testing.oidc.OIDCProvider`)."""
+
+    @property
+    def issuer(self) -> str: ...
+
+    def jwks(self) -> dict[str, Any]: ...
+
+
+def seed_keycache(cache_home: Path, issuer: KeyIssuer, *, fresh_for: float = 86400) -> Path:
+    """Write scitokens-cpp's key cache under ``cache_home`` (its ``$XDG_CACHE_HOME``) with
+    ``issuer``'s JWKS, marked fresh for ``fresh_for`` seconds, so it is never fetched."""
+    folder = cache_home / "scitokens"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "scitokens_cpp.sqllite"  # sic: the library's own spelling
+    now = int(time.time())
+    value = json.dumps({"jwks": issuer.jwks(), "next_update": int(now + fresh_for),
+                        "expires": int(now + fresh_for)})
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE IF NOT EXISTS keycache (issuer text UNIQUE PRIMARY KEY "
+                   "NOT NULL, keys text NOT NULL)")
+        db.execute("DELETE FROM keycache WHERE issuer = ?", (issuer.issuer,))
+        db.execute("INSERT INTO keycache VALUES (?, ?)", (issuer.issuer, value))
+    db.close()
+    return path
 
 
 def write_token_file(folder: Path, token: str, owner: int | None = None) -> Path:
@@ -125,7 +143,7 @@ class TokenOrigin(XRootDServer):
     refused (HTTP 403, XRootD ``[3010]``).
     """
 
-    def __init__(self, issuer: TokenIssuer, data: str | Path | None = None, *, tls: bool = True,
+    def __init__(self, issuer: KeyIssuer, data: str | Path | None = None, *, tls: bool = True,
                  name: str = "token-origin", audience: str = "https://origin.htpdata.test"
                  ) -> None:
         super().__init__(data, tls=tls, name=name, writable=False)
@@ -149,7 +167,7 @@ class TokenOrigin(XRootDServer):
             f"issuer = {self.issuer.issuer}\n"
             "base_path = /\n")
         cache_home = self.work / "xdg-cache"
-        self.issuer.seed_keycache(cache_home)
+        seed_keycache(cache_home, self.issuer)
         for root, dirs, files in os.walk(cache_home):
             for entry in [root, *(os.path.join(root, d) for d in dirs),
                           *(os.path.join(root, f) for f in files)]:

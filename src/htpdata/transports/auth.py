@@ -89,9 +89,14 @@ def discover_credentials(settings: AuthSettings, environ: Mapping[str, str] | No
     margin = settings.token_margin
     ca_file = Path(settings.ca_file).expanduser() if settings.ca_file else None
 
-    tokens: TokenSource | None = None
+    ca_dir = None
+    for cand in (settings.ca_dir, env.get("X509_CERT_DIR", ""), "/etc/grid-security/certificates"):
+        if cand and Path(cand).is_dir():
+            ca_dir = Path(cand)
+            break
     refresher = Refresher.from_environ(env, settings.client_id, settings.token_endpoint,
-                                       verify=str(ca_file) if ca_file else True)
+                                       str(ca_file or ""), str(ca_dir or ""))
+    tokens: TokenSource | None = None
     if settings.token_file:
         path = Path(settings.token_file).expanduser()
         tokens = TokenSource(path, label=settings.token_file, margin=margin,
@@ -132,11 +137,6 @@ def discover_credentials(settings: AuthSettings, environ: Mapping[str, str] | No
             proxy = Path(cand).expanduser()
             break
 
-    ca_dir = None
-    for cand in (settings.ca_dir, env.get("X509_CERT_DIR", ""), "/etc/grid-security/certificates"):
-        if cand and Path(cand).is_dir():
-            ca_dir = Path(cand)
-            break
     return Credentials(proxy, tokens, ca_dir, ca_file)
 
 

@@ -159,8 +159,10 @@ class Refresher:
     client_secret: str
     refresh_token: str
     token_endpoint: str = ""
-    verify: Any = True
-    """What httpx checks the issuer's certificate with (True, a CA file, an SSL context)."""
+    ca_file: str = ""
+    """CA bundle the issuer's certificate is checked against (else ``ca_dir``, else the
+    system store)."""
+    ca_dir: str = ""
     timeout: float = 30.0
 
     def __repr__(self) -> str:  # never the secrets
@@ -168,7 +170,8 @@ class Refresher:
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str], client_id: str = "", token_endpoint: str = "",
-                     verify: Any = True, timeout: float = 30.0) -> Refresher | None:
+                     ca_file: str = "", ca_dir: str = "", timeout: float = 30.0
+                     ) -> Refresher | None:
         """The refresher the environment allows (``REFRESH_TOKEN`` and a client id from
         ``auth.client_id`` or ``$OIDC_CLIENT_ID``), else None."""
         refresh = env.get(ENV_REFRESH, "").strip()
@@ -180,7 +183,7 @@ class Refresher:
             if value:
                 register_secret(value)
         return cls(cid, secret, refresh, token_endpoint or env.get(ENV_TOKEN_ENDPOINT, ""),
-                   verify, timeout)
+                   ca_file, ca_dir, timeout)
 
     @staticmethod
     def refresh_path(access_path: Path) -> Path:
@@ -220,7 +223,11 @@ class Refresher:
             auth = httpx.BasicAuth(self.client_id, self.client_secret)  # client_secret_basic
         else:
             form["client_id"] = self.client_id
-        with httpx.Client(verify=self.verify, timeout=self.timeout) as http:
+        import ssl
+
+        verify = ssl.create_default_context(cafile=self.ca_file or None,
+                                            capath=self.ca_dir or None)
+        with httpx.Client(verify=verify, timeout=self.timeout) as http:
             endpoint = self._endpoint(http, current)
             try:
                 resp = (http.post(endpoint, data=form, auth=auth) if auth is not None
@@ -233,7 +240,8 @@ class Refresher:
         except ValueError:
             body = {}
         if resp.status_code != 200 or not isinstance(body.get("access_token"), str):
-            why = body.get("error_description") or body.get("error") or resp.reason_phrase
+            why = ": ".join(str(body[k]) for k in ("error", "error_description")
+                            if body.get(k)) or resp.reason_phrase
             raise AuthenticationError(f"token refresh at {endpoint} refused: HTTP "
                                       f"{resp.status_code} {why}")
         access = str(body["access_token"])
@@ -303,8 +311,9 @@ class TokenSource:
             return self._token
         with self._lock:
             now = self._clock()
-            if should_reread(self._signature, _signature(self.path), _exp(self._token), now,
-                             self.margin):
+            missing = self._token is None and self.refresher is not None
+            if missing or should_reread(self._signature, _signature(self.path),
+                                        _exp(self._token), now, self.margin):
                 self._reread()
                 self._refresh_if_due(now)
             return self._token
