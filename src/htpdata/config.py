@@ -66,6 +66,21 @@ class ReplicaSettings:
     """If set, only sites matching one of these patterns are used."""
     block_sites: tuple[str, ...] = ()
     """Sites matching these patterns are never used."""
+    proxy: str = ""
+    """The site's XCache, used first for every file (``root://xcache.site:1094//``; an
+    ``https://`` one serves davs:// and https:// replicas too); empty: none. See
+    :mod:`htpdata.transports.proxy`."""
+    proxy_mode: str = "path"
+    """``path``: ask the proxy for the file's path (its ``pss.origin`` is the site's origin);
+    ``forward``: for the whole replica URL (an XCache in forwarding mode)."""
+    proxy_timeout: float = 10.0
+    """Seconds a proxy request may go unanswered before the read moves to the direct
+    replicas (and the proxy is bypassed)."""
+    proxy_failures: int = 2
+    """Consecutive proxy failures (other than timeouts) that make it bypassed."""
+    proxy_retry: float = 60.0
+    """Seconds a bypassed proxy is left alone before it is tried again (doubling, up to 16x,
+    while it keeps failing)."""
 
 
 class ByteSize(int):
@@ -392,6 +407,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, file: str | Path 
                 sources[dotted] = where
     kwargs = {name: _section_type_by_name(name)(**vals) for name, vals in values.items()}
     kwargs["cache"] = _checked_cache(kwargs["cache"], sources)
+    kwargs["replicas"] = _checked_replicas(kwargs["replicas"], sources)
     return Settings(**kwargs, sources=sources)
 
 
@@ -426,6 +442,26 @@ def _checked_cache(c: CacheSettings, sources: Mapping[str, str]) -> CacheSetting
     if c.compact_after < 2:
         raise bad("compact_after", f"must be at least 2, got {c.compact_after}")
     return dataclasses.replace(c, policy=policy, trust=trust)
+
+
+def _checked_replicas(r: ReplicaSettings, sources: Mapping[str, str]) -> ReplicaSettings:
+    """The proxy's address and the numbers that must be positive, said in one line naming
+    the setting; the proxy mode normalised."""
+    def bad(key: str, problem: str) -> ConfigError:
+        return ConfigError(sources.get(f"replicas.{key}", "default"), f"replicas.{key}",
+                           problem)
+
+    if r.proxy and re.fullmatch(r"(root|xroot|https|http|davs)://([A-Za-z0-9.\-]+|"
+                                r"\[[0-9A-Fa-f:]+\])(:[0-9]{1,5})?/*", r.proxy) is None:
+        raise bad("proxy", "expected the proxy's address, such as root://xcache.site:1094// "
+                  f"or https://xcache.site:8443/ (no path), got {r.proxy!r}")
+    mode = r.proxy_mode.strip().lower()
+    if mode not in ("path", "forward"):
+        raise bad("proxy_mode", f"unknown proxy mode {r.proxy_mode!r}; one of path, forward")
+    for key in ("proxy_timeout", "proxy_failures"):
+        if getattr(r, key) <= 0:
+            raise bad(key, f"must be more than 0, got {getattr(r, key)!r}")
+    return dataclasses.replace(r, proxy_mode=mode)
 
 
 def _section_type_by_name(name: str) -> type[Any]:

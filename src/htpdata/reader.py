@@ -6,6 +6,10 @@ it records the attempt, moves to the next replica, checks that its size is the s
 it for the same byte ranges, so a read continues at the same offset. Only when every replica has
 failed does it raise, once, an error listing what was tried. It is a
 :class:`~htpdata.io.FileReader`; the cache's reader wraps one.
+
+With a site proxy configured (``replicas.proxy``, :mod:`htpdata.transports.proxy`), the proxy
+comes first, as one more replica in front of the direct ones, unless this process has
+bypassed it; how each proxy request went updates its health.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ from __future__ import annotations
 import logging
 import operator
 import threading
+import time
 from collections.abc import Sequence
 
 from .errors import Attempt, StorageError, StorageIsADirectoryError, exhausted
 from .io import ReadCounters
 from .replicas import Replica, ResolvedFile
-from .transports import Transports
+from .transports import Transport, Transports
 
 __all__ = ["ReplicaReader"]
 
@@ -36,6 +41,19 @@ class ReplicaReader:
         self.counters = ReadCounters()
         """Every byte comes from storage: ``bytes_read == upstream``."""
         self.attempts: list[Attempt] = []
+        self.replicas: tuple[Replica, ...] = resolved.replicas
+        """What is tried, in order: the site proxy first when it is in use, then the file's
+        replicas."""
+        self._proxied = False
+        proxy = transports.proxy
+        if proxy is not None:
+            url = proxy.url_for([r.url for r in resolved.replicas])
+            if url is not None:
+                first = resolved.replicas[0] if resolved.replicas else None
+                self.replicas = (Replica(url, "proxy", url.split("://", 1)[0],
+                                         first.name if first else self.name, role="proxy"),
+                                 *resolved.replicas)
+                self._proxied = True
         self._index = 0
         self._size: int | None = None
         self._checked: set[int] = set()
@@ -44,10 +62,28 @@ class ReplicaReader:
     @property
     def replica(self) -> Replica | None:
         """The replica in use (None once all have failed)."""
-        reps = self.resolved.replicas
+        reps = self.replicas
         return reps[self._index] if self._index < len(reps) else None
 
+    def _transport(self, index: int, rep: Replica) -> Transport:
+        if self._proxied and index == 0:
+            proxy = self.transports.proxy
+            assert proxy is not None
+            return proxy.transport
+        return self.transports.for_replica(rep)
+
+    def _went(self, index: int, started: float, err: StorageError | None = None) -> None:
+        """Tell the proxy's health how a request to it went (other replicas: nothing)."""
+        proxy = self.transports.proxy
+        if not self._proxied or index != 0 or proxy is None:
+            return
+        if err is None:
+            proxy.succeeded(time.monotonic() - started)
+        else:
+            proxy.failed(err)
+
     def _fail(self, index: int, rep: Replica, err: StorageError) -> None:
+        self._went(index, 0.0, err)
         with self._lock:
             if self._index != index:  # another thread already moved on
                 return
@@ -63,7 +99,7 @@ class ReplicaReader:
         """Stat a replica once; its size must match the catalog's and the first replica's."""
         if index in self._checked and self._size is not None:
             return self._size
-        info = self.transports.for_replica(rep).info(rep.url)
+        info = self._transport(index, rep).info(rep.url)
         size = info.get("size")
         if info.get("type") == "directory":
             raise StorageIsADirectoryError("is a folder, not a file", name=self.name,
@@ -85,7 +121,7 @@ class ReplicaReader:
         while True:
             with self._lock:
                 index = self._index
-            rep = self.resolved.replicas[index] if index < len(self.resolved.replicas) else None
+            rep = self.replicas[index] if index < len(self.replicas) else None
             if rep is None:
                 raise exhausted(self.name, self.attempts, what)
             try:
@@ -94,12 +130,14 @@ class ReplicaReader:
                     return size
                 with self._lock:
                     self.counters.upstream_requests += 1  # failed ones were sent too
-                data = self.transports.for_replica(rep).cat_ranges(rep.url, op)
+                started = time.monotonic()
+                data = self._transport(index, rep).cat_ranges(rep.url, op)
                 for (start, end), chunk in zip(op, data, strict=True):
                     want = max(0, min(end, size) - start)
                     if len(chunk) != want:
                         raise StorageError(f"short read at {start}: {len(chunk)} of {want} bytes",
                                            name=self.name, url=rep.url)
+                self._went(index, started)
                 return data
             except StorageError as err:
                 self._fail(index, rep, err)
@@ -109,11 +147,11 @@ class ReplicaReader:
         while True:
             with self._lock:
                 index = self._index
-            if index >= len(self.resolved.replicas):
+            if index >= len(self.replicas):
                 raise exhausted(self.name, self.attempts, "stat")
-            rep = self.resolved.replicas[index]
+            rep = self.replicas[index]
             try:
-                info = self.transports.for_replica(rep).info(rep.url)
+                info = self._transport(index, rep).info(rep.url)
                 if info.get("type") == "directory":
                     return {**info, "size": 0}
                 return {**info, "size": self._check(index, rep)}
@@ -132,11 +170,14 @@ class ReplicaReader:
         while True:
             with self._lock:
                 index = self._index
-            if index >= len(self.resolved.replicas):
+            if index >= len(self.replicas):
                 return
-            rep = self.resolved.replicas[index]
+            rep = self.replicas[index]
             try:
-                self.transports.prepare(rep)
+                if self._proxied and index == 0:
+                    self._transport(index, rep).prepare(rep.url)
+                else:
+                    self.transports.prepare(rep)
                 return
             except StorageError as err:
                 self._fail(index, rep, err)

@@ -13,8 +13,10 @@ from .auth import Credentials, discover_credentials
 from .base import Transport, translate
 
 if TYPE_CHECKING:
+    from ..config import TimeoutSettings
     from ..replicas import Replica
     from .http import HTTPTransport
+    from .proxy import ProxyTier
 
 __all__ = ["Credentials", "Transport", "Transports", "discover_credentials", "translate"]
 
@@ -27,7 +29,37 @@ class Transports:
         self.creds = discover_credentials(settings.auth, environ)
         self._by_scheme: dict[str, Transport] = {}
         self._http_transport: HTTPTransport | None = None
+        self._proxy: ProxyTier | None = None
         self._lock = threading.Lock()
+
+    @property
+    def proxy(self) -> ProxyTier | None:
+        """The site's proxy (``replicas.proxy``) with its health in this process; None when
+        none is configured."""
+        if not self.settings.replicas.proxy:
+            return None
+        with self._lock:
+            if self._proxy is None:
+                from .proxy import ProxyTier
+
+                self._proxy = ProxyTier(self.settings.replicas, self.settings.timeouts,
+                                        self._make_proxy_transport)
+            return self._proxy
+
+    def _make_proxy_transport(self, timeouts: TimeoutSettings) -> Transport:
+        scheme = self.settings.replicas.proxy.split("://", 1)[0]
+        if scheme in ("root", "xroot"):
+            import os
+
+            from .auth import export_for_xrootd
+            from .xrootd import XRootDTransport
+
+            self.for_url("root://proxy//")  # the client's process-wide set-up, once
+            export_for_xrootd(self.creds, self.settings.auth, os.environ)
+            return XRootDTransport(timeouts, configure=False)
+        from .http import HTTPTransport
+
+        return HTTPTransport(timeouts, self.creds)
 
     def for_url(self, url: str) -> Transport:
         scheme = url.split("://", 1)[0] if "://" in url else "file"
@@ -106,7 +138,11 @@ class Transports:
             made = list({id(t): t for t in self._by_scheme.values()}.values())
             self._by_scheme.clear()
             self._http_transport = None
-        return all([t.close() for t in made])
+            proxy = self._proxy
+        closed = [t.close() for t in made]
+        if proxy is not None:
+            closed.append(proxy.close())  # its health is kept: the process still knows it
+        return all(closed)
 
     def _http(self) -> HTTPTransport:
         from .http import HTTPTransport

@@ -187,8 +187,11 @@ def _host(url: str) -> str:
 class XRootDTransport(Transport):
     schemes: tuple[str, ...] = ("root",)
 
-    def __init__(self, timeouts: TimeoutSettings) -> None:
-        _configure_client(timeouts)
+    def __init__(self, timeouts: TimeoutSettings, configure: bool = True) -> None:
+        """``configure=False`` leaves the XRootD client's process-wide settings alone (a
+        second transport with shorter per-request timeouts, for the site proxy)."""
+        if configure:
+            _configure_client(timeouts)
         self.timeout = max(1, round(timeouts.read))
         self.sent: Counter[str] = Counter()
         """Requests sent so far, by kind (``open``, ``read``, ``vector_read``, ``query``):
