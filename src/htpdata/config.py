@@ -54,6 +54,33 @@ class TimeoutSettings:
     """One request (a read, a vector read, a stat) without an answer."""
 
 
+class ByteSize(int):
+    """A number of bytes; settings accept ``2GB``, ``512MiB``, ``1.5TB`` or a plain integer."""
+
+    _UNITS: ClassVar[dict[str, int]] = {
+        "": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2,
+              "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "p": 1000**5,
+              "pb": 1000**5, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+              "pib": 1024**5}
+
+    @classmethod
+    def parse(cls, value: object) -> ByteSize:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a size such as 20GB, got {value!r}")
+        if isinstance(value, int | float):
+            number, unit = float(value), ""
+        elif isinstance(value, str):
+            m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*", value)
+            if m is None or m.group(2).lower() not in cls._UNITS:
+                raise ValueError(f"expected a size such as 20GB or 512MiB, got {value!r}")
+            number, unit = float(m.group(1)), m.group(2).lower()
+        else:
+            raise ValueError(f"expected a size such as 20GB, got {value!r}")
+        if number < 0:
+            raise ValueError(f"must not be negative, got {value!r}")
+        return cls(int(number * cls._UNITS[unit]))
+
+
 @dataclass(frozen=True)
 class ReplicaSettings:
     """How replicas are ordered (see :mod:`htpdata.replicas`)."""
@@ -81,33 +108,20 @@ class ReplicaSettings:
     proxy_retry: float = 60.0
     """Seconds a bypassed proxy is left alone before it is tried again (doubling, up to 16x,
     while it keeps failing)."""
-
-
-class ByteSize(int):
-    """A number of bytes; settings accept ``2GB``, ``512MiB``, ``1.5TB`` or a plain integer."""
-
-    _UNITS: ClassVar[dict[str, int]] = {
-        "": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2,
-              "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "p": 1000**5,
-              "pb": 1000**5, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
-              "pib": 1024**5}
-
-    @classmethod
-    def parse(cls, value: object) -> ByteSize:
-        if isinstance(value, bool):
-            raise ValueError(f"expected a size such as 20GB, got {value!r}")
-        if isinstance(value, int | float):
-            number, unit = float(value), ""
-        elif isinstance(value, str):
-            m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*", value)
-            if m is None or m.group(2).lower() not in cls._UNITS:
-                raise ValueError(f"expected a size such as 20GB or 512MiB, got {value!r}")
-            number, unit = float(m.group(1)), m.group(2).lower()
-        else:
-            raise ValueError(f"expected a size such as 20GB, got {value!r}")
-        if number < 0:
-            raise ValueError(f"must not be negative, got {value!r}")
-        return cls(int(number * cls._UNITS[unit]))
+    slow_floor: ByteSize = ByteSize(100 * 1000)
+    """Bytes per second below which a replica is left for the next one (at the same offset)
+    when there is a next one; 0 switches the rule off. See :mod:`htpdata.hedging`."""
+    slow_window: float = 10.0
+    """Seconds every request is given at least before it is judged against the floor."""
+    slow_ramp_up: float = 5.0
+    """Extra seconds for the first request to a replica (opening, TLS, TCP slow start)."""
+    hedge: bool = True
+    """Ask a second replica for a file's first bytes when the first is slower than usual (at
+    most one hedge in flight per file)."""
+    hedge_min: float = 0.05
+    """Shortest wait, in seconds, before the hedge is sent."""
+    hedge_max: float = 1.0
+    """Longest wait before the hedge (and the wait before any latency was observed)."""
 
 
 class Duration(float):
@@ -458,7 +472,7 @@ def _checked_replicas(r: ReplicaSettings, sources: Mapping[str, str]) -> Replica
     mode = r.proxy_mode.strip().lower()
     if mode not in ("path", "forward"):
         raise bad("proxy_mode", f"unknown proxy mode {r.proxy_mode!r}; one of path, forward")
-    for key in ("proxy_timeout", "proxy_failures"):
+    for key in ("proxy_timeout", "proxy_failures", "slow_window"):
         if getattr(r, key) <= 0:
             raise bad(key, f"must be more than 0, got {getattr(r, key)!r}")
     return dataclasses.replace(r, proxy_mode=mode)

@@ -10,13 +10,14 @@ catch ``FileNotFoundError``, ``PermissionError``, ``TimeoutError``, ``OSError``)
     ├── ConfigError                 (ValueError)       a malformed setting (source, key)
     ├── NameNotFoundError           (FileNotFoundError) no catalog rule, DID or dataset for a name
     ├── ServiceUnavailableError     (ConnectionError)  Rucio unreachable or failing
-    ├── AuthenticationError         (PermissionError)  Rucio refused our credentials
+    ├── AuthenticationError         (PermissionError)  Rucio or a token issuer refused us
     ├── StorageError                (OSError)          a storage server refused or failed
     │   ├── StorageNotFoundError    (FileNotFoundError)
     │   ├── StoragePermissionError  (PermissionError)
     │   ├── StorageExistsError      (FileExistsError)  exclusive create of an existing file
     │   ├── StorageIsADirectoryError (IsADirectoryError) a folder where a file is needed
     │   ├── StorageTimeoutError     (TimeoutError)     no progress within the configured timeout
+    │   │   └── StorageTooSlowError                    progress below replicas.slow_floor
     │   ├── StorageUnavailableError (ConnectionError)  connection refused, dropped, server gone
     │   └── ReplicasExhaustedError                     every replica was tried; lists the attempts
     │       ├── NoReplicaFoundError (FileNotFoundError) ... and none of them had the file
@@ -76,6 +77,7 @@ __all__ = [
     "StorageNotFoundError",
     "StoragePermissionError",
     "StorageTimeoutError",
+    "StorageTooSlowError",
     "StorageUnavailableError",
     "UnknownNamespaceError",
     "UsageError",
@@ -230,6 +232,11 @@ class StorageIsADirectoryError(StorageError, IsADirectoryError):
 
 class StorageTimeoutError(StorageError, TimeoutError):
     exit_code = 5
+
+
+class StorageTooSlowError(StorageTimeoutError):
+    """A replica kept answering, but slower than ``replicas.slow_floor``: left for the next
+    one (internal to failover; it shows in the attempts of a final error)."""
 
 
 class StorageUnavailableError(StorageError, ConnectionError):

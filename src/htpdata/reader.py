@@ -19,8 +19,17 @@ import operator
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 
-from .errors import Attempt, StorageError, StorageIsADirectoryError, exhausted
+from .errors import (
+    Attempt,
+    StorageError,
+    StorageIsADirectoryError,
+    StorageTooSlowError,
+    exhausted,
+)
+from .hedging import Overdue, Started, hedge_delay, run_guarded, slow_deadline
 from .io import ReadCounters
 from .replicas import Replica, ResolvedFile
 from .transports import Transport, Transports
@@ -55,6 +64,10 @@ class ReplicaReader:
                                  *resolved.replicas)
                 self._proxied = True
         self._index = 0
+        self._began = False
+        self._first = threading.Event()
+        """Set once the file's first request is settled (hedged or not)."""
+        self._answered: set[int] = set()
         self._size: int | None = None
         self._checked: set[int] = set()
         self._lock = threading.Lock()
@@ -117,6 +130,102 @@ class ReplicaReader:
             self._checked.add(index)
         return int(size)
 
+    def _attempt(self, index: int, rep: Replica, op: Sequence[tuple[int, int]] | None
+                 ) -> list[bytes] | int:
+        """One replica's answer to ``op`` (None: its size), after its size check."""
+        size = self._check(index, rep)
+        if op is None:
+            return size
+        with self._lock:
+            self.counters.upstream_requests += 1  # failed ones were sent too
+        started = time.monotonic()
+        data = self._transport(index, rep).cat_ranges(rep.url, op)
+        for (start, end), chunk in zip(op, data, strict=True):
+            want = max(0, min(end, size) - start)
+            if len(chunk) != want:
+                raise StorageError(f"short read at {start}: {len(chunk)} of {want} bytes",
+                                   name=self.name, url=rep.url)
+        self._went(index, started)
+        with self._lock:
+            self._answered.add(index)
+        return data
+
+    def _guarded(self, index: int, rep: Replica, op: Sequence[tuple[int, int]] | None
+                 ) -> list[bytes] | int:
+        """:meth:`_attempt`, left for the next replica when slower than the floor."""
+        settings = self.transports.settings.replicas
+        nbytes = sum(e - s for s, e in op) if op else 0
+        deadline = (slow_deadline(nbytes, settings, index not in self._answered)
+                    if index + 1 < len(self.replicas) else None)
+        if deadline is None:
+            return self._attempt(index, rep, op)
+        try:
+            return run_guarded(lambda: self._attempt(index, rep, op), deadline)
+        except Overdue:
+            raise StorageTooSlowError(
+                f"slower than replicas.slow_floor ({int(settings.slow_floor)} B/s): "
+                f"{nbytes} bytes not read within {deadline:.1f} s", name=self.name,
+                url=rep.url) from None
+
+    def _hedged(self, index: int, op: Sequence[tuple[int, int]] | None
+                ) -> list[bytes] | int | None:
+        """The first request of the file, hedged: sent to the next replica too when this one
+        has not answered within the usual latency. None: both failed (recorded), go on."""
+        latency = self.transports.latency
+        settings = self.transports.settings.replicas
+        second = index + 1
+        t0 = time.monotonic()
+        primary = Started(lambda: self._attempt(index, self.replicas[index], op))
+        try:
+            result = primary.future.result(timeout=hedge_delay(latency.estimate, settings))
+        except FutureTimeout:
+            pass
+        else:
+            latency.observe(time.monotonic() - t0)
+            return result
+        hedge = Started(lambda: self._attempt(second, self.replicas[second], op))
+        which = {primary.future: index, hedge.future: second}
+        pending: set[Future[list[bytes] | int]] = set(which)
+        errors: dict[int, StorageError] = {}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                i = which[fut]
+                exc = fut.exception()
+                if exc is not None:
+                    if not isinstance(exc, StorageError):
+                        raise exc
+                    errors[i] = exc
+                    continue
+                latency.observe(time.monotonic() - t0)
+                latency.hedged(won=i == second)
+                if i == second:
+                    # The first is left behind: recorded as an attempt (it shows in a final
+                    # error), its request going on unobserved.
+                    late = errors.get(index) or StorageTooSlowError(
+                        f"no answer within {time.monotonic() - t0:.1f} s, while another "
+                        "replica answered (hedged request)", name=self.name,
+                        url=self.replicas[index].url)
+                    self._fail(index, self.replicas[index], late)
+                return fut.result()
+        latency.hedged(won=False)
+        for i in (index, second):
+            self._fail(i, self.replicas[i], errors[i])
+        return None
+
+    def _claim_hedge(self, index: int) -> bool:
+        """Whether this, the file's first request, is hedged (once per file, and only with a
+        second replica to ask)."""
+        with self._lock:
+            first, self._began = not self._began, True
+        # Never hedged away from the site proxy: a cold cache is slower than a direct replica
+        # for the first bytes, by design; its own timeout deals with a stalled one.
+        hedge = (first and self.transports.settings.replicas.hedge
+                 and index + 1 < len(self.replicas) and self.replicas[index].role != "proxy")
+        if first and not hedge:
+            self._first.set()
+        return hedge
+
     def _run(self, what: str, op: Sequence[tuple[int, int]] | None) -> list[bytes] | int:
         while True:
             with self._lock:
@@ -125,20 +234,20 @@ class ReplicaReader:
             if rep is None:
                 raise exhausted(self.name, self.attempts, what)
             try:
-                size = self._check(index, rep)
-                if op is None:
-                    return size
-                with self._lock:
-                    self.counters.upstream_requests += 1  # failed ones were sent too
-                started = time.monotonic()
-                data = self._transport(index, rep).cat_ranges(rep.url, op)
-                for (start, end), chunk in zip(op, data, strict=True):
-                    want = max(0, min(end, size) - start)
-                    if len(chunk) != want:
-                        raise StorageError(f"short read at {start}: {len(chunk)} of {want} bytes",
-                                           name=self.name, url=rep.url)
-                self._went(index, started)
-                return data
+                if self._claim_hedge(index):
+                    try:
+                        result = self._hedged(index, op)
+                    finally:
+                        self._first.set()
+                    if result is None:
+                        continue
+                    return result
+                if not self._first.is_set():
+                    # Another thread is hedging the first request: wait for the replica it
+                    # settles on rather than pile onto the slow one.
+                    self._first.wait()
+                    continue
+                return self._guarded(index, rep, op)
             except StorageError as err:
                 self._fail(index, rep, err)
 

@@ -111,6 +111,12 @@ class WanProxy:
             link.rate = rate
             link.busy_until = 0.0
 
+    def set_delay(self, delay_ms: float) -> None:
+        """Change the one-way delay of both directions from now on (a far site)."""
+        self.delay = delay_ms / 1000.0
+        for link in (self._up, self._down):
+            link.delay = self.delay
+
     # -- counters ------------------------------------------------------------------------
     @property
     def counters(self) -> WanCounters:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..errors import InvalidNameError
+from ..hedging import Latency
 from ..names import URLCredential, split_credentials
 from .auth import Credentials, discover_credentials
 from .base import Transport, translate
@@ -31,6 +32,8 @@ class Transports:
         self._http_transport: HTTPTransport | None = None
         self._proxy: ProxyTier | None = None
         self._lock = threading.Lock()
+        self.latency = Latency()
+        """First-request latency of this client's reads, for hedging (:mod:`htpdata.hedging`)."""
 
     @property
     def proxy(self) -> ProxyTier | None:
