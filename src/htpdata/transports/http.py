@@ -33,6 +33,9 @@ class BearerAuth(httpx.Auth):
         self.creds = creds
         self.retried = 0
         """Requests sent again with a renewed token (what tests count)."""
+        self.sent_expired = 0
+        """Requests sent with a token past its ``exp`` (none should be, while it can be
+        renewed)."""
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response,
                                                             None]:
@@ -40,6 +43,9 @@ class BearerAuth(httpx.Auth):
         used = tokens.token() if tokens is not None else None
         if used:
             request.headers["Authorization"] = f"Bearer {used}"
+            left = tokens.seconds_left() if tokens is not None else None
+            if left is not None and left < 0:
+                self.sent_expired += 1
         response = yield request
         if response.status_code in (401, 403) and tokens is not None and tokens.renew(used):
             fresh = tokens.token()
