@@ -11,5 +11,5 @@ test: setup
 	.venv/bin/python -m pytest
 
 lint: setup
-	.venv/bin/ruff check src tests benchmarks
+	.venv/bin/ruff check src tests benchmarks docs/_ext docs/conf.py
 	.venv/bin/mypy

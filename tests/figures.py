@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
 FIGURES = {"faults tried": 0, "processes killed": 0, "bytes compared": 0, "wrong bytes": 0,
            "hangs": 0, "tenant checks": 0, "tenant checks unsafe": 0}
 """``tenant checks``: attacks by one real Unix user on another (tests/test_tenants_*.py);
@@ -17,3 +23,16 @@ def check(safe: bool, what: str = "") -> None:
     """Count one hostile-tenant check and whether it came out safe; fail the test if not."""
     count(tenant_checks=1, tenant_checks_unsafe=0 if safe else 1)
     assert safe, what
+
+
+def write_figures(path: Path) -> None:
+    """The counters as a results file (as the benchmarks write theirs): when, the command,
+    the machine, the figures; written beside ``path`` and renamed into place."""
+    data = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": ["-m", "pytest", *sys.argv[1:]],
+            "host": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                     "load_average": list(os.getloadavg())},
+            "figures": dict(FIGURES)}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)

@@ -40,6 +40,8 @@ __all__ = [
     "TimeoutSettings",
     "config_path",
     "default_local_dir",
+    "env_variable",
+    "list_separator",
     "load_settings",
 ]
 
@@ -196,6 +198,7 @@ class CacheSettings:
     """Node-local disk tier; default ``$XDG_CACHE_HOME/htpdata`` (``~/.cache/htpdata``);
     ``off`` switches it off."""
     local_size: ByteSize = ByteSize(20 * 1000**3)
+    """Size of the local tier; 0 means the size of its filesystem."""
     shared_dir: str = ""
     """The shared volume tier (CephFS, NFS, Lustre mounted on every node); unset means none."""
     shared_size: ByteSize = ByteSize(0)
@@ -254,6 +257,7 @@ class RucioSettings:
     cms_via_rucio: bool = False
     """Resolve ``cms:/store/...`` through Rucio first (scope ``cms_scope``), catalogs second."""
     cms_scope: str = "cms"
+    """The Rucio scope in which CMS logical file names are DIDs."""
     rse_expression: str = ""
     """Only replicas on RSEs matching this Rucio RSE expression (e.g. ``tier=2&country=IT``)."""
     metadata_ttl: float = 3600.0
@@ -266,6 +270,9 @@ class RucioSettings:
 
 @dataclass(frozen=True)
 class CatalogSettings:
+    """Which catalog files are loaded, after the bundled ones and the user folder
+    (see ``docs/catalogs.md``)."""
+
     path: tuple[str, ...] = ()
     """Extra catalog files or folders, searched after the user folder
     (``HTPDATA_CATALOGS_PATH``)."""
@@ -275,6 +282,8 @@ class CatalogSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    """Every setting, by section, and where each value came from."""
+
     catalogs: CatalogSettings = field(default_factory=CatalogSettings)
     timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
     replicas: ReplicaSettings = field(default_factory=ReplicaSettings)
@@ -315,6 +324,17 @@ def user_dir(environ: Mapping[str, str] | None = None) -> Path:
     return config_path(environ).parent
 
 
+def env_variable(section: str, key: str) -> str:
+    """The environment variable of a setting: ``HTPDATA_<SECTION>_<KEY>``."""
+    return f"HTPDATA_{section}_{key}".upper()
+
+
+def list_separator(key: str) -> str:
+    """What splits a list setting given as one string: ``:`` for paths (like ``PATH``),
+    ``,`` for the others."""
+    return os.pathsep if "path" in key else ","
+
+
 def _sections() -> list[dataclasses.Field[Any]]:
     return [f for f in dataclasses.fields(Settings) if f.name != "sources"]
 
@@ -347,7 +367,7 @@ def _coerce(value: Any, typ: Any, source: str, key: str) -> Any:
             return value
         if origin is tuple:
             if isinstance(value, str):
-                value = [v for v in value.split(os.pathsep if "path" in key else ",") if v]
+                value = [v for v in value.split(list_separator(key)) if v]
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
                 raise ValueError(f"expected a list of strings, got {value!r}")
             return tuple(value)
@@ -394,7 +414,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, file: str | Path 
                                       f.lower() for f in fields)))
     for sec in _sections():
         for f in dataclasses.fields(_section_type(sec)):
-            var = f"HTPDATA_{sec.name}_{f.name}".upper()
+            var = env_variable(sec.name, f.name)
             if var in env:
                 env_layer.setdefault(sec.name, {})[f.name] = env[var]
     layers.append(("env", env_layer))
