@@ -116,6 +116,10 @@ def test_piped_tables_have_a_header_and_exact_bytes(catalog_dir: Path, tmp_path:
     assert all(len(r.split("\t")[2]) == 8 for r in folder[1:])  # checksums from the catalog
     resolved = run("resolve", "test:/Test/All", env=env).stdout.decode().splitlines()
     assert resolved[0].split("\t")[:2] == ["file", "#"]
+    # a Jupyter kernel's `!htpdata ls X | awk`: FORCE_COLOR=1 makes rich think it is on a
+    # terminal, but standard output is a pipe, so the rows are still tab-separated
+    forced = run("ls", "test:/Test/All", env={**env, "FORCE_COLOR": "1"}).stdout.decode()
+    assert forced.splitlines()[0].split("\t") == ["type", "size", "adler32", "files", "name"]
 
     # The commands that had no --json: each prints JSON and nothing else on stdout.
     name = f"test:/store/test/{TEST_FILES[0]}"

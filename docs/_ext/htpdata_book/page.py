@@ -44,6 +44,9 @@ def setup(page: str) -> Path:
     os.environ["HTPDATA_CACHE_LOCAL_DIR"] = str(work / "cache" / "local")
     os.environ["HTPDATA_CACHE_SHARED_DIR"] = str(work / "cache" / "shared")
     os.chdir(work / "scratch")
+    # A terminal that shows the last frame of a progress display, not every frame with its
+    # cursor movements (ipykernel sets TERM=xterm-color when the kernel starts).
+    os.environ["TERM"] = "dumb"
 
     import htpdata
 
@@ -59,6 +62,7 @@ def _fail_on_exit_code() -> None:
     ip = get_ipython()
     if ip is not None:
         ip.system_raise_on_error = True
+        ip.run_line_magic("xmode", "minimal")  # an error a page shows: its type and message
 
 
 def screenshot(html: str | Path, width: int = 1000, height: int = 1200) -> Any:

@@ -79,8 +79,12 @@ def _cell(value: Any, exact: bool) -> str:
 
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """A table: on a terminal with a title; piped, a header line (the column names) and one
-    tab-separated line per row, exact numbers, no title (``grep``, ``cut``, ``awk``)."""
-    if not console().is_terminal:
+    tab-separated line per row, exact numbers, no title (``grep``, ``cut``, ``awk``).
+
+    Piped means standard output is not a terminal, whatever rich makes of the environment:
+    a Jupyter kernel sets ``FORCE_COLOR=1``, which rich takes for a terminal, and
+    ``!htpdata ls X | awk ...`` in a notebook must still get the tab-separated rows."""
+    if not sys.stdout.isatty():
         sys.stdout.write("\t".join(columns) + "\n")
         for row in rows:
             sys.stdout.write("\t".join(_cell(v, True) for v in row) + "\n")
