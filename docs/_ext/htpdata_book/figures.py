@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load", "plot_cases", "plot_reliability", "provenance", "table_cases",
-           "table_reliability", "table_targets"]
+__all__ = ["load", "plot_cases", "plot_reliability", "plot_stage", "provenance", "table_cases",
+           "table_reliability", "table_stage", "table_targets"]
 
 RESULTS = Path(__file__).resolve().parent.parent.parent / "_data" / "results"
 
@@ -84,7 +84,8 @@ def table_targets(name: str) -> Any:
     targets = load(name).get("targets") or []
     lines = ["| target | measured | status |", "| --- | --- | --- |"]
     for t in targets:
-        lines.append(f"| {_cell(t.get('target'))} | {_cell(t.get('ratio', t.get('value')))} "
+        measured = t.get("ratio", t.get("value"))
+        lines.append(f"| {_cell(t.get('target'))} | {_cell(measured)} "
                      f"| {_cell(t.get('status'))} |")
     return _md("\n".join(lines))
 
@@ -133,6 +134,43 @@ def plot_reliability(name: str = "reliability") -> Any:
                  "bytes compared with the origin", fontsize=10)
     ax.tick_params(axis="x", labelsize=8)
     ax.margins(y=0.15)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def table_stage(name: str = "stage") -> Any:
+    """Each dataset of the staging benchmark: every case's time and its speed against the
+    best peer of the run and against the link's capacity (higher is better)."""
+    lines = []
+    for ds in load(name)["datasets"].values():
+        lines += [f"**{ds['name']}**: {ds['files']} files, {ds['bytes'] / 1e6:.0f} MB; best "
+                  f"peer {ds['best_peer']}", "",
+                  "| case | settings | s | x best peer | x link capacity |",
+                  "| --- | --- | --- | --- | --- |"]
+        for c in ds["cases"]:
+            lines.append(f"| {_cell(c['case'])} | {_cell(c['settings'])} | "
+                         f"{_cell(c.get('seconds'))} | {_cell(c.get('x_best_peer'))} | "
+                         f"{_cell(c.get('x_link_capacity'))} |")
+        lines.append("")
+    return _md("\n".join(lines))
+
+
+def plot_stage(name: str = "stage") -> Any:
+    """Speed of each way of copying a dataset, as a multiple of the best peer's."""
+    import matplotlib.pyplot as plt
+
+    sets = list(load(name)["datasets"].values())
+    fig, axes = plt.subplots(1, len(sets), figsize=(9, 2.8), dpi=110, squeeze=False)
+    for ax, ds in zip(axes[0], sets, strict=True):
+        cases = [c for c in ds["cases"] if c.get("x_best_peer") is not None]
+        ax.barh([c["case"] for c in cases], [c["x_best_peer"] for c in cases],
+                color=["#1f77b4" if c["case"].startswith("htpdata") else "#9a9a9a"
+                       for c in cases])
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_title(f"{ds['name']} ({ds['files']} files)", fontsize=9)
+        ax.set_xlabel("speed / best peer (higher is better)", fontsize=8)
+        ax.tick_params(labelsize=7)
     fig.tight_layout()
     plt.close(fig)
     return fig
