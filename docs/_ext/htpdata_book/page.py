@@ -43,6 +43,8 @@ def setup(page: str) -> Path:
     (work / "scratch").mkdir(parents=True, exist_ok=True)
     os.environ["HTPDATA_CACHE_LOCAL_DIR"] = str(work / "cache" / "local")
     os.environ["HTPDATA_CACHE_SHARED_DIR"] = str(work / "cache" / "shared")
+    (work / "run").mkdir(mode=0o700, exist_ok=True)  # a gateway's state file (docs/gateway.md)
+    os.environ["XDG_RUNTIME_DIR"] = str(work / "run")
     os.chdir(work / "scratch")
     # A terminal that shows the last frame of a progress display, not every frame with its
     # cursor movements (ipykernel sets TERM=xterm-color when the kernel starts).
