@@ -107,14 +107,14 @@ def test_generated_references_cover_every_setting_and_command(book: Path) -> Non
 
 def test_settings_reference_rules_hold() -> None:
     """What the reference says each kind of setting accepts is what load_settings does."""
-    pytest.importorskip("IPython")
+    pytest.importorskip("sphinx")  # htpdata_book is a Sphinx extension
     from htpdata.config import load_settings
     from htpdata.errors import ConfigError
     from htpdata_book.reference import settings
 
     bad = {"boolean": "maybe", "size": "12XB", "number": "-1", "integer": "-1"}
     good = {"boolean": "yes", "size": "1.5TB", "number": "10", "integer": "10",
-            "string": "x", "list of strings": "a:b" }
+            "string": "x", "list of strings": "a:b"}
     for _, _, rows in settings():
         for s in rows:
             value = good[s.kind]
