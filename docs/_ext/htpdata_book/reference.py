@@ -77,6 +77,14 @@ def _size(value: int) -> str:
     return str(value)
 
 
+def _duration(value: float) -> str:
+    for unit, factor in (("y", 365 * 86400), ("w", 7 * 86400), ("d", 86400), ("h", 3600),
+                         ("m", 60)):
+        if value and value % factor == 0:
+            return f"{int(value // factor)}{unit}"
+    return f"{value:g}"
+
+
 def _describe(typ: Any, key: str, value: Any) -> tuple[str, str, str]:
     """(kind, default as written in TOML, how values are checked) for one field type."""
     if typ is bool:
@@ -87,6 +95,10 @@ def _describe(typ: Any, key: str, value: Any) -> tuple[str, str, str]:
         return ("size", f'"{_size(int(value))}"' if value else "0",
                 "bytes, or a number with a unit: `20GB`, `512MiB`, `1.5TB` (k, M, G, T, P "
                 "are powers of 1000; KiB, MiB, GiB, TiB, PiB of 1024); not negative")
+    if typ is config.Duration:
+        return ("duration", f'"{_duration(float(value))}"',
+                "seconds, or a number with a unit: `90s`, `30m`, `12h`, `7d`, `2w`, `1y` "
+                "(365 days); not negative")
     if typ in (int, float):
         return ("integer" if typ is int else "number", repr(value),
                 "a number (a TOML number or a string such as `\"10\"`); not negative")
