@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ExampleFailed", "screenshot", "setup"]
+__all__ = ["ExampleFailed", "Users", "screenshot", "setup"]
 
 
 class ExampleFailed(RuntimeError):
@@ -87,3 +87,59 @@ def run(cmd: str) -> str:
     if proc.returncode:
         raise ExampleFailed(f"`{cmd}` exited with {proc.returncode}: {proc.stderr[-2000:]}")
     return proc.stdout
+
+
+class Users:
+    """Real Unix users for a page about several of them (the operators page): the test tenants
+    of :mod:`htpdata.testing.users` (``htpcache``, the shared tier's owner; ``htpalice``,
+    ``htpbob``, ``htpmallory`` in group ``htpcms``; ``htpeve`` outside it). Creating them needs
+    root, as CI runs the build; ``docs/conf.py`` leaves such pages unexecuted otherwise.
+
+    ``users.run("htpalice", "htpdata stage ...")`` runs one command as that user, with an
+    exact environment (the demo site's settings and ``env``, nothing else of the page's), prints
+    what it wrote to standard output and standard error, and fails the cell when it exits
+    non-zero unless ``check=False`` (then the exit code is printed too).
+    """
+
+    def __init__(self, folder: Path, env: dict[str, str] | None = None) -> None:
+        from htpdata.testing.users import Tenants
+
+        self.tenants = Tenants.start(folder / "tenants").fresh(folder / "homes")
+        keep = ("HTPDATA_DEMO_ROOT_PORT", "HTPDATA_DEMO_HTTPS_PORT", "HTPDATA_AUTH_CA_FILE",
+                "PYTHONPATH")  # PYTHONPATH: a build of another checkout than the venv's
+        self.env = {k: os.environ[k] for k in keep if k in os.environ} | (env or {})
+
+    def uid(self, name: str) -> int:
+        return self.tenants.users[name].uid
+
+    def home(self, name: str) -> Path:
+        """The user's home for this page (0700, the user's)."""
+        return self.tenants.users[name].home
+
+    def _run(self, name: str, command: str, env: dict[str, str] | None) -> Any:
+        import shlex
+
+        args = shlex.split(command)  # one command, no shell: no pipes or redirections
+        user, run_env = self.tenants.users[name], {**self.env, **(env or {})}
+        if args and args[0] == "htpdata":  # the venv's, as the users see it
+            return self.tenants.htpdata(user, *args[1:], env=run_env)
+        return self.tenants.run(user, args, env=run_env)
+
+    def output(self, name: str, command: str, env: dict[str, str] | None = None) -> str:
+        """What ``command`` run as ``name`` wrote to standard output (it must succeed)."""
+        res = self._run(name, command, env)
+        if res.returncode:
+            raise ExampleFailed(f"`{command}` as {name} exited with {res.returncode}: "
+                                f"{res.err[-2000:]}")
+        return str(res.out)
+
+    def run(self, name: str, command: str, *, check: bool = True,
+            env: dict[str, str] | None = None) -> None:
+        res = self._run(name, command, env)
+        text = (res.out + res.err).rstrip("\n")
+        if text:
+            print(text)
+        if res.returncode and check:
+            raise ExampleFailed(f"`{command}` as {name} exited with {res.returncode}")
+        if not check:
+            print(f"exit code {res.returncode}")
