@@ -116,7 +116,7 @@ def test_settings_reference_rules_hold() -> None:
     pytest.importorskip("sphinx")  # htpdata_book is a Sphinx extension
     from htpdata.config import load_settings
     from htpdata.errors import ConfigError
-    from htpdata_book.reference import settings
+    from htpdata_book.reference import EXTRA_RULES, settings
 
     bad = {"boolean": "maybe", "size": "12XB", "number": "-1", "integer": "-1",
            "duration": "3 parsecs"}
@@ -124,7 +124,7 @@ def test_settings_reference_rules_hold() -> None:
             "duration": "12h", "string": "x", "list of strings": "a:b"}
     for _, _, rows in settings():
         for s in rows:
-            value = good[s.kind]
+            value = EXTRA_RULES[s.dotted][2] if s.dotted in EXTRA_RULES else good[s.kind]
             if s.kind == "list of strings":
                 sep = ":" if "`:`" in s.rule else ","
                 value = f"a{sep}b"
@@ -135,6 +135,10 @@ def test_settings_reference_rules_hold() -> None:
             if s.kind in bad:
                 with pytest.raises(ConfigError):
                     load_settings({s.env: bad[s.kind]})
+            if s.dotted in EXTRA_RULES:
+                assert EXTRA_RULES[s.dotted][0] in s.rule
+                with pytest.raises(ConfigError):
+                    load_settings({s.env: EXTRA_RULES[s.dotted][1]})
 
 
 @pytest.mark.timeout(600)

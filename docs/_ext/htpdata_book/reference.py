@@ -77,6 +77,21 @@ def _size(value: int) -> str:
     return str(value)
 
 
+# Checks load_settings makes beyond a value's kind (htpdata.config._checked_cache): (what the
+# reference says, a value refused, a value accepted); tests/test_docs.py checks both values.
+EXTRA_RULES: dict[str, tuple[str, str, str]] = {
+    "cache.high_watermark": ("a fraction in (0, 1], not below `cache.low_watermark`", "1.5",
+                             "0.95"),
+    "cache.low_watermark": ("a fraction in (0, 1], not above `cache.high_watermark`", "0",
+                            "0.5"),
+    "cache.compact_after": ("at least 2", "1", "2"),
+    "cache.policy": (f"one of {', '.join(f'`{p}`' for p in config.POLICIES)} (any case)",
+                     "mru", "LFU"),
+    "cache.trust": (f"one of {', '.join(f'`{t}`' for t in config.TRUST)} (any case)",
+                    "nobody", "Group"),
+}
+
+
 def _duration(value: float) -> str:
     for unit, factor in (("y", 365 * 86400), ("w", 7 * 86400), ("d", 86400), ("h", 3600),
                          ("m", 60)):
@@ -126,6 +141,9 @@ def settings() -> Iterator[tuple[str, str, list[SettingDoc]]]:
         rows = []
         for f in dataclasses.fields(cls):
             kind, shown, rule = _describe(types[f.name], f.name, getattr(default, f.name))
+            extra = EXTRA_RULES.get(f"{sec.name}.{f.name}")
+            if extra is not None:
+                rule = f"{rule}; {extra[0]}"
             rows.append(SettingDoc(sec.name, f.name, kind, shown,
                                    config.env_variable(sec.name, f.name),
                                    docs.get(f.name, ""), rule))
