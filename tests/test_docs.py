@@ -83,6 +83,11 @@ def test_book_builds_and_its_examples_ran(book: Path) -> None:
     assert "DEMO_ORIGIN" in quickstart
     assert re.search(r"root://localhost:\d+//store/demo/mc/HZZ/uproot-HZZ.root", quickstart)
     assert "cell_output" in quickstart
+    # the figures are pictures (a matplotlib Figure alone shows as its text repr)
+    for page, plots in (("benchmarks", 3), ("reliability", 1), ("reports", 1)):
+        text = (book / f"{page}.html").read_text()
+        assert len(re.findall(r'<img [^>]*src="_images/', text)) >= plots, page
+        assert "&lt;Figure size" not in text, page
     # the cache caught a damaged pack; the operators page ran as real users (as root)
     assert "damaged pack" in (book / "cache.html").read_text()
     if os.geteuid() == 0:
