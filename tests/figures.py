@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,22 @@ def write_figures(path: Path) -> None:
             "command": ["-m", "pytest", *sys.argv[1:]],
             "host": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                      "load_average": list(os.getloadavg())},
+            "htpdata_source": {"commit": _commit()},
             "figures": dict(FIGURES)}
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
     tmp.replace(path)
+
+
+def _commit() -> str:
+    """The checkout's commit, and whether src/ or tests/ had uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              check=False)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "?"
+    return commit + (" + uncommitted changes" if git("status", "--porcelain", "src", "tests")
+                     else "")
