@@ -46,8 +46,11 @@ def _png(fig: Any) -> Any:
 
 def _command(data: dict[str, Any]) -> str:
     cmd = data.get("command") or []
-    words = cmd if isinstance(cmd, list) else str(cmd).split()
-    return " ".join(str(w) for w in words)
+    if not isinstance(cmd, list):
+        return str(cmd)
+    import shlex
+
+    return shlex.join(str(w) for w in cmd)  # as typed: "reliability or tenants" quoted
 
 
 def provenance(name: str) -> Any:
