@@ -85,6 +85,8 @@ EXTRA_RULES: dict[str, tuple[str, str, str]] = {
     "cache.low_watermark": ("a fraction in (0, 1], not above `cache.high_watermark`", "0",
                             "0.5"),
     "cache.compact_after": ("at least 2", "1", "2"),
+    "cache.fill_ratio": ("a fraction in [0, 1]", "1.5", "0.02"),
+    "cache.prefetch_concurrency": ("at least 1", "0", "2"),
     "cache.policy": (f"one of {', '.join(f'`{p}`' for p in config.POLICIES)} (any case)",
                      "mru", "LFU"),
     "cache.trust": (f"one of {', '.join(f'`{t}`' for t in config.TRUST)} (any case)",
