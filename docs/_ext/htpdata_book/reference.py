@@ -91,6 +91,13 @@ EXTRA_RULES: dict[str, tuple[str, str, str]] = {
                      "mru", "LFU"),
     "cache.trust": (f"one of {', '.join(f'`{t}`' for t in config.TRUST)} (any case)",
                     "nobody", "Group"),
+    "replicas.proxy": ("an address such as `root://xcache.site:1094//` or "
+                       "`https://xcache.site:8443/` (no path), or empty", "x",
+                       "root://xcache.site:1094//"),
+    "replicas.proxy_mode": ("`path` or `forward` (any case)", "tunnel", "Forward"),
+    "replicas.proxy_timeout": ("more than 0", "0", "5"),
+    "replicas.proxy_failures": ("more than 0", "0", "3"),
+    "replicas.slow_window": ("more than 0", "0", "5"),
 }
 
 
