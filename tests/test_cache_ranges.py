@@ -176,6 +176,20 @@ def test_overlapping_claims_settle_on_exactly_one_fetcher(
     assert all(n == 1 for n in fetchers.values())
 
 
+@given(ranges, st.lists(ranges, max_size=3), ranges)
+def test_a_claimant_waits_only_for_bytes_it_needs(
+        mine: list[tuple[int, int]], claims: list[list[tuple[int, int]]],
+        needed: list[tuple[int, int]]) -> None:
+    """Bytes taken along (not needed) that an earlier claim covers are neither fetched nor
+    waited for; needed ones are fetched or waited for, as without ``needed``."""
+    views = [ClaimView(f"c.0{i}", tuple(merge(c))) for i, c in enumerate(claims)]
+    plain = yield_to_earlier("c.1", merge(mine), views)
+    plan = yield_to_earlier("c.1", merge(mine), views, needed=needed)
+    assert plan.fetch == plain.fetch
+    assert as_set(plan.wait) == as_set(plain.wait) & as_set(needed)
+    assert as_set(merge(mine)) & as_set(needed) <= as_set(plan.fetch) | as_set(plan.wait)
+
+
 def test_backoff_grows_to_between_100_and_250_ms() -> None:
     rng = random.Random(1)
     steps = [backoff(i, rng) for i in range(20)]

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -18,7 +19,9 @@ from pathlib import Path
 import pytest
 
 import htpdata
+from htpdata.cache import reader as cached
 from htpdata.cache.pack import parse_head
+from htpdata.cache.plan import backoff as real
 from htpdata.testing import XRootDServer
 from htpdata.testing.cachecheck import packs_under, verify_tier
 
@@ -336,3 +339,79 @@ def test_a_format_1_tier_is_refused_then_cleared(catalog_dir: Path, tmp_path: Pa
         assert client.cat(NAME, 0, 1000) == WANT[:1000]
     assert list(packs_under(old))
     assert not (old / "entries").exists()
+
+
+def _hold_writer(client: htpdata.Client, gate: threading.Event) -> None:
+    """Hold ``client``'s cache writer thread until ``gate`` is set: every pack, and the
+    release of every claim handed to it, waits."""
+    def blocked() -> None:
+        gate.wait(60)
+
+    client.cache.writer.submit(blocked)
+
+
+def test_a_read_never_waits_for_bytes_it_only_takes_along(catalog_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """uproot's second read of a file takes the ROOT metadata extents along, and the first of
+    them lies under the first read's claim, still live while that read's pack is being
+    written. The second read fetches what it asked and waits for nothing: it used to wait for
+    its own writer thread (about 2 s per file: the pack landed before the waiter's first
+    look, so it went unseen until the 2 s listing)."""
+    polls: list[int] = []
+
+    def counted(attempt: int) -> float:
+        polls.append(attempt)
+        return real(attempt)
+
+    monkeypatch.setattr(cached, "backoff", counted)
+    gate = threading.Event()
+    with htpdata.Client(cache={"local_dir": str(tmp_path / "local")}) as client:
+        r = client.reader(NAME)
+        assert isinstance(r, cached.CachedReader)
+        r.wait_limit = 5.0  # a wait that should not happen ends soon
+        _hold_writer(client, gate)
+        try:
+            assert r.read(0, 403) == WANT[:403]  # uproot's first read; claim (0, 403) stays
+            layout = r.layout()
+            assert layout is not None
+            extents = layout.extents(len(WANT))
+            assert extents[0][0] < 403 < extents[1][0]  # taken along, under the first claim
+            second = (extents[1][0], extents[1][1])
+            assert r.read(*second) == WANT[second[0]:second[1]]
+        finally:
+            gate.set()
+    assert polls == []  # no wait at all
+    assert r.counters.upstream_requests == 2  # and nothing fetched twice after a wait
+
+
+def test_a_waiter_sees_a_pack_that_landed_before_its_first_look(
+        catalog_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read waiting for another claim's bytes, whose pack lands between the listing made
+    before the wait and the first poll, finds it at the first poll (it used to go unseen
+    until the listing made every 2 s)."""
+    gate = threading.Event()
+    polls: list[int] = []
+
+    def look(attempt: int) -> float:
+        polls.append(attempt)
+        if attempt == 0:  # let the first read's pack land now, and wait until it has
+            gate.set()
+            landed = threading.Event()
+            client.cache.writer.submit(landed.set)
+            assert landed.wait(30)
+        return real(attempt)
+
+    monkeypatch.setattr(cached, "backoff", look)
+    with htpdata.Client(cache={"local_dir": str(tmp_path / "local"),
+                               "memory_size": 0}) as client:
+        r = client.reader(NAME)
+        _hold_writer(client, gate)
+        try:
+            assert r.read(0, 403) == WANT[:403]  # its claim stays until the writer runs
+            assert r.read(0, 403) == WANT[:403]  # waits for that claim's pack
+        finally:
+            gate.set()
+    assert polls == [0]  # found at the first look
+    assert r.counters.upstream_requests == 2  # the first read, then the layout taken along
+    assert r.counters.local == 403

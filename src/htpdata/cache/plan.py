@@ -168,12 +168,17 @@ class _Groups:
         return out
 
 
-def yield_to_earlier(mine: str, ranges: Sequence[Range], claims: Sequence[ClaimView]
-                     ) -> FetchPlan:
+def yield_to_earlier(mine: str, ranges: Sequence[Range], claims: Sequence[ClaimView],
+                     needed: Sequence[Range] | None = None) -> FetchPlan:
     """After publishing claim ``mine`` for ``ranges`` and listing again: the parts to fetch
-    (no earlier-named claim covers them) and the parts to wait for (an earlier one does)."""
+    (no earlier-named claim covers them) and the parts to wait for (an earlier one does and
+    the caller ``needed`` them; default: all of ``ranges``). What was only fetched along (a
+    ROOT file's metadata extents, filled gaps) is left to the earlier claim, never waited for:
+    a reader that waited for bytes it did not ask for would wait on a pack it never reads."""
     earlier = merge(r for c in claims if c.name < mine for r in c.ranges)
-    return FetchPlan(subtract(ranges, earlier), intersect(ranges, earlier))
+    covered = intersect(ranges, earlier)
+    wait = covered if needed is None else intersect(covered, merge(needed))
+    return FetchPlan(subtract(ranges, earlier), wait)
 
 
 def backoff(attempt: int, rng: random.Random | None = None) -> float:

@@ -436,7 +436,7 @@ class CachedReader:
             tally.add_landed(landed)
             out += landed
             fetch = subtract(fetch, [(s, s + len(b)) for s, b in landed])
-            settled = yield_to_earlier(name, fetch, flight.claims(fetch))
+            settled = yield_to_earlier(name, fetch, flight.claims(fetch), needed=need)
             fetch, wait = settled.fetch, merge(wait + settled.wait)
         handed = False
         try:
@@ -502,13 +502,14 @@ class CachedReader:
         while ranges and time.monotonic() < deadline:
             time.sleep(backoff(attempt))
             attempt += 1
-            # One fstat per poll; a listing when the folder changed, and every 2 s anyway (a
-            # change that came before this waiter took its baseline would go unseen).
-            due = time.monotonic() - last_look > 2.0
+            # One fstat per poll; a listing when the folder changed, at the first poll (the
+            # listing before the wait took no baseline: a pack landing since, such as this
+            # process's own writer thread's, would go unseen), and every 2 s anyway.
+            due = attempt == 1 or time.monotonic() - last_look > 2.0
             if not (flight.changed() or due):
                 continue
             last_look = time.monotonic()
-            flight.refresh(force=True)
+            flight.look()
             landed = flight.read(ranges)
             tally.add_landed(landed)
             out += landed

@@ -101,6 +101,15 @@ class Flight:
         elif self.entry.baseline is None or self.entry.changed():
             self.entry.load(baseline=True)
 
+    def look(self) -> None:
+        """List the entry again now, its state recorded first (the ``fstat`` :meth:`changed`
+        just made, or one now), so the next :meth:`changed` tells of whatever lands after
+        this listing: what a waiter polls with."""
+        if self.entry.folder is None:
+            self.area.recheck(self.entry)
+            return
+        self.entry.load(baseline=True)
+
     def changed(self) -> bool:
         if self.entry.folder is None:
             self.area.recheck(self.entry)
