@@ -415,3 +415,40 @@ def test_a_waiter_sees_a_pack_that_landed_before_its_first_look(
     assert polls == [0]  # found at the first look
     assert r.counters.upstream_requests == 2  # the first read, then the layout taken along
     assert r.counters.local == 403
+
+
+def test_a_waiter_sees_a_pack_another_thread_listed_first(
+        catalog_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two threads of one process waiting on the same entry share its listing and baseline:
+    when the other one listed the landed pack first, this one sees no change in the folder,
+    and finds the pack in the listing the other made (it used to wait for the 2 s listing)."""
+    gate = threading.Event()
+    polls: list[int] = []
+
+    def look(attempt: int) -> float:
+        polls.append(attempt)
+        if attempt == 1:  # after this waiter's first look: the pack lands, another thread lists
+            gate.set()
+            landed = threading.Event()
+            client.cache.writer.submit(landed.set)
+            assert landed.wait(30)
+            assert isinstance(r, cached.CachedReader)
+            with client.cache.tiers[0].flight(r.identity(), r.private) as other:
+                assert other is not None
+                other.look()
+        return real(attempt)
+
+    monkeypatch.setattr(cached, "backoff", look)
+    with htpdata.Client(cache={"local_dir": str(tmp_path / "local"),
+                               "memory_size": 0}) as client:
+        r = client.reader(NAME)
+        assert isinstance(r, cached.CachedReader)
+        _hold_writer(client, gate)
+        try:
+            assert r.read(0, 403) == WANT[:403]  # its claim stays until the writer runs
+            assert r.read(0, 403) == WANT[:403]  # waits for that claim's pack
+        finally:
+            gate.set()
+    assert polls == [0, 1]  # found at the poll after the other thread's listing
+    assert r.counters.upstream_requests == 2
+    assert r.counters.local == 403

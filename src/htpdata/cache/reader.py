@@ -499,17 +499,22 @@ class CachedReader:
         deadline = time.monotonic() + self.wait_limit
         attempt = 0
         last_look = time.monotonic()
+        seen = flight.listed_at()
         while ranges and time.monotonic() < deadline:
             time.sleep(backoff(attempt))
             attempt += 1
             # One fstat per poll; a listing when the folder changed, at the first poll (the
             # listing before the wait took no baseline: a pack landing since, such as this
-            # process's own writer thread's, would go unseen), and every 2 s anyway.
+            # process's own writer thread's, would go unseen), and every 2 s anyway. When
+            # another thread of this process listed the entry meanwhile (its baseline is this
+            # one's too: the change it saw shows here as none), what it found is looked at.
             due = attempt == 1 or time.monotonic() - last_look > 2.0
-            if not (flight.changed() or due):
+            if flight.changed() or due:
+                last_look = time.monotonic()
+                flight.look()
+            elif flight.listed_at() == seen:
                 continue
-            last_look = time.monotonic()
-            flight.look()
+            seen = flight.listed_at()
             landed = flight.read(ranges)
             tally.add_landed(landed)
             out += landed

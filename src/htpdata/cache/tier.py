@@ -110,6 +110,12 @@ class Flight:
             return
         self.entry.load(baseline=True)
 
+    def listed_at(self) -> float:
+        """When the entry was last listed, by any thread of this process (they share it: a
+        listing made by one shows the packs to all, and moves the baseline :meth:`changed`
+        compares with)."""
+        return self.entry.listed_at
+
     def changed(self) -> bool:
         if self.entry.folder is None:
             self.area.recheck(self.entry)
