@@ -36,7 +36,6 @@ from .fsops import (
     ProcessId,
     create_exclusive,
     publish,
-    read_small,
     remove_tree,
     temp_name,
     umask,
@@ -438,14 +437,7 @@ class Area:
 
     def read_usage(self) -> dict[str, Any]:
         """The area's last summary, if its steward wrote it."""
-        got = read_small(self.folder.fd, "usage.json", 16 * 1024**2)
-        if got is None or got[1].st_uid not in (self.steward, 0):
-            return {}
-        try:
-            data = json.loads(got[0])
-        except ValueError:
-            return {}
-        return data if isinstance(data, dict) else {}
+        return fsops.read_owned_json(self.folder.fd, "usage.json", self.steward, 16 * 1024**2)
 
     def write_usage(self, summary: dict[str, Any]) -> None:
         if self.writable and self.me.uid in (self.steward, 0):

@@ -30,7 +30,7 @@ from typing import Any
 
 from ..names import namespace_of
 from .area import Area
-from .fsops import Folder, create_exclusive, publish, read_small
+from .fsops import Folder, create_exclusive, publish, read_owned_json
 from .records import COUNTERS, RecordView, parse_record
 
 __all__ = ["DAY_FIELDS", "Folded", "fold_area", "read_days"]
@@ -69,14 +69,7 @@ def _group_of(uid: int) -> str:
 
 
 def _load_json(folder: Folder, name: str, owner: int) -> dict[str, Any]:
-    got = read_small(folder.fd, name, _STATE_LIMIT)
-    if got is None or got[1].st_uid not in (owner, 0):
-        return {}
-    try:
-        data = json.loads(got[0])
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_owned_json(folder.fd, name, owner, _STATE_LIMIT)
 
 
 def fold_area(area: Area, drop: Folder | None, now: float, *, tier_column: str) -> Folded:

@@ -25,12 +25,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import os
 import secrets
 import socket
 import stat
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "DIR_FLAGS",
@@ -306,6 +308,19 @@ def read_small(dir_fd: int, name: str, limit: int, owners: Collection[int] | Non
         return None
     finally:
         os.close(fd)
+
+
+def read_owned_json(dir_fd: int, name: str, owner: int, limit: int) -> dict[str, Any]:
+    """A sidecar's JSON object if ``owner`` (or root) wrote it (:func:`read_small`); else,
+    or when it is not a JSON object, ``{}``: a forged or damaged sidecar steers nothing."""
+    got = read_small(dir_fd, name, limit, owners=(owner, 0))
+    if got is None:
+        return {}
+    try:
+        data = json.loads(got[0])
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def remove_tree(parent_fd: int, name: str, depth: int = 0) -> int:
