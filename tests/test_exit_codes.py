@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from htpdata.errors import HtpdataError
-from htpdata.testing import XRootDServer, free_port
+from htpdata.testing import XRootDServer, free_port, sigint_as_in_a_terminal
 
 from .conftest import REPO, TEST_FILES, TESTDATA, catalog_text
 
@@ -162,18 +162,31 @@ def test_debug_keeps_the_exit_code(tmp_path: Path) -> None:
     assert debug.stderr.decode().strip().splitlines()[-1] == plain.stderr.decode().strip()
 
 
+def _signal_state(pid: int) -> str:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return "?"
+    return " ".join(line for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+
+
 def test_130_on_ctrl_c(tmp_path: Path, silent_port: Silent) -> None:
     env = {**os.environ, **_catalog(tmp_path, "http", f"http://localhost:{silent_port}/"),
            "HTPDATA_TIMEOUTS_READ": "60"}
-    # The default SIGINT disposition, even if this run's own SIGINT is ignored (a background
-    # job): Python then turns Ctrl-C into KeyboardInterrupt, as in a terminal.
+    # Python then turns Ctrl-C into KeyboardInterrupt, as in a terminal.
     with subprocess.Popen([sys.executable, "-m", "htpdata", "cat", "x:/store/f.root"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as proc:
+                          preexec_fn=sigint_as_in_a_terminal) as proc:
         assert silent_port.connected.wait(60)  # htpdata is up and waiting on the server
+        state = _signal_state(proc.pid)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+            pytest.fail(f"no exit 30 s after SIGINT (the child's signals: {state}): {err!r}")
+    assert proc.returncode == 130, (state, err)
     assert b"interrupted" in err
 
 
