@@ -103,6 +103,27 @@ def test_quota_set_by_the_owner_and_enforced(filled: Sections) -> None:
         assert c.cache.usage(c.cache.tier("shared")) <= 100
 
 
+def test_everyones_default_limit_is_shown_as_the_users_own(filled: Sections) -> None:
+    """A user covered only by the '*' row sees that limit in ``htpdata quota`` and the report,
+    as eviction and admission apply it."""
+    me = pwd.getpwuid(os.getuid()).pw_name
+    env = {**os.environ, "HTPDATA_CACHE_LOCAL_DIR": "off",
+           "HTPDATA_CACHE_SHARED_DIR": str(filled["cache"]["shared_dir"])}
+    proc = subprocess.run([sys.executable, "-m", "htpdata", "quota", "set", "--user", "*",
+                           "5GB"], capture_output=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    shown = subprocess.run([sys.executable, "-m", "htpdata", "quota", "--json"],
+                           capture_output=True, env=env, timeout=60)
+    rows = {(r["tier"], r["kind"]): r for r in json.loads(shown.stdout)}
+    assert rows[("shared", "user")]["name"] == me
+    assert rows[("shared", "user")]["hard"] == 5 * 10**9
+    assert rows[("shared", "group")]["hard"] is None  # no group row, no group default
+    with htpdata.Client(**filled) as c:
+        mine = {r["user"]: r for r in build_report(c, by="user", refresh=True).records()
+                if r["tier"] == "shared"}
+    assert mine[me]["quota_hard"] == 5 * 10**9
+
+
 def test_non_operator_cannot_set_quotas(filled: Sections,
                                        monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,9 +10,11 @@ limits). Both call :func:`room`; nothing here reads a file.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-__all__ = ["Limits", "room", "tightest"]
+__all__ = ["Limits", "limits_for", "room", "tightest"]
+
+L = TypeVar("L")
 
 
 class Limits(Protocol):
@@ -23,6 +25,13 @@ class Limits(Protocol):
 
     @property
     def hard(self) -> int: ...
+
+
+def limits_for(quotas: Mapping[str, Mapping[str, L]], kind: str, who: str) -> L | None:
+    """The limits of ``who`` among ``quotas[kind]`` (``kind``: ``"users"`` or ``"groups"``):
+    their own row, else the ``*`` row (everyone's default), else None."""
+    rows = quotas.get(kind, {})
+    return rows.get(who) or rows.get("*")
 
 
 def room(quotas: Mapping[str, Mapping[str, Limits]], user: str, group: str,

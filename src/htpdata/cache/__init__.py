@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any
 from ..config import CacheSettings, default_local_dir
 from ..errors import CacheWriteError, ConfigError
 from ..io import ReadCounters
-from ..quotas import room
+from ..quotas import limits_for, room
 from .area import Area
 from .budget import Budget
-from .evict import EvictionReport, Quota, evict_area, fs_usage, quota_for, read_quotas
+from .evict import EvictionReport, Quota, evict_area, fs_usage, read_quotas
 from .identity import Identity
 from .memory import MemoryTier
 from .plan import Limits
@@ -216,7 +216,7 @@ class Cache:
         quotas = self.quotas(tier)
         mine: dict[str, dict[str, Quota]] = {"users": {}, "groups": {}}
         for kind, who in (("users", self.user), ("groups", self.group)):
-            q = quota_for(quotas, kind, who)
+            q = limits_for(quotas, kind, who)
             if q is not None:
                 mine[kind][who] = q
         if not (mine["users"] or mine["groups"]):
@@ -265,7 +265,7 @@ class Cache:
         """An area's bound: the tier's size for the owner's areas; for a user's own area its
         hard quota (``*`` for everyone), else only the filesystem's fullness bounds it."""
         if area.spec.kind == USER and not tier.is_owner:
-            q = quota_for(self.quotas(tier), "users", self.user)
+            q = limits_for(self.quotas(tier), "users", self.user)
             return q.hard if q is not None else 0
         return tier.size
 

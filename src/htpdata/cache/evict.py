@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..quotas import limits_for
 from .area import Area
 from .fold import fold_area
 from .fsops import Folder, read_small
@@ -65,11 +66,6 @@ def parse_quotas(raw: object) -> dict[str, dict[str, Quota]]:
             if soft >= 0 and hard >= 0:
                 out[kind][who] = Quota(soft, hard)
     return out
-
-
-def quota_for(quotas: Mapping[str, Mapping[str, Quota]], kind: str, who: str) -> Quota | None:
-    rows = quotas.get(kind, {})
-    return rows.get(who) or rows.get("*")
 
 
 def needed_bytes(total: int, size: int, high: float, low: float) -> int:
@@ -124,7 +120,7 @@ def over_quota(quotas: Mapping[str, Mapping[str, Quota]], by_user: Mapping[str, 
     out = {}
     for kind, usage in (("users", by_user), ("groups", by_group)):
         for who, used in usage.items():
-            q = quota_for(quotas, kind, who)
+            q = limits_for(quotas, kind, who)
             cap = (q.hard if limit == "hard" else q.soft) if q else 0
             if cap and used > cap:
                 out[f"{kind[:-1]}:{who}"] = used - cap
@@ -190,7 +186,7 @@ def over_by_uid(stats: Sequence[EntryStat],
             name = pwd.getpwuid(uid).pw_name
         except KeyError:
             name = str(uid)
-        q = quota_for(quotas, "users", name)
+        q = limits_for(quotas, "users", name)
         if q is not None and q.hard and used > q.hard:
             out[uid] = used - q.hard
     for gid, used in by_gid.items():
@@ -198,7 +194,7 @@ def over_by_uid(stats: Sequence[EntryStat],
             gname = grp.getgrgid(gid).gr_name
         except KeyError:
             gname = str(gid)
-        q = quota_for(quotas, "groups", gname)
+        q = limits_for(quotas, "groups", gname)
         if q is not None and q.hard and used > q.hard:
             mine: dict[int, int] = {}
             for e in stats:

@@ -117,6 +117,7 @@ def _quota_args(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> 
 
 def _quota(args: argparse.Namespace) -> int:
     from ..errors import UsageError
+    from ..quotas import limits_for
     from ..reporting import set_quota
 
     c = client()
@@ -142,7 +143,7 @@ def _quota(args: argparse.Namespace) -> int:
     for t in report.tiers:
         for kind, who in (("users", me), ("groups", group)):
             used = int(t.usage.get(f"by_{kind[:-1]}", {}).get(who, 0))
-            q = t.quotas.get(kind, {}).get(who)
+            q = limits_for(t.quotas, kind, who)
             rows.append({"tier": t.name, "kind": kind[:-1], "name": who, "bytes": used,
                          "soft": q["soft"] if q else None, "hard": q["hard"] if q else None,
                          "tier_bytes": t.usage.get("total", 0), "tier_size": t.size})

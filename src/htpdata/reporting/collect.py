@@ -17,6 +17,7 @@ from ..cache.fold import read_days
 from ..cache.tier import DiskTier
 from ..cache.trust import TRUSTED
 from ..client import Client
+from ..quotas import limits_for
 
 __all__ = ["BY", "Report", "build_report"]
 
@@ -63,7 +64,7 @@ class Report:
             files = t.usage.get(f"files_by_{self.by}", {}) if self.by != "site" else {}
             kind = {"user": "users", "group": "groups"}.get(self.by)
             for who in sorted(set(usage) | set(traffic)):
-                q = t.quotas.get(kind, {}).get(who) if kind else None
+                q = limits_for(t.quotas, kind, who) if kind else None
                 used = int(usage.get(who, 0))
                 tr = traffic.get(who, dict.fromkeys(COUNTERS, 0))
                 rows.append({
