@@ -232,3 +232,38 @@ def test_two_nodes_read_write_and_evict_one_tier_at_once(catalog_dir: Path,
     assert evictions >= 1
     originals = {f"test:/store/test/{n}": (TESTDATA / n).read_bytes() for n in TEST_FILES}
     assert verify_tier(backing / "tier", originals).wrong_bytes == 0
+
+
+@pytest.mark.fuse
+def test_two_nodes_racing_for_the_same_ranges_fetch_them_once(catalog_dir: Path,
+                                                               tmp_path: Path) -> None:
+    """Readers on the emulator's two mount points (two nodes, 1 ms per metadata request) miss
+    the same ranges at the same instant, round after round on a new tier: their claims reach
+    the folder within a round trip of each other, and still exactly one of them fetches (the
+    claim that arrived first by the storage's clock wins, not the one named first)."""
+    from htpdata.testing.nfsemu import NfsEmulator, unavailable_reason
+
+    if (why := unavailable_reason()) is not None:
+        if os.environ.get("HTPDATA_REQUIRE_SERVERS"):
+            pytest.fail(f"the network-filesystem emulator cannot run: {why}")
+        pytest.skip(why)
+    backing = tmp_path / "backing"
+    backing.mkdir()
+    asked = sum(e - s for s, e in RANGES)
+    with NfsEmulator(backing, mounts=2, meta_latency_ms=1) as emu:
+        for round_ in range(4):
+            start_at = time.time() + 3.0
+            readers = [_worker({"cache": {"local_dir": "off", "memory_size": 0,
+                                          "shared_dir": str(emu.mounts[i % 2] / f"t{round_}"),
+                                          "head": 4096, "tail": 4096, "merge_gap": 0}},
+                               RANGES, "--start-at", str(start_at),
+                               env={"HTPDATA_NODE_ID": f"node-{i % 2}"}) for i in range(4)]
+            results = [json.loads(r.communicate(timeout=120)[0]) for r in readers]
+            want = [zlib.adler32(WANT[s:e]) & 0xFFFFFFFF for s, e in RANGES]
+            assert all(r["adler32"] == want for r in results)
+            ups = [r["stats"]["upstream"] for r in results]
+            assert sum(u > 0 for u in ups) == 1, (round_, ups)  # one fetched, the rest
+            assert asked <= sum(ups) <= asked + 2 * 4096, (round_, ups)  # waited
+    originals = {NAME: WANT}
+    for round_ in range(4):
+        assert verify_tier(backing / f"t{round_}", originals).wrong_bytes == 0

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -405,6 +406,7 @@ def test_a_waiter_sees_a_pack_that_landed_before_its_first_look(
     monkeypatch.setattr(cached, "backoff", look)
     with htpdata.Client(cache={"local_dir": str(tmp_path / "local"),
                                "memory_size": 0}) as client:
+        client.cache.limits = replace(client.cache.limits, unclaimed=0)  # 403 B claim too
         r = client.reader(NAME)
         _hold_writer(client, gate)
         try:
@@ -441,6 +443,7 @@ def test_a_waiter_sees_a_pack_another_thread_listed_first(
     monkeypatch.setattr(cached, "backoff", look)
     with htpdata.Client(cache={"local_dir": str(tmp_path / "local"),
                                "memory_size": 0}) as client:
+        client.cache.limits = replace(client.cache.limits, unclaimed=0)  # 403 B claim too
         r = client.reader(NAME)
         assert isinstance(r, cached.CachedReader)
         _hold_writer(client, gate)
@@ -452,3 +455,44 @@ def test_a_waiter_sees_a_pack_another_thread_listed_first(
     assert polls == [0, 1]  # found at the poll after the other thread's listing
     assert r.counters.upstream_requests == 2
     assert r.counters.local == 403
+
+
+def test_a_few_kb_take_no_claim_and_ride_in_the_files_next_pack(
+        tmp_path: Path, catalog_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ROOT file's first read (a few hundred bytes) is fetched without a claim and stored
+    with the file's next pack, not in one of its own; with no next fetch, it is written at the
+    client's end. Either way a later process reads it from the tier."""
+    from htpdata.cache.area import Area
+
+    claimed: list[list[tuple[int, int]]] = []
+    publish = Area.publish_claim
+
+    def counting(self: Area, entry: object, ranges: list[tuple[int, int]]) -> object:
+        claimed.append(list(ranges))
+        return publish(self, entry, ranges)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Area, "publish_claim", counting)
+    for case in ("next pack", "at the end"):
+        shared = tmp_path / case.replace(" ", "-")
+        settings: Sections = {"cache": {"local_dir": "off", "shared_dir": str(shared),
+                                        "memory_size": 0, "head": 0, "tail": 0}}
+        claimed.clear()
+        with htpdata.Client(**settings) as c:
+            r = c.reader(NAME)
+            assert r.read(0, 400) == WANT[:400]
+            c.cache.writer.flush()  # the writes queued (Cache.flush writes the 400 B too)
+            assert claimed == []
+            assert list(packs_under(shared)) == []
+            if case == "next pack":
+                assert r.read(200_000, 300_000) == WANT[200_000:300_000]
+                c.cache.flush()
+                assert claimed
+                assert len(list(packs_under(shared))) == 1  # the 400 bytes rode along
+            else:
+                c.cache.flush()  # no next fetch: written now, or at the client's end
+        assert len(list(packs_under(shared))) == 1
+        assert verify_tier(shared, {NAME: WANT}).wrong_bytes == 0
+        with htpdata.Client(**settings) as c:
+            r = c.reader(NAME)
+            assert r.read(0, 400) == WANT[:400]
+            assert r.counters.upstream == 0, case

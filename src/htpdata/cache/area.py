@@ -62,10 +62,12 @@ its own area per read."""
 class ClaimHandle:
     """A claim this process published; removed by :meth:`Area.release_claim`."""
 
-    def __init__(self, entry: Entry, name: str, ranges: Sequence[Range]) -> None:
+    def __init__(self, entry: Entry, name: str, ranges: Sequence[Range], born: int = 0) -> None:
         self.entry = entry
         self.name = name
         self.ranges = list(ranges)
+        self.born = born
+        """When it reached the folder: its mtime in ns as the storage stamped it (0: unknown)."""
         self.beat: int | None = None
 
     def heartbeat(self) -> None:
@@ -356,15 +358,21 @@ class Area:
             fd = create_exclusive(entry.folder.fd, name, self.file_mode)
         except OSError:
             return None
+        born = 0
         try:
             os.write(fd, body)  # one write: a reader sees it all, or nothing and the envelope
+            # When it reached the folder, by the storage's clock (on NFS the fstat flushes
+            # the write first: the stamp others will see); the single-flight order.
+            born = os.fstat(fd).st_mtime_ns
         except OSError:
             pass
         finally:
             os.close(fd)
-        return ClaimHandle(entry, name, ranges)
+        entry.own_claim(name, ranges, born)
+        return ClaimHandle(entry, name, ranges, born)
 
     def release_claim(self, claim: ClaimHandle) -> None:
+        claim.entry.own_claim_gone(claim.name)
         folder = claim.entry.folder
         if folder is not None and folder.fd >= 0:
             with contextlib.suppress(OSError):
