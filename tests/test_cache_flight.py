@@ -235,12 +235,14 @@ def test_two_nodes_read_write_and_evict_one_tier_at_once(catalog_dir: Path,
 
 
 @pytest.mark.fuse
-def test_two_nodes_racing_for_the_same_ranges_fetch_them_once(catalog_dir: Path,
+def test_two_nodes_racing_for_the_same_ranges_fetch_them_once(slow_origin: Sections,
                                                                tmp_path: Path) -> None:
-    """Readers on the emulator's two mount points (two nodes, 1 ms per metadata request) miss
-    the same ranges at the same instant, round after round on a new tier: their claims reach
-    the folder within a round trip of each other, and still exactly one of them fetches (the
-    claim that arrived first by the storage's clock wins, not the one named first)."""
+    """Two readers on the emulator's two mount points (two nodes, 1 ms per metadata request)
+    miss the same ranges at once. The one whose claim is named first reaches the folder last
+    (its clock reads 1 s behind, its create waits 0.2 s as behind a busy metadata server), after
+    the other one published, listed, found nobody, and started fetching (over a slow link, so
+    it is still fetching). By names both fetched; by arrival the late one yields and waits.
+    Once per direction: node 1 late, then node 0 late."""
     from htpdata.testing.nfsemu import NfsEmulator, unavailable_reason
 
     if (why := unavailable_reason()) is not None:
@@ -249,21 +251,22 @@ def test_two_nodes_racing_for_the_same_ranges_fetch_them_once(catalog_dir: Path,
         pytest.skip(why)
     backing = tmp_path / "backing"
     backing.mkdir()
-    asked = sum(e - s for s, e in RANGES)
+    want = [zlib.adler32(WANT[s:e]) & 0xFFFFFFFF for s, e in RANGES]
     with NfsEmulator(backing, mounts=2, meta_latency_ms=1) as emu:
-        for round_ in range(4):
+        for late in (1, 0):
+            tier = f"t{late}"
             start_at = time.time() + 3.0
-            readers = [_worker({"cache": {"local_dir": "off", "memory_size": 0,
-                                          "shared_dir": str(emu.mounts[i % 2] / f"t{round_}"),
-                                          "head": 4096, "tail": 4096, "merge_gap": 0}},
-                               RANGES, "--start-at", str(start_at),
-                               env={"HTPDATA_NODE_ID": f"node-{i % 2}"}) for i in range(4)]
+            readers = []
+            for node in (0, 1):
+                settings: Sections = {**slow_origin, "cache": {**slow_origin["cache"],
+                                                               "shared_dir": str(
+                                                                   emu.mounts[node] / tier)}}
+                extra = ("--clock-skew", "-1", "--claim-delay", "0.2") if node == late else ()
+                readers.append(_worker(settings, RANGES, "--start-at", str(start_at), *extra,
+                                       env={"HTPDATA_NODE_ID": f"node-{node}"}))
             results = [json.loads(r.communicate(timeout=120)[0]) for r in readers]
-            want = [zlib.adler32(WANT[s:e]) & 0xFFFFFFFF for s, e in RANGES]
             assert all(r["adler32"] == want for r in results)
             ups = [r["stats"]["upstream"] for r in results]
-            assert sum(u > 0 for u in ups) == 1, (round_, ups)  # one fetched, the rest
-            assert asked <= sum(ups) <= asked + 2 * 4096, (round_, ups)  # waited
-    originals = {NAME: WANT}
-    for round_ in range(4):
-        assert verify_tier(backing / f"t{round_}", originals).wrong_bytes == 0
+            assert ups[late] == 0, (late, ups)  # it waited for the other's pack
+            assert ups[1 - late] >= sum(e - s for s, e in RANGES), (late, ups)
+            assert verify_tier(backing / tier, {NAME: WANT}).wrong_bytes == 0
