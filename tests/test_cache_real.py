@@ -496,3 +496,35 @@ def test_a_few_kb_take_no_claim_and_ride_in_the_files_next_pack(
             r = c.reader(NAME)
             assert r.read(0, 400) == WANT[:400]
             assert r.counters.upstream == 0, case
+
+
+def test_a_process_ending_merges_only_the_packs_it_wrote(tmp_path: Path,
+                                                         catalog_dir: Path) -> None:
+    """At its end a process merges its own packs of a file, never those other processes of
+    the same user wrote beside them (two readers ending at once each merged every pack they
+    knew, and two whole copies stayed)."""
+    from htpdata.cache.identity import Identity
+
+    settings: Sections = {"cache": {"local_dir": "off", "shared_dir": str(tmp_path / "shared"),
+                                    "memory_size": 0}}
+    ident = Identity(NAME, len(WANT))
+    with htpdata.Client(**settings) as c:
+        tier = c.cache.tier("shared")
+        for s in (0, 100_000, 200_000):
+            tier.store(ident, [(s, WANT[s:s + 50_000])], {"name": NAME}, private=False)
+        c.cache.writer.flush()
+        tier._written.clear()  # the end-of-process merge is called below, by another process
+    packs = sorted(packs_under(tmp_path / "shared"))
+    assert len(packs) == 3
+    for p in packs[1:]:  # as if two other processes (same user, other pids) wrote them
+        head, _, rand = p.name.rpartition(".")
+        p.rename(p.with_name(f"{head.split('.')[0]}.{head.split('.')[1]}.othernode.1.1.{rand}"))
+    with htpdata.Client(**settings) as c:
+        tier = c.cache.tier("shared")
+        area = tier.write_area(False)
+        assert area is not None
+        assert area.compact(ident, known=True) == 0  # one pack of its own: nothing to merge
+        assert len(list(packs_under(tmp_path / "shared"))) == 3
+        assert area.compact(ident) > 0  # the tidying merge (not at an end) takes all
+        assert len(list(packs_under(tmp_path / "shared"))) == 1
+    assert verify_tier(tmp_path / "shared", {NAME: WANT}).wrong_bytes == 0

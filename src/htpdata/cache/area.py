@@ -291,15 +291,19 @@ class Area:
         """Merge this user's packs of ``ident`` in its entry into one (the union of their
         ranges, overlaps stored once); the new pack is written in place under a temporary name
         and published by rename, then the old ones are removed. Returns the bytes saved (0:
-        nothing done). With ``known`` (this process wrote them, and is ending), the packs it
-        knows are merged without listing the folder again or waiting for others' claims."""
+        nothing done). With ``known`` (this process is ending), the packs this process wrote
+        are merged without listing the folder again or waiting for others' claims: only its
+        own, by name (two readers of one user ending at once, each merging every pack it knew,
+        left two whole copies of the file; 16 readers on the emulator, 18 MB for 6)."""
         with self._writing(), self.using(ident.name_key) as entry:
             if entry.folder is None:
                 return 0
             if not known:
                 entry.load()
+            tag = self.proc.tag()
             own = [r for r in entry.heads_refs() if r.head.key == ident.key
-                   and self.mine(r.uid) and not r.head.has_blobs]  # blob packs stay whole
+                   and self.mine(r.uid) and not r.head.has_blobs  # blob packs stay whole
+                   and (not known or _writer_tag(r.name) == tag)]
             if len(own) < 2 or (not known and entry.live_claims(None, 30.0)):
                 return 0
             if sum(r.head.pack_len for r in own) > limit:
@@ -462,6 +466,11 @@ class Area:
                 f.close()
             self._sub.clear()
             self.folder.close()
+
+
+def _writer_tag(pack: str) -> str:
+    """The ``NODE.PID.START`` of the process that wrote pack ``p.TIME.NODE.PID.START.RAND``."""
+    return pack.split(".", 2)[-1].rpartition(".")[0]
 
 
 def _made(parent: Folder, name: str, mode: int) -> tuple[Folder, bool]:
