@@ -528,3 +528,29 @@ def test_a_process_ending_merges_only_the_packs_it_wrote(tmp_path: Path,
         assert area.compact(ident) > 0  # the tidying merge (not at an end) takes all
         assert len(list(packs_under(tmp_path / "shared"))) == 1
     assert verify_tier(tmp_path / "shared", {NAME: WANT}).wrong_bytes == 0
+
+
+def test_bytes_kept_back_for_a_files_next_pack_are_bounded(tmp_path: Path,
+                                                           catalog_dir: Path) -> None:
+    """Many readers' unclaimed first reads of one file (each a new open) are kept back up to
+    64 kB, then stored together in one pack, not held in memory without end."""
+    from htpdata.cache.identity import Identity
+    from htpdata.cache.tier import DEFER_BYTES
+
+    settings: Sections = {"cache": {"local_dir": "off", "shared_dir": str(tmp_path / "shared"),
+                                    "memory_size": 0}}
+    ident = Identity(NAME, len(WANT))
+    step = 16 * 1024
+    with htpdata.Client(**settings) as c:
+        tier = c.cache.tier("shared")
+        n = DEFER_BYTES // step
+        for i in range(n):
+            s = i * 20_000
+            assert tier.defer(ident, [(s, WANT[s:s + step])], {"name": NAME}, False) == step
+        assert list(packs_under(tmp_path / "shared")) == []
+        s = n * 20_000
+        tier.defer(ident, [(s, WANT[s:s + step])], {"name": NAME}, False)  # one too many
+        packs = list(packs_under(tmp_path / "shared"))
+        assert len(packs) == 1
+        assert held_bytes(tmp_path / "shared") == (n + 1) * step
+    assert verify_tier(tmp_path / "shared", {NAME: WANT}).wrong_bytes == 0

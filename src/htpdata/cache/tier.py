@@ -58,6 +58,8 @@ log = logging.getLogger("htpdata.cache")
 FORMAT = 2
 DEFER_ENTRIES = 64
 """Files whose few unclaimed KB a tier keeps back for their next pack at most (then stored)."""
+DEFER_BYTES = 64 * 1024
+"""Bytes of one file a tier keeps back at most (more: stored now, in one pack)."""
 LEGACY = ("entries", "names")
 """Folders only a format-1 tier (htpdata before the pack format) has."""
 
@@ -534,6 +536,9 @@ class DiskTier:
             else:
                 kept = self._deferred.setdefault(key, (ident, info, []))[2]
                 kept += pieces
+                if sum(len(b) for _, b in kept) > DEFER_BYTES:  # many readers' first reads
+                    kept = None
+                    pieces = self._deferred.pop(key)[2]
         if kept is None:
             return self.store(ident, pieces, info, private)
         return sum(len(b) for _, b in pieces)
