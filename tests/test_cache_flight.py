@@ -232,3 +232,41 @@ def test_two_nodes_read_write_and_evict_one_tier_at_once(catalog_dir: Path,
     assert evictions >= 1
     originals = {f"test:/store/test/{n}": (TESTDATA / n).read_bytes() for n in TEST_FILES}
     assert verify_tier(backing / "tier", originals).wrong_bytes == 0
+
+
+@pytest.mark.fuse
+def test_two_nodes_racing_for_the_same_ranges_fetch_them_once(slow_origin: Sections,
+                                                               tmp_path: Path) -> None:
+    """Two readers on the emulator's two mount points (two nodes, 1 ms per metadata request)
+    miss the same ranges at once. The one whose claim is named first reaches the folder last
+    (its clock reads 1 s behind, its create waits 0.2 s as behind a busy metadata server), after
+    the other one published, listed, found nobody, and started fetching (over a slow link, so
+    it is still fetching). By names both fetched; by arrival the late one yields and waits.
+    Once per direction: node 1 late, then node 0 late."""
+    from htpdata.testing.nfsemu import NfsEmulator, unavailable_reason
+
+    if (why := unavailable_reason()) is not None:
+        if os.environ.get("HTPDATA_REQUIRE_SERVERS"):
+            pytest.fail(f"the network-filesystem emulator cannot run: {why}")
+        pytest.skip(why)
+    backing = tmp_path / "backing"
+    backing.mkdir()
+    want = [zlib.adler32(WANT[s:e]) & 0xFFFFFFFF for s, e in RANGES]
+    with NfsEmulator(backing, mounts=2, meta_latency_ms=1) as emu:
+        for late in (1, 0):
+            tier = f"t{late}"
+            start_at = time.time() + 3.0
+            readers = []
+            for node in (0, 1):
+                settings: Sections = {**slow_origin, "cache": {**slow_origin["cache"],
+                                                               "shared_dir": str(
+                                                                   emu.mounts[node] / tier)}}
+                extra = ("--clock-skew", "-1", "--claim-delay", "0.2") if node == late else ()
+                readers.append(_worker(settings, RANGES, "--start-at", str(start_at), *extra,
+                                       env={"HTPDATA_NODE_ID": f"node-{node}"}))
+            results = [json.loads(r.communicate(timeout=120)[0]) for r in readers]
+            assert all(r["adler32"] == want for r in results)
+            ups = [r["stats"]["upstream"] for r in results]
+            assert ups[late] == 0, (late, ups)  # it waited for the other's pack
+            assert ups[1 - late] >= sum(e - s for s, e in RANGES), (late, ups)
+            assert verify_tier(backing / tier, {NAME: WANT}).wrong_bytes == 0

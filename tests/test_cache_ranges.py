@@ -355,3 +355,23 @@ def test_cache_settings_are_checked_when_loaded() -> None:
         assert "\n" not in str(info.value)
     assert load_settings({"HTPDATA_CACHE_REVALIDATE_AFTER": "2h"},
                          file="/nonexistent").cache.revalidate_after == 7200.0
+
+
+def test_claims_are_ordered_by_arrival_not_by_their_writers_clocks() -> None:
+    """A claim named earlier (its writer's clock read first) that reached the folder later
+    yields to the one that arrived first: the later one saw the earlier in its listing, the
+    earlier one may not have seen the later. Equal stamps fall back to names."""
+    late_named_first = ClaimView("c.02", ((0, 100),), born=1_000)
+    early_named_late = ClaimView("c.01", ((0, 100),), born=2_000)
+    # c.01 arrived second: it yields to c.02 whatever the names say
+    plan = yield_to_earlier("c.01", [(0, 100)], [late_named_first], born=2_000)
+    assert plan.fetch == []
+    assert plan.wait == [(0, 100)]
+    # c.02 arrived first: it fetches, seeing c.01 or not
+    assert yield_to_earlier("c.02", [(0, 100)], [early_named_late], born=1_000).fetch == \
+        [(0, 100)]
+    assert yield_to_earlier("c.02", [(0, 100)], [], born=1_000).fetch == [(0, 100)]
+    tie = ClaimView("c.01", ((0, 100),), born=1_000)
+    assert yield_to_earlier("c.02", [(0, 100)], [tie], born=1_000).fetch == []
+    unknown = ClaimView("c.01", ((0, 100),))  # no stamp: names decide, as before
+    assert yield_to_earlier("c.02", [(0, 100)], [unknown], born=1_000).fetch == []

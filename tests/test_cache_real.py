@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -405,6 +406,7 @@ def test_a_waiter_sees_a_pack_that_landed_before_its_first_look(
     monkeypatch.setattr(cached, "backoff", look)
     with htpdata.Client(cache={"local_dir": str(tmp_path / "local"),
                                "memory_size": 0}) as client:
+        client.cache.limits = replace(client.cache.limits, unclaimed=0)  # 403 B claim too
         r = client.reader(NAME)
         _hold_writer(client, gate)
         try:
@@ -441,6 +443,7 @@ def test_a_waiter_sees_a_pack_another_thread_listed_first(
     monkeypatch.setattr(cached, "backoff", look)
     with htpdata.Client(cache={"local_dir": str(tmp_path / "local"),
                                "memory_size": 0}) as client:
+        client.cache.limits = replace(client.cache.limits, unclaimed=0)  # 403 B claim too
         r = client.reader(NAME)
         assert isinstance(r, cached.CachedReader)
         _hold_writer(client, gate)
@@ -452,3 +455,102 @@ def test_a_waiter_sees_a_pack_another_thread_listed_first(
     assert polls == [0, 1]  # found at the poll after the other thread's listing
     assert r.counters.upstream_requests == 2
     assert r.counters.local == 403
+
+
+def test_a_few_kb_take_no_claim_and_ride_in_the_files_next_pack(
+        tmp_path: Path, catalog_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ROOT file's first read (a few hundred bytes) is fetched without a claim and stored
+    with the file's next pack, not in one of its own; with no next fetch, it is written at the
+    client's end. Either way a later process reads it from the tier."""
+    from htpdata.cache.area import Area
+
+    claimed: list[list[tuple[int, int]]] = []
+    publish = Area.publish_claim
+
+    def counting(self: Area, entry: object, ranges: list[tuple[int, int]]) -> object:
+        claimed.append(list(ranges))
+        return publish(self, entry, ranges)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Area, "publish_claim", counting)
+    for case in ("next pack", "at the end"):
+        shared = tmp_path / case.replace(" ", "-")
+        settings: Sections = {"cache": {"local_dir": "off", "shared_dir": str(shared),
+                                        "memory_size": 0, "head": 0, "tail": 0}}
+        claimed.clear()
+        with htpdata.Client(**settings) as c:
+            r = c.reader(NAME)
+            assert r.read(0, 400) == WANT[:400]
+            c.cache.writer.flush()  # the writes queued (Cache.flush writes the 400 B too)
+            assert claimed == []
+            assert list(packs_under(shared)) == []
+            if case == "next pack":
+                assert r.read(200_000, 300_000) == WANT[200_000:300_000]
+                c.cache.flush()
+                assert claimed
+                assert len(list(packs_under(shared))) == 1  # the 400 bytes rode along
+            else:
+                c.cache.flush()  # no next fetch: written now, or at the client's end
+        assert len(list(packs_under(shared))) == 1
+        assert verify_tier(shared, {NAME: WANT}).wrong_bytes == 0
+        with htpdata.Client(**settings) as c:
+            r = c.reader(NAME)
+            assert r.read(0, 400) == WANT[:400]
+            assert r.counters.upstream == 0, case
+
+
+def test_a_process_ending_merges_only_the_packs_it_wrote(tmp_path: Path,
+                                                         catalog_dir: Path) -> None:
+    """At its end a process merges its own packs of a file, never those other processes of
+    the same user wrote beside them (two readers ending at once each merged every pack they
+    knew, and two whole copies stayed)."""
+    from htpdata.cache.identity import Identity
+
+    settings: Sections = {"cache": {"local_dir": "off", "shared_dir": str(tmp_path / "shared"),
+                                    "memory_size": 0}}
+    ident = Identity(NAME, len(WANT))
+    with htpdata.Client(**settings) as c:
+        tier = c.cache.tier("shared")
+        for s in (0, 100_000, 200_000):
+            tier.store(ident, [(s, WANT[s:s + 50_000])], {"name": NAME}, private=False)
+        c.cache.writer.flush()
+        tier._written.clear()  # the end-of-process merge is called below, by another process
+    packs = sorted(packs_under(tmp_path / "shared"))
+    assert len(packs) == 3
+    for p in packs[1:]:  # as if two other processes (same user, other pids) wrote them
+        head, _, rand = p.name.rpartition(".")
+        p.rename(p.with_name(f"{head.split('.')[0]}.{head.split('.')[1]}.othernode.1.1.{rand}"))
+    with htpdata.Client(**settings) as c:
+        tier = c.cache.tier("shared")
+        area = tier.write_area(False)
+        assert area is not None
+        assert area.compact(ident, known=True) == 0  # one pack of its own: nothing to merge
+        assert len(list(packs_under(tmp_path / "shared"))) == 3
+        assert area.compact(ident) > 0  # the tidying merge (not at an end) takes all
+        assert len(list(packs_under(tmp_path / "shared"))) == 1
+    assert verify_tier(tmp_path / "shared", {NAME: WANT}).wrong_bytes == 0
+
+
+def test_bytes_kept_back_for_a_files_next_pack_are_bounded(tmp_path: Path,
+                                                           catalog_dir: Path) -> None:
+    """Many readers' unclaimed first reads of one file (each a new open) are kept back up to
+    64 kB, then stored together in one pack, not held in memory without end."""
+    from htpdata.cache.identity import Identity
+    from htpdata.cache.tier import DEFER_BYTES
+
+    settings: Sections = {"cache": {"local_dir": "off", "shared_dir": str(tmp_path / "shared"),
+                                    "memory_size": 0}}
+    ident = Identity(NAME, len(WANT))
+    step = 16 * 1024
+    with htpdata.Client(**settings) as c:
+        tier = c.cache.tier("shared")
+        n = DEFER_BYTES // step
+        for i in range(n):
+            s = i * 20_000
+            assert tier.defer(ident, [(s, WANT[s:s + step])], {"name": NAME}, False) == step
+        assert list(packs_under(tmp_path / "shared")) == []
+        s = n * 20_000
+        tier.defer(ident, [(s, WANT[s:s + step])], {"name": NAME}, False)  # one too many
+        packs = list(packs_under(tmp_path / "shared"))
+        assert len(packs) == 1
+        assert held_bytes(tmp_path / "shared") == (n + 1) * step
+    assert verify_tier(tmp_path / "shared", {NAME: WANT}).wrong_bytes == 0

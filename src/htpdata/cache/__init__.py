@@ -179,8 +179,11 @@ class Cache:
         return is_private(str(resolved.name), bool(creds.token or creds.proxy or in_url))
 
     def flush(self) -> None:
-        """Wait until every background cache write of this process has landed."""
+        """Wait until every background cache write of this process has landed, the few KB
+        kept back for a file's next pack included (see :meth:`DiskTier.defer`)."""
         self.writer.flush()
+        for tier in self.tiers:
+            tier.flush_deferred()
 
     # -- bounds (the reader's collaborator) -------------------------------------------------
     def _warn(self, key: str, text: str) -> None:
@@ -209,11 +212,14 @@ class Cache:
                                 tier.record_of(area))
         return total
 
-    def room(self, tier: DiskTier, limit: str = "hard") -> dict[str, int]:
+    def room(self, tier: DiskTier, limit: str = "hard",
+             quotas: dict[str, dict[str, Quota]] | None = None) -> dict[str, int]:
         """Bytes this user and their group may still store in ``tier`` under their ``limit``
         (:func:`htpdata.quotas.room`; the ``*`` rows are everyone's default), negative when
-        over; this user's own writes and removals count at once."""
-        quotas = self.quotas(tier)
+        over; this user's own writes and removals count at once. ``quotas``: the tier's, if
+        read already (else read now)."""
+        if quotas is None:
+            quotas = self.quotas(tier)
         mine: dict[str, dict[str, Quota]] = {"users": {}, "groups": {}}
         for kind, who in (("users", self.user), ("groups", self.group)):
             q = limits_for(quotas, kind, who)
@@ -235,7 +241,8 @@ class Cache:
         if cached is not None and now - cached[0] < 60.0:
             return cached[1]
         verdict = True
-        hard = [w.replace(":", " ", 1) for w, left in self.room(tier, "hard").items()
+        quotas = self.quotas(tier)  # read once for both limits
+        hard = [w.replace(":", " ", 1) for w, left in self.room(tier, "hard", quotas).items()
                 if left < 0]
         if hard:
             verdict = False
@@ -243,8 +250,8 @@ class Cache:
                        f"({', '.join(hard)}); reading on without caching")
             self._evict_soon(tier)
         else:
-            soft = [w.replace(":", " ", 1) for w, left in self.room(tier, "soft").items()
-                    if left < 0]
+            soft = [w.replace(":", " ", 1) for w, left in self.room(tier, "soft",
+                                                                  quotas).items() if left < 0]
             if soft:
                 self._warn(f"soft:{tier.name}", f"cache tier {tier.name}: over the soft quota "
                            f"({', '.join(soft)}); still caching, oldest entries go first")

@@ -62,10 +62,12 @@ its own area per read."""
 class ClaimHandle:
     """A claim this process published; removed by :meth:`Area.release_claim`."""
 
-    def __init__(self, entry: Entry, name: str, ranges: Sequence[Range]) -> None:
+    def __init__(self, entry: Entry, name: str, ranges: Sequence[Range], born: int = 0) -> None:
         self.entry = entry
         self.name = name
         self.ranges = list(ranges)
+        self.born = born
+        """When it reached the folder: its mtime in ns as the storage stamped it (0: unknown)."""
         self.beat: int | None = None
 
     def heartbeat(self) -> None:
@@ -289,15 +291,19 @@ class Area:
         """Merge this user's packs of ``ident`` in its entry into one (the union of their
         ranges, overlaps stored once); the new pack is written in place under a temporary name
         and published by rename, then the old ones are removed. Returns the bytes saved (0:
-        nothing done). With ``known`` (this process wrote them, and is ending), the packs it
-        knows are merged without listing the folder again or waiting for others' claims."""
+        nothing done). With ``known`` (this process is ending), the packs this process wrote
+        are merged without listing the folder again or waiting for others' claims: only its
+        own, by name (two readers of one user ending at once, each merging every pack it knew,
+        left two whole copies of the file; 16 readers on the emulator, 18 MB for 6)."""
         with self._writing(), self.using(ident.name_key) as entry:
             if entry.folder is None:
                 return 0
             if not known:
                 entry.load()
+            tag = self.proc.tag()
             own = [r for r in entry.heads_refs() if r.head.key == ident.key
-                   and self.mine(r.uid) and not r.head.has_blobs]  # blob packs stay whole
+                   and self.mine(r.uid) and not r.head.has_blobs  # blob packs stay whole
+                   and (not known or _writer_tag(r.name) == tag)]
             if len(own) < 2 or (not known and entry.live_claims(None, 30.0)):
                 return 0
             if sum(r.head.pack_len for r in own) > limit:
@@ -356,15 +362,21 @@ class Area:
             fd = create_exclusive(entry.folder.fd, name, self.file_mode)
         except OSError:
             return None
+        born = 0
         try:
             os.write(fd, body)  # one write: a reader sees it all, or nothing and the envelope
+            # When it reached the folder, by the storage's clock (on NFS the fstat flushes
+            # the write first: the stamp others will see); the single-flight order.
+            born = os.fstat(fd).st_mtime_ns
         except OSError:
             pass
         finally:
             os.close(fd)
-        return ClaimHandle(entry, name, ranges)
+        entry.own_claim(name, ranges, born)
+        return ClaimHandle(entry, name, ranges, born)
 
     def release_claim(self, claim: ClaimHandle) -> None:
+        claim.entry.own_claim_gone(claim.name)
         folder = claim.entry.folder
         if folder is not None and folder.fd >= 0:
             with contextlib.suppress(OSError):
@@ -454,6 +466,11 @@ class Area:
                 f.close()
             self._sub.clear()
             self.folder.close()
+
+
+def _writer_tag(pack: str) -> str:
+    """The ``NODE.PID.START`` of the process that wrote pack ``p.TIME.NODE.PID.START.RAND``."""
+    return pack.split(".", 2)[-1].rpartition(".")[0]
 
 
 def _made(parent: Folder, name: str, mode: int) -> tuple[Folder, bool]:

@@ -70,6 +70,27 @@ def parse_claim_name(name: str) -> tuple[Range, ProcessId] | None:
 GONE, DAMAGED = "gone", "damaged"
 
 
+class _OwnClaims:
+    """The claims this process holds, by entry and name, with their ranges and arrival
+    stamps: another thread of this process that lists them knows them without a ``stat`` or
+    an ``open`` (and knows them alive: a released one is simply not here)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+        self.proc = ProcessId.mine()
+        self.held: dict[tuple[str, str, str], tuple[tuple[Range, ...], int]] = {}
+
+    def me(self) -> ProcessId:
+        if os.getpid() != self.pid:  # a forked child holds none of its parent's claims
+            with self.lock:
+                self.pid, self.proc, self.held = os.getpid(), ProcessId.mine(), {}
+        return self.proc
+
+
+OWN_CLAIMS = _OwnClaims()
+
+
 @dataclass
 class PackRef:
     """A pack: its head, and the descriptor its bytes are read from (-1: not opened yet, for
@@ -129,6 +150,8 @@ class ClaimRef:
     checked: float = 0.0
     """When its liveness was last judged (monotonic), and the verdict."""
     alive: bool = True
+    born: int = 0
+    """Its file's mtime (ns) when first seen: when it reached the folder (0: not seen yet)."""
 
 
 @dataclass
@@ -391,11 +414,18 @@ class Entry:
         second (same node: is the pid there; another node: is its heartbeat recent)."""
         out = []
         now = time.monotonic()
+        me = OWN_CLAIMS.me().tag()
         for c in list(self.claims.values()):
             if c.name == mine:
                 continue
             if overlapping and not any(s < c.envelope[1] and c.envelope[0] < e
                                        for s, e in overlapping):
+                continue
+            if c.proc.tag() == me:  # this process's: alive while it holds it, no stat, no open
+                with OWN_CLAIMS.lock:
+                    own = OWN_CLAIMS.held.get((self.area_rel, self.name_key, c.name))
+                if own is not None:
+                    out.append(ClaimView(c.name, own[0], own[1]))
                 continue
             if now - c.checked > 1.0:
                 c.alive = self._alive(c, claim_stale)
@@ -404,8 +434,18 @@ class Entry:
                 continue
             if c.ranges is None:
                 c.ranges = self._claim_ranges(c)
-            out.append(ClaimView(c.name, c.ranges if c.ranges is not None else (c.envelope,)))
+            out.append(ClaimView(c.name, c.ranges if c.ranges is not None else (c.envelope,),
+                                 c.born))
         return out
+
+    def own_claim(self, name: str, ranges: Sequence[Range], born: int) -> None:
+        """This process published claim ``name`` (it reached the folder at ``born``)."""
+        with OWN_CLAIMS.lock:
+            OWN_CLAIMS.held[(self.area_rel, self.name_key, name)] = (tuple(ranges), born)
+
+    def own_claim_gone(self, name: str) -> None:
+        with OWN_CLAIMS.lock:
+            OWN_CLAIMS.held.pop((self.area_rel, self.name_key, name), None)
 
     def _alive(self, c: ClaimRef, claim_stale: float) -> bool:
         if self.folder is None:
@@ -419,6 +459,8 @@ class Entry:
             if not stat.S_ISREG(st.st_mode) or not self.accepts(st.st_uid):
                 return False
             c.uid = st.st_uid
+            if not c.born:  # first sight: when it reached the folder (a later heartbeat
+                c.born = st.st_mtime_ns  # moves the mtime; the order must not move)
         local = process_alive(c.proc, c.uid)
         if local is not None:
             return local

@@ -8,9 +8,11 @@ blocks if configured, and fills gaps only where the cost model of :class:`Limits
 costs less than the range or round trip it saves (:func:`fill_gaps`; no merged range longer
 than ``max_request`` unless one asked range is). :func:`yield_to_earlier`
 settles overlapping claims published at the same moment: every byte is fetched by the
-earliest-named live claim covering it, so exactly one process fetches it whatever order the
-claims were seen in (names sort by their writer's clock; skew between nodes can only make two
-processes fetch the same bytes, never none).
+earliest live claim covering it, so exactly one process fetches it whatever order the
+claims were seen in. "Earliest" is the order in which the claims reached the folder: their
+files' modification times as the storage stamped them (seen once, at first sight; one clock for
+every node), then their names. A claim that reached the folder before another is in the other's
+listing made after publishing, so the later one always yields (see :func:`yield_to_earlier`).
 """
 
 from __future__ import annotations
@@ -53,14 +55,29 @@ class Limits:
     """Ranges one vector read carries (XRootD's kXR_readv default)."""
     round_trip_bytes: int = 1024**2
     """What one round trip is worth in bytes (about 50 ms at 20 MB/s)."""
+    unclaimed: int = 16 * 1024
+    """A reader's first fetch batch of a file, if at most this many bytes, takes no claim (a
+    ROOT file's first read is a few hundred bytes): fetching it twice costs less than the
+    claim's metadata operations (create, list, remove: each a round trip to the metadata
+    server), and its bytes are stored with the next batch's pack instead of in one of their
+    own (0: every batch claims)."""
 
 
 @dataclass(frozen=True)
 class ClaimView:
-    """Another process's claim as seen in a listing: its name (sorts by time) and ranges."""
+    """Another process's claim as seen in a listing: its name, ranges, and when it reached the
+    folder (``born``: its file's mtime in ns as first seen; 0 unknown, then names decide)."""
 
     name: str
     ranges: tuple[Range, ...]
+    born: int = 0
+
+    def before(self, name: str, born: int = 0) -> bool:
+        """Did this claim reach the folder before claim ``name`` (that reached it at
+        ``born``)? By the storage's time stamps when both are known, then by name."""
+        if self.born and born and self.born != born:
+            return self.born < born
+        return self.name < name
 
 
 @dataclass(frozen=True)
@@ -169,13 +186,21 @@ class _Groups:
 
 
 def yield_to_earlier(mine: str, ranges: Sequence[Range], claims: Sequence[ClaimView],
-                     needed: Sequence[Range] | None = None) -> FetchPlan:
-    """After publishing claim ``mine`` for ``ranges`` and listing again: the parts to fetch
-    (no earlier-named claim covers them) and the parts to wait for (an earlier one does and
-    the caller ``needed`` them; default: all of ``ranges``). What was only fetched along (a
-    ROOT file's metadata extents, filled gaps) is left to the earlier claim, never waited for:
-    a reader that waited for bytes it did not ask for would wait on a pack it never reads."""
-    earlier = merge(r for c in claims if c.name < mine for r in c.ranges)
+                     needed: Sequence[Range] | None = None, born: int = 0) -> FetchPlan:
+    """After publishing claim ``mine`` for ``ranges`` (it reached the folder at ``born``, its
+    mtime in ns; 0: unknown) and listing again: the parts to fetch (no earlier claim covers
+    them, see :meth:`ClaimView.before`) and the parts to wait for (an earlier one does and the
+    caller ``needed`` them; default: all of ``ranges``). What was only fetched along (a ROOT
+    file's metadata extents, filled gaps) is left to the earlier claim, never waited for: a
+    reader that waited for bytes it did not ask for would wait on a pack it never reads.
+
+    Why the storage's time stamps and not the names' clock: a claim named earlier (its
+    writer's clock read first) can reach the folder after another process published and
+    listed, on another node or behind a slow round trip; by names both would fetch (the later
+    one never saw it, the earlier one wins by name). By arrival, the one that arrived later saw
+    the other in its listing and yields; the one that arrived first fetches, whether it saw
+    the other or not. Equal stamps (a coarse clock) fall back to names."""
+    earlier = merge(r for c in claims if c.before(mine, born) for r in c.ranges)
     covered = intersect(ranges, earlier)
     wait = covered if needed is None else intersect(covered, merge(needed))
     return FetchPlan(subtract(ranges, earlier), wait)

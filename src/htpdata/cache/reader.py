@@ -27,7 +27,7 @@ from .budget import Budget
 from .identity import Identity
 from .memory import MemoryTier
 from .plan import Limits, backoff, plan_fetch, yield_to_earlier
-from .ranges import Range, Spans, clip, merge, subtract
+from .ranges import Range, Spans, clip, merge, subtract, total
 from .rootfile import NotRoot, RootLayout, parse_layout
 from .tier import DiskTier, Flight, Tier
 
@@ -116,6 +116,8 @@ class CachedReader:
         """Set for a prefetch reader: the event that cancels it."""
         self.observer: Callable[[CachedReader, list[Range]], None] | None = None
         """Told of every batch of ranges this reader served (the next-file prefetch)."""
+        self._first_fetch = True
+        """No fetch through single flight yet (the first may go without a claim)."""
         self._layout: RootLayout | None = None
         self._layout_state = "unknown"  # "unknown", "known" (extents not yet asked), "done"
 
@@ -357,15 +359,17 @@ class CachedReader:
                 "learnt": self._learnt, "dataset": self.dataset, "created": time.time()}
 
     def _store(self, ident: Identity, pieces: list[tuple[int, bytes]],
-               tiers: Sequence[DiskTier]) -> None:
-        """Write ``pieces`` into ``tiers`` (the shared one first: other nodes wait on it)."""
+               tiers: Sequence[DiskTier], defer: bool = False) -> None:
+        """Write ``pieces`` into ``tiers`` (the shared one first: other nodes wait on it);
+        with ``defer``, into the tiers' next pack of the file (see :meth:`DiskTier.defer`)."""
         info = self._info()
         counted = False
         for tier in reversed(tiers):
             if not tier.writable or not self.bounds.admits(tier):
                 continue
             try:
-                n = tier.store(ident, pieces, info, self.private)
+                n = (tier.defer(ident, pieces, info, self.private) if defer
+                     else tier.store(ident, pieces, info, self.private))
             except CacheWriteError as exc:
                 self.bounds.write_failed(tier, exc)
                 continue
@@ -430,13 +434,27 @@ class CachedReader:
                           held=flight.held(), claims=flight.claims(need), limits=self.limits,
                           along=self._along(ident))
         fetch, wait = plan.fetch, plan.wait
-        if fetch and (name := flight.publish(fetch)) is not None:
+        with self._lock:
+            first, self._first_fetch = self._first_fetch, False
+        if fetch and first and total(fetch) <= self.limits.unclaimed:
+            # This reader's first fetch, a few KB (a ROOT file's header): no claim (its
+            # create, listing and removal cost more than fetching them twice), no pack of its
+            # own (stored with this file's next pack). Later small batches claim as usual, so
+            # N readers fetch at most one small batch each twice, not every small read.
+            got = self._upstream(fetch, tally)
+            self._check_size()
+            out += got
+            self._keep(ident, got, None, None, defer=True)
+            fetch = []
+        elif fetch and (name := flight.publish(fetch)) is not None:
             flight.refresh(force=True)  # claims published at the same moment
             landed = flight.read(fetch)
             tally.add_landed(landed)
             out += landed
             fetch = subtract(fetch, [(s, s + len(b)) for s, b in landed])
-            settled = yield_to_earlier(name, fetch, flight.claims(fetch), needed=need)
+            born = flight.claim.born if flight.claim is not None else 0
+            settled = yield_to_earlier(name, fetch, flight.claims(fetch), needed=need,
+                                       born=born)
             fetch, wait = settled.fetch, merge(wait + settled.wait)
         handed = False
         try:
@@ -462,12 +480,19 @@ class CachedReader:
                                name=self.name)
 
     def _keep(self, ident: Identity, got: list[tuple[int, bytes]], flight: Flight | None,
-              claim: Any) -> None:
-        """Memory now; the disk tiers (then the claim's release) on the writer thread."""
+              claim: Any, defer: bool = False) -> None:
+        """Memory now; the disk tiers (then the claim's release) on the writer thread. With
+        ``defer`` (a few KB fetched without a claim) the disk tiers keep the bytes for this
+        file's next pack (written at the process's end if none comes)."""
         for tier in self.tiers:
             if isinstance(tier, MemoryTier):
                 tier.store(ident, got)
         disks = self.disks
+        if defer and got and disks:
+            def later() -> None:
+                self._store(ident, got, disks, defer=True)
+            self.writer.submit(later)  # the writer's order: before the next batch's pack
+            return
         if not got or not disks:
             if flight is not None and claim is not None:
                 flight.claim = claim

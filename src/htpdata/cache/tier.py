@@ -56,6 +56,10 @@ __all__ = ["FORMAT", "DiskTier", "Flight", "Tier"]
 
 log = logging.getLogger("htpdata.cache")
 FORMAT = 2
+DEFER_ENTRIES = 64
+"""Files whose few unclaimed KB a tier keeps back for their next pack at most (then stored)."""
+DEFER_BYTES = 64 * 1024
+"""Bytes of one file a tier keeps back at most (more: stored now, in one pack)."""
 LEGACY = ("entries", "names")
 """Folders only a format-1 tier (htpdata before the pack format) has."""
 
@@ -217,6 +221,9 @@ class DiskTier:
         self._legacy_checked = False
         self._written: dict[str, tuple[Identity, bool]] = {}
         self._absent: dict[str, float] = {}
+        self._deferred: dict[tuple[str, bool], tuple[Identity, dict[str, Any],
+                                                     list[tuple[int, bytes]]]] = {}
+        """Bytes fetched without a claim, kept for the next pack of their file (see defer)."""
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -514,21 +521,82 @@ class DiskTier:
         return best
 
     # -- writes --------------------------------------------------------------------------------
+    def defer(self, ident: Identity, pieces: Sequence[tuple[int, bytes]],
+              info: dict[str, Any], private: bool) -> int:
+        """Keep a few KB of ``ident`` (fetched without a claim) for the next pack this process
+        writes of it, instead of a pack of their own (its temporary file, rename, and later
+        merge); written by :meth:`compact_written` at the process's end if no pack comes.
+        Returns the bytes kept (0: none, too many kept already: stored now instead)."""
+        if self.write_problem is not None or not pieces:
+            return 0
+        with self._lock:
+            key = (ident.key, private)
+            if key not in self._deferred and len(self._deferred) >= DEFER_ENTRIES:
+                kept = None
+            else:
+                kept = self._deferred.setdefault(key, (ident, info, []))[2]
+                kept += pieces
+                if sum(len(b) for _, b in kept) > DEFER_BYTES:  # many readers' first reads
+                    kept = None
+                    pieces = self._deferred.pop(key)[2]
+        if kept is None:
+            return self.store(ident, pieces, info, private)
+        return sum(len(b) for _, b in pieces)
+
+    def _take_deferred(self, ident: Identity, private: bool,
+                       pieces: Sequence[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        """``pieces`` and the bytes kept back for ``ident`` that they do not hold, by start."""
+        with self._lock:
+            got = self._deferred.pop((ident.key, private), None)
+        if got is None:
+            return list(pieces)
+        have = merge((s, s + len(b)) for s, b in pieces)
+        out = list(pieces)
+        for s, b in got[2]:
+            for lo, hi in subtract([(s, s + len(b))], have):
+                out.append((lo, b[lo - s:hi - s]))
+            have = merge([*have, (s, s + len(b))])
+        return sorted(out, key=lambda p: p[0])
+
+    def flush_deferred(self) -> None:
+        """Write the bytes kept back by :meth:`defer` that no later pack took along and the
+        entry does not hold already (a reader that waited for another process's packs finds
+        its few KB there). Such a pack is not merged at the end (:meth:`compact_written`): a
+        process that only waited must not rewrite the packs others wrote."""
+        with self._lock:
+            left, self._deferred = list(self._deferred.items()), {}
+        for (_, private), (ident, info, pieces) in left:
+            area = self.write_area(private) if self.write_problem is None else None
+            if area is None:
+                continue
+            with area.using(ident.name_key) as entry:
+                have = entry.held(ident.key) if entry.folder is not None else []
+            rest = [(lo, b[lo - s:hi - s]) for s, b in pieces
+                    for lo, hi in subtract([(s, s + len(b))], have)]
+            if rest:
+                with contextlib.suppress(CacheWriteError, OSError):
+                    self._write(area, ident, rest, info, private, remember=False)
+
     def store(self, ident: Identity, pieces: Sequence[tuple[int, bytes]],
               info: dict[str, Any], private: bool) -> int:
         if self.write_problem is not None or not pieces:
             return 0
+        if self._deferred:
+            pieces = self._take_deferred(ident, private, pieces)
         area = self.write_area(private)
         if area is None:
             raise CacheWriteError(errno.EACCES, f"cache tier {self.name}: no area of this "
                                   f"user to write ({self.problem or 'see the warning above'})")
+        return self._write(area, ident, pieces, info, private)
+
+    def _write(self, area: Area, ident: Identity, pieces: Sequence[tuple[int, bytes]],
+               info: dict[str, Any], private: bool, remember: bool = True) -> int:
         n = area.write_pack(ident, pieces, info)
         self._mark(ident, area)
         self._record(area).note(added=n)
         with self._lock:
-            if len(self._written) < 4096:
+            if remember and len(self._written) < 4096:
                 self._written[ident.key] = (ident, private)
-        with self._lock:
             self.added += n
             self.added_total += n
         return n
@@ -548,6 +616,7 @@ class DiskTier:
     def compact_written(self, limit: int = 64 * 1024**2) -> None:
         """Merge, into one pack each, the entries this process wrote several packs into (at
         its end: every later reader on every node opens one pack, not one per fetch batch)."""
+        self.flush_deferred()
         with self._lock:
             written, self._written = list(self._written.values()), {}
         for ident, private in written:
@@ -734,6 +803,7 @@ class DiskTier:
         log.warning("%s", line)
 
     def close(self) -> None:
+        self.flush_deferred()
         for rec in list(self._records.values()):
             rec.close()
         self._records.clear()
