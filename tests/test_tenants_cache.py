@@ -332,8 +332,10 @@ def test_sidecars_written_by_others_steer_nothing(tenants: Tenants,
     for name in (NAME, f"test:/store/test/{HZZ}"):  # the first write puts bob past it
         code, _, err = _cat(tenants, tenants.bob, env, name, end=1000)
         assert code == 0, err
-    bobs = {verify_tier(tier / "users" / str(tenants.bob.uid), {}).packs}
-    check(bobs == {1}, f"the owner's quota was not honoured: bob has {bobs} packs")
+    # At most the one write that crossed the limit stays; the eviction pass that being over
+    # starts in the background may have removed it before bob's process ended, or not.
+    bobs = verify_tier(tier / "users" / str(tenants.bob.uid), {}).packs
+    check(bobs <= 1, f"the owner's quota was not honoured: bob has {bobs} packs")
 
 
 def test_a_forged_claim_does_not_stall_a_cold_read(tenants: Tenants,
