@@ -385,6 +385,23 @@ def test_a_read_never_waits_for_bytes_it_only_takes_along(catalog_dir: Path, tmp
     assert r.counters.upstream_requests == 2  # and nothing fetched twice after a wait
 
 
+class _Unlisted(cached.InFlight):
+    """This process's fetches, never listed: its claims look like another process's."""
+
+    def overlapping(self, key: str, ranges: object) -> list[cached.Pending]:
+        return []
+
+    def busy(self, key: str) -> list[tuple[int, int]]:
+        return []
+
+
+def _as_if_another_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk wait for another process's claim, played in one process: the first read's
+    fetch is not handed in memory (what :data:`htpdata.cache.reader.FLIGHTS` does for
+    threads of one process), so the second read waits for its pack on disk."""
+    monkeypatch.setattr(cached, "FLIGHTS", _Unlisted())
+
+
 def test_a_waiter_sees_a_pack_that_landed_before_its_first_look(
         catalog_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A read waiting for another claim's bytes, whose pack lands between the listing made
@@ -403,6 +420,7 @@ def test_a_waiter_sees_a_pack_that_landed_before_its_first_look(
         return real(attempt)
 
     monkeypatch.setattr(cached, "backoff", look)
+    _as_if_another_process(monkeypatch)
     with htpdata.Client(cache={"local_dir": str(tmp_path / "local"),
                                "memory_size": 0}) as client:
         r = client.reader(NAME)
@@ -439,6 +457,7 @@ def test_a_waiter_sees_a_pack_another_thread_listed_first(
         return real(attempt)
 
     monkeypatch.setattr(cached, "backoff", look)
+    _as_if_another_process(monkeypatch)
     with htpdata.Client(cache={"local_dir": str(tmp_path / "local"),
                                "memory_size": 0}) as client:
         r = client.reader(NAME)
@@ -452,3 +471,25 @@ def test_a_waiter_sees_a_pack_another_thread_listed_first(
     assert polls == [0, 1]  # found at the poll after the other thread's listing
     assert r.counters.upstream_requests == 2
     assert r.counters.local == 403
+
+
+def test_a_thread_waiting_on_its_own_process_fetch_is_handed_it_without_polling(
+        catalog_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same claim, held by this process's own earlier fetch whose pack is not written
+    yet: the read is handed the bytes from memory (no disk poll, no wait for the writer)."""
+    gate = threading.Event()
+    polls: list[int] = []
+    monkeypatch.setattr(cached, "backoff", lambda attempt: polls.append(attempt) or 0.01)
+    with htpdata.Client(cache={"local_dir": str(tmp_path / "local"),
+                               "memory_size": 0}) as client:
+        r = client.reader(NAME)
+        _hold_writer(client, gate)
+        try:
+            assert r.read(0, 403) == WANT[:403]  # its claim stays until the writer runs
+            assert r.read(0, 403) == WANT[:403]  # handed by the fetch still listed
+        finally:
+            gate.set()
+    assert polls == []
+    assert isinstance(r, cached.CachedReader)
+    assert r.counters.upstream_requests == 1
+    assert r.counters.memory == 403
