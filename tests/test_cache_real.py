@@ -479,7 +479,12 @@ def test_a_thread_waiting_on_its_own_process_fetch_is_handed_it_without_polling(
     yet: the read is handed the bytes from memory (no disk poll, no wait for the writer)."""
     gate = threading.Event()
     polls: list[int] = []
-    monkeypatch.setattr(cached, "backoff", lambda attempt: polls.append(attempt) or 0.01)
+
+    def look(attempt: int) -> float:
+        polls.append(attempt)
+        return 0.01
+
+    monkeypatch.setattr(cached, "backoff", look)
     with htpdata.Client(cache={"local_dir": str(tmp_path / "local"),
                                "memory_size": 0}) as client:
         r = client.reader(NAME)
