@@ -52,7 +52,7 @@ _START_AFTER = 4
 """Reads of a file before its next file is prefetched (open: head, keys, tree; then data)."""
 _SETTLE = 0.1
 """Seconds without a foreground request after which a file's first data read is over."""
-_FIRST_DATA = 10.0
+_FIRST_DATA = 1.0
 """Seconds the prefetch waits for a read of file *i* that covers one of its baskets."""
 _prefetchers: weakref.WeakSet[Prefetcher] = weakref.WeakSet()
 
@@ -193,6 +193,8 @@ class _Seen:
     ranges: list[Range] = field(default_factory=list)
     reads: int = 0
     started: bool = False
+    covered: bool = False
+    """A read of it covered a basket (what the analysis reads is known from it)."""
     grew: threading.Event = field(default_factory=threading.Event)
     """Set at each read (the prefetch waits for the first that covers a basket)."""
 
@@ -251,10 +253,10 @@ class Prefetcher:
         pool.submit(self._guarded, self._schedule, reader, seen, prev)
 
     def _previous(self, dataset: str, name: str) -> tuple[str, _Seen] | None:
-        """The file of ``dataset`` this process read data of last, other than ``name`` (what
+        """The file of ``dataset`` this process read baskets of last, other than ``name`` (what
         the analysis read of it is what it will read of the next files). Under the lock."""
         for other, seen in reversed(self._seen.items()):
-            if other != name and seen.dataset == dataset and seen.reads >= _START_AFTER:
+            if other != name and seen.dataset == dataset and seen.covered:
                 return other, seen
         return None
 
@@ -280,13 +282,15 @@ class Prefetcher:
         i = order.index(name)
         return order[i + 1:i + 1 + self.files]
 
-    def _guarded(self, job: Callable[..., None], reader: CachedReader, *args: Any) -> None:
+    def _guarded(self, job: Callable[..., None], about: CachedReader | str, *args: Any
+                 ) -> None:
+        name = about if isinstance(about, str) else about.name
         try:
-            job(reader, *args)
+            job(about, *args)
         except Cancelled:
-            log.debug("prefetch after %s cancelled", reader.name)
+            log.debug("prefetch of %s cancelled", name)
         except Exception as exc:  # prefetch never breaks a read
-            log.info("prefetch after %s stopped: %s", reader.name, exc)
+            log.info("prefetch of %s stopped: %s", name, exc)
 
     def _alive(self) -> None:
         """Cancel when the client stopped, or the analysis made no read for ``idle`` s."""
@@ -330,47 +334,49 @@ class Prefetcher:
                 return mine, got
             seen.grew.wait(0.02 if got else 0.1)
 
-    def _prefetch(self, source: CachedReader, seen: _Seen, prev: tuple[str, _Seen] | None,
-                  target: str) -> None:
-        """Prefetch one next file of ``source``'s: what the analysis read of the file it read
-        before (``prev``), or once a read of ``source`` covered a basket what it read of
-        ``source``. With ``prev`` the file is located first (its metadata: that needs nothing
-        of what is read), then its baskets are warmed; without, nothing is asked before the
-        first data read of ``source`` is over."""
-        self._alive()
-        if prev is None:
-            mine, wanted = self._wanted(source, seen, prev)
-        reader = self._background(target)
-        located = self._located(target, reader)
-        if prev is not None:
-            mine, wanted = self._wanted(source, seen, prev)
-        if not wanted:  # nothing read (a metadata-only open): a later read may prefetch it
-            with self._lock:
-                self._done.discard(target)
-            return
-        ranges = [r for tree, read in wanted.items()
-                  for r in to_fetch(read, mine.get(tree, {}), located.get(tree, {}))]
-        todo = chunks(ranges, self.max_bytes, self.per_request)
-        log.debug("prefetch %s: %d branches, %d requests", target,
-                  sum(len(b) for b in wanted.values()), len(todo))
-        for batch in todo:
-            self._alive()
-            reader.warm(batch)
-            with self._lock:
-                self.prefetched[target] = self.prefetched.get(target, 0) + sum(
-                    e - s for s, e in batch)
-
     def _schedule(self, source: CachedReader, seen: _Seen,
                   prev: tuple[str, _Seen] | None) -> None:
-        """One job per next file not prefetched yet (they run side by side, one pool thread
-        each)."""
-        for target in self._next_files(seen.dataset, source.name):
+        """What the analysis read: of the file it read before (``prev``), else of ``source``
+        once a read of it covered a basket; then one job per next file not prefetched yet
+        (they run side by side, one pool thread each). Nothing read (a metadata-only open,
+        such as coffea's preprocess): a later read of ``source`` starts this again."""
+        targets = [t for t in self._next_files(seen.dataset, source.name)
+                   if t not in self._done]
+        if not targets:
+            return
+        mine, wanted = self._wanted(source, seen, prev)
+        with self._lock:
+            if not wanted:
+                seen.started = False
+                return
+            if prev is None:
+                seen.covered = True
+        for target in targets:
             with self._lock:
                 if target in self._done or self._pool is None:
                     continue
                 self._done.add(target)
                 pool = self._pool
-            pool.submit(self._guarded, self._prefetch, source, seen, prev, target)
+            pool.submit(self._guarded, self._prefetch, target, mine, wanted)
+
+    def _prefetch(self, name: str, mine: dict[str, dict[str, list[Range]]],
+                  wanted: dict[str, dict[str, list[int]]]) -> None:
+        """Prefetch one next file: locate it (its own metadata), then warm the baskets that
+        match those ``wanted`` of the file read (whose baskets are ``mine``)."""
+        self._alive()
+        reader = self._background(name)
+        located = self._located(name, reader)
+        ranges = [r for tree, read in wanted.items()
+                  for r in to_fetch(read, mine.get(tree, {}), located.get(tree, {}))]
+        todo = chunks(ranges, self.max_bytes, self.per_request)
+        log.debug("prefetch %s: %d branches, %d requests", name,
+                  sum(len(b) for b in wanted.values()), len(todo))
+        for batch in todo:
+            self._alive()
+            reader.warm(batch)
+            with self._lock:
+                self.prefetched[name] = self.prefetched.get(name, 0) + sum(
+                    e - s for s, e in batch)
 
     def _located(self, name: str, reader: CachedReader | None = None
                  ) -> dict[str, dict[str, list[Range]]]:
