@@ -9,9 +9,10 @@ dataset whose one site is the emulator. Every measurement is a new process
 
 - coffea ``preprocess`` + ``apply_to_fileset`` (Dask LocalCluster, 2 workers) through local
   files (the floor), direct root://, XCache cold, htpdata cold (``htpdata.coffea.preprocess``,
-  next-file prefetch on), htpdata warm, and "second reader": a new node-local tier over the
-  shared tier the cold run filled (same Unix user: the shared tier's user area; real second
-  users read it when the first filled it as the tier's owner or by ``htpdata stage``);
+  next-file prefetch on; and the same with prefetch off), htpdata warm, and "second reader": a
+  new node-local tier over the shared tier the cold run filled (same Unix user: the shared
+  tier's user area; real second users read it when the first filled it as the tier's owner or
+  by ``htpdata stage``);
 - at the last delay given, one process reading the files in turn: local, direct, htpdata cold.
 
 Prints times, ratios to direct root:// and to local files, preprocess times and bytes that
@@ -108,6 +109,9 @@ def run_delay(stack: ExitStack, b: h.Bench, origin: Any, delay: float, names: li
             analysis(b, f"{WARM}{tag}", via, "coffea", env(f"l1{cold}", f"shared{cold}"),
                      htpdata_pre=True)
             analysis(b, f"{SECOND}{tag}", via, "coffea", env(f"l2{cold}", f"shared{cold}"),
+                     htpdata_pre=True)
+            analysis(b, f"{COLD} no prefetch{tag}", via, "coffea",
+                     dict(env(f"l5{cold}", f"shared5{cold}"), HTPDATA_CACHE_PREFETCH="false"),
                      htpdata_pre=True)
             shutil.rmtree(work / f"l1{cold}", ignore_errors=True)
         if serial and only in ("all", "serial"):
