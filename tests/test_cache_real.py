@@ -22,6 +22,7 @@ import htpdata
 from htpdata.cache import reader as cached
 from htpdata.cache.pack import parse_head
 from htpdata.cache.plan import backoff as real
+from htpdata.cache.tier import DiskTier
 from htpdata.testing import XRootDServer
 from htpdata.testing.cachecheck import packs_under, verify_tier
 
@@ -498,3 +499,28 @@ def test_a_thread_waiting_on_its_own_process_fetch_is_handed_it_without_polling(
     assert isinstance(r, cached.CachedReader)
     assert r.counters.upstream_requests == 1
     assert r.counters.memory == 403
+
+
+def test_a_fetch_at_interpreter_exit_stores_its_bytes_and_removes_its_claim(
+        catalog_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fetch that lands after the interpreter began to exit (a prefetch finishing its
+    request) finds the cache's writer taking no more work: its pack is written and its claim
+    removed at once, so no other process waits for a claim of a process that is gone."""
+    with htpdata.Client(cache={"local_dir": str(tmp_path / "local"),
+                               "memory_size": 0}) as client:
+        r = client.reader(NAME)
+        assert isinstance(r, cached.CachedReader)
+
+        def refused(job: object) -> None:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+        monkeypatch.setattr(client.cache.writer, "submit", refused)
+        assert r.read(1000, 5000) == WANT[1000:5000]
+        tier = client.cache.tiers[-1]
+        assert isinstance(tier, DiskTier)
+        with tier.flight(r.identity(), r.private) as flight:
+            assert flight is not None
+            flight.refresh(force=True)
+            assert flight.claims() == []
+        assert tier.read(r.identity(), [(1000, 5000)]) == [(1000, WANT[1000:5000])]
+        assert cached.FLIGHTS.busy(r.identity().key) == []

@@ -588,8 +588,12 @@ class CachedReader:
                     out += got
                     FLIGHTS.land(pending, got)
                     claim, flight.claim = flight.claim, None
+                    try:
+                        self._keep(ident, got, flight, claim, pending)
+                    except BaseException:
+                        flight.claim = claim  # released below
+                        raise
                     kept = True
-                    self._keep(ident, got, flight, claim, pending)
             finally:
                 if not kept:
                     flight.release()
@@ -659,7 +663,10 @@ class CachedReader:
             for tier in disks:  # with the claim gone: merge packs, drop older contents
                 if tier.writable:
                     tier.tidy(ident, self.private)
-        self.writer.submit(job)
+        try:
+            self.writer.submit(job)
+        except RuntimeError:  # the interpreter is exiting: its writer takes no more work
+            job()  # now, here: the claim must not outlive this process
 
     def _wait(self, flight: Flight, ident: Identity, ranges: list[Range], tally: _Tally
               ) -> list[tuple[int, bytes]]:
