@@ -311,3 +311,15 @@ def test_a_thread_is_handed_the_bytes_another_thread_of_its_process_is_fetching(
     FLIGHTS.end(pending)
     assert r.read_ranges([(1000, 3000)]) == [data[1000:3000]]
     c.close()
+
+
+@pytest.mark.xrootd
+def test_a_next_file_another_reader_began_is_left_to_it(origin: XRootDServer,
+                                                         tmp_path: Path) -> None:
+    c = client(tmp_path)  # two files ahead by default
+    assert reader_of(1).read(0, 100)  # file 1 begun by "another reader"
+    read(0)
+    wait_for(lambda: NAMES[2] in c.prefetcher.prefetched)
+    assert NAMES[1] not in c.prefetcher.prefetched
+    assert c.prefetcher.prefetched[NAMES[2]] == basket_bytes(origin, 2, READ)
+    c.close()

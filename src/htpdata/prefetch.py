@@ -344,6 +344,13 @@ class Prefetcher:
                    if t not in self._done]
         if not targets:
             return
+        # A next file another reader began (another worker's, or opened by coffea's
+        # preprocess) is left to it: nothing is parsed or fetched for it here.
+        targets = [t for t in targets if not self._background(t).touched()]
+        if not targets:
+            with self._lock:
+                seen.started = False
+            return
         mine, wanted = self._wanted(source, seen, prev)
         with self._lock:
             if not wanted:

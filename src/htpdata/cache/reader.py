@@ -313,6 +313,21 @@ class CachedReader:
                 return self._read_ranges(ranges)
             raise
 
+    def touched(self) -> bool:
+        """Does a tier hold bytes of this file, or is this process or (as its claims show)
+        another fetching some? (A next file another reader began is left to it.)"""
+        ident = self.identity()
+        if FLIGHTS.busy(ident.key) or any(t.holds_any(ident) for t in self.tiers):
+            return True
+        auth = self._authority()
+        if auth is None:
+            return False
+        with auth.flight(ident, self.private) as flight:
+            if flight is None:
+                return False
+            flight.refresh()
+            return bool(flight.claims())
+
     def warm(self, ranges: Sequence[tuple[int, int]]) -> int:
         """Fetch into the tiers the parts of ``ranges`` that no tier holds and nobody is
         fetching (this process or, as its claims show, another), without waiting for
