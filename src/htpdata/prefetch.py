@@ -10,8 +10,9 @@ served for another content. Its upstream requests use the background budget
 (:mod:`htpdata.cache.budget`): sent only while no foreground request is in flight, at most
 ``cache.prefetch_concurrency`` at once, at most ``cache.prefetch_bytes`` per file; baskets are
 only warmed (:meth:`~htpdata.cache.CachedReader.warm`: what no tier holds and nobody is
-fetching, never waited for). A foreground read that needs bytes a prefetch request is fetching
-is handed them from memory when they land (:data:`htpdata.cache.reader.FLIGHTS`). It stops
+fetching, never waited for); a next file another reader began (bytes held, or claimed) is left
+to it. A foreground read that needs bytes a prefetch request is fetching is handed them from
+memory when they land (:data:`htpdata.cache.reader.FLIGHTS`). It stops
 when the client closes, at the interpreter's exit, and when the analysis made no read for
 ``cache.prefetch_idle`` seconds; a process killed mid-prefetch leaves the cache as consistent
 as any killed reader does (packs are published whole or not at all).
