@@ -9,9 +9,10 @@ dataset whose one site is the emulator. Every measurement is a new process
 
 - coffea ``preprocess`` + ``apply_to_fileset`` (Dask LocalCluster, 2 workers) through local
   files (the floor), direct root://, XCache cold, htpdata cold (``htpdata.coffea.preprocess``,
-  next-file prefetch on), htpdata warm, and "second reader": a new node-local tier over the
-  shared tier the cold run filled (same Unix user: the shared tier's user area; real second
-  users read it when the first filled it as the tier's owner or by ``htpdata stage``);
+  next-file prefetch on; and the same with prefetch off), htpdata warm, and "second reader": a
+  new node-local tier over the shared tier the cold run filled (same Unix user: the shared
+  tier's user area; real second users read it when the first filled it as the tier's owner or
+  by ``htpdata stage``);
 - at the last delay given, one process reading the files in turn: local, direct, htpdata cold.
 
 Prints times, ratios to direct root:// and to local files, preprocess times and bytes that
@@ -74,7 +75,7 @@ def analysis(b: h.Bench, label: str, urls: list[str], mode: str, env: dict[str, 
 
 def run_delay(stack: ExitStack, b: h.Bench, origin: Any, delay: float, names: list[str],
               local_paths: list[str], info: dict[str, Any], serial: bool,
-              base_env: dict[str, str]) -> None:
+              base_env: dict[str, str], only: str = "all", repeat: int = 1) -> None:
     wan = stack.enter_context(WanProxy("localhost", origin.port, delay_ms=delay))
     b.wan = wan
     work = Path(tempfile.mkdtemp(prefix=f"d{delay:g}-", dir=b.work))
@@ -94,21 +95,31 @@ def run_delay(stack: ExitStack, b: h.Bench, origin: Any, delay: float, names: li
     direct = [f"root://localhost:{wan.port}/{lfn}" for lfn in names]
     via = [f"htpdata://bench{lfn}" for lfn in names]
     tag = f"@{delay:g}ms"
-    analysis(b, f"{LOCAL}{tag}", local_paths, "coffea", env("l0"))
-    analysis(b, f"{DIRECT}{tag}", direct, "coffea", env("l0"))
-    with h.xcache(wan.port) as xc:
-        analysis(b, f"{XCACHE}{tag}", [f"root://localhost:{xc.port}/{lfn}" for lfn in names],
-                 "coffea", env("l0"))
-    analysis(b, f"{COLD}{tag}", via, "coffea", env("l1", "shared"), htpdata_pre=True)
-    analysis(b, f"{WARM}{tag}", via, "coffea", env("l1", "shared"), htpdata_pre=True)
-    analysis(b, f"{SECOND}{tag}", via, "coffea", env("l2", "shared"), htpdata_pre=True)
-    if serial:
-        analysis(b, f"{LOCAL}{tag}", local_paths, SERIAL, env("l0"))
-        analysis(b, f"{DIRECT}{tag}", direct, SERIAL, env("l0"))
-        analysis(b, f"{COLD}{tag}", via, SERIAL, env("l3"))
-        analysis(b, f"{COLD} no prefetch{tag}", via, SERIAL,
-                 dict(env("l4"), HTPDATA_CACHE_PREFETCH="false"))
-    shutil.rmtree(work / "l1", ignore_errors=True)
+    for n in range(repeat):  # cold runs start from empty tiers each time
+        cold = f"-{n}" if n else ""
+        if only in ("all", "coffea"):
+            analysis(b, f"{LOCAL}{tag}", local_paths, "coffea", env("l0"))
+            analysis(b, f"{DIRECT}{tag}", direct, "coffea", env("l0"))
+            with h.xcache(wan.port) as xc:
+                analysis(b, f"{XCACHE}{tag}",
+                         [f"root://localhost:{xc.port}/{lfn}" for lfn in names],
+                         "coffea", env("l0"))
+            analysis(b, f"{COLD}{tag}", via, "coffea", env(f"l1{cold}", f"shared{cold}"),
+                     htpdata_pre=True)
+            analysis(b, f"{WARM}{tag}", via, "coffea", env(f"l1{cold}", f"shared{cold}"),
+                     htpdata_pre=True)
+            analysis(b, f"{SECOND}{tag}", via, "coffea", env(f"l2{cold}", f"shared{cold}"),
+                     htpdata_pre=True)
+            analysis(b, f"{COLD} no prefetch{tag}", via, "coffea",
+                     dict(env(f"l5{cold}", f"shared5{cold}"), HTPDATA_CACHE_PREFETCH="false"),
+                     htpdata_pre=True)
+            shutil.rmtree(work / f"l1{cold}", ignore_errors=True)
+        if serial and only in ("all", "serial"):
+            analysis(b, f"{LOCAL}{tag}", local_paths, SERIAL, env("l0"))
+            analysis(b, f"{DIRECT}{tag}", direct, SERIAL, env("l0"))
+            analysis(b, f"{COLD}{tag}", via, SERIAL, env(f"l3{cold}"))
+            analysis(b, f"{COLD} no prefetch{tag}", via, SERIAL,
+                     dict(env(f"l4{cold}"), HTPDATA_CACHE_PREFETCH="false"))
 
 
 def report(b: h.Bench, delays: list[float], meta: dict[str, Any], out: Path) -> int:
@@ -130,7 +141,7 @@ def report(b: h.Bench, delays: list[float], meta: dict[str, Any], out: Path) -> 
         bad += [label for label, v in hists.items() if v != first]
     print(f"histograms identical across readers: {'yes' if not bad else 'NO: ' + str(bad)}")
     print(f"{'case':<44} {'seconds':>8} {'x direct':>9} {'x local':>8} {'preproc':>8} "
-          f"{'WAN MB':>9}")
+          f"{'WAN MB':>9} {'runs':>5}")
     for label, c in b.cases.items():
         tag = label.split("@")[-1]
         mode = label.split(" ")[0]
@@ -139,7 +150,7 @@ def report(b: h.Bench, delays: list[float], meta: dict[str, Any], out: Path) -> 
         wan = med(label, "wan")
         print(f"{label:<44} {h.fmt(c.median):>8} {h.fmt(h.ratio(c.median, d)):>9} "
               f"{h.fmt(h.ratio(c.median, loc)):>8} {h.fmt(c.median_of('preprocess_s')):>8} "
-              f"{h.fmt(wan / 1e6 if wan is not None else None):>9}")
+              f"{h.fmt(wan / 1e6 if wan is not None else None):>9} {len(c.ok()):>5}")
     for delay in delays:
         tag = f"@{delay:g}ms"
         direct = med(f"coffea {DIRECT}{tag}")
@@ -159,6 +170,9 @@ def report(b: h.Bench, delays: list[float], meta: dict[str, Any], out: Path) -> 
     checks.append(h.target(f"serial htpdata cold / direct at {delays[-1]:g} ms",
                            h.ratio(med(f"{SERIAL} {COLD}{tag}"), med(f"{SERIAL} {DIRECT}{tag}")),
                            0.8))
+    checks.append(h.target(f"serial cold WAN bytes / direct at {delays[-1]:g} ms",
+                           h.ratio(med(f"{SERIAL} {COLD}{tag}", "wan"),
+                                   med(f"{SERIAL} {DIRECT}{tag}", "wan")), 1.05))
     h.print_targets("targets (issue 17)", checks)
     h.write_results(out, {**meta, "cases": {k: c.runs for k, c in b.cases.items()},
                           "targets": checks, "histograms_identical": not bad})
@@ -174,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-seconds", type=float, default=5400.0)
     ap.add_argument("--run-timeout", type=float, default=1200.0)
     ap.add_argument("--json", type=Path, default=h.RESULTS / "multifile.json")
+    ap.add_argument("--only", choices=("all", "coffea", "serial"), default="all",
+                    help="run only the coffea cases or only the serial ones (at the last delay)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs of each case (cold ones from empty tiers); medians reported")
     args = ap.parse_args(argv)
     if args.quick:
         args.files, args.size_mb, args.delays = 3, 8, "10"
@@ -202,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             for i, delay in enumerate(delays):
                 run_delay(stack, b, origin, delay, names,
                           [str(local / lfn.lstrip("/")) for lfn in names], info,
-                          i == len(delays) - 1, h.isolated_env(work))
+                          i == len(delays) - 1, h.isolated_env(work), args.only,
+                          max(1, args.repeat))
         except h.OutOfTime as exc:
             stopped = f"stopped at the {args.max_seconds:.0f} s bound before {exc}"
             print(stopped)

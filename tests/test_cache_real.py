@@ -23,6 +23,7 @@ import htpdata
 from htpdata.cache import reader as cached
 from htpdata.cache.pack import parse_head
 from htpdata.cache.plan import backoff as real
+from htpdata.cache.tier import DiskTier
 from htpdata.testing import XRootDServer
 from htpdata.testing.cachecheck import packs_under, verify_tier
 
@@ -386,6 +387,23 @@ def test_a_read_never_waits_for_bytes_it_only_takes_along(catalog_dir: Path, tmp
     assert r.counters.upstream_requests == 2  # and nothing fetched twice after a wait
 
 
+class _Unlisted(cached.InFlight):
+    """This process's fetches, never listed: its claims look like another process's."""
+
+    def overlapping(self, key: str, ranges: object) -> list[cached.Pending]:
+        return []
+
+    def busy(self, key: str) -> list[tuple[int, int]]:
+        return []
+
+
+def _as_if_another_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk wait for another process's claim, played in one process: the first read's
+    fetch is not handed in memory (what :data:`htpdata.cache.reader.FLIGHTS` does for
+    threads of one process), so the second read waits for its pack on disk."""
+    monkeypatch.setattr(cached, "FLIGHTS", _Unlisted())
+
+
 def test_a_waiter_sees_a_pack_that_landed_before_its_first_look(
         catalog_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A read waiting for another claim's bytes, whose pack lands between the listing made
@@ -404,6 +422,7 @@ def test_a_waiter_sees_a_pack_that_landed_before_its_first_look(
         return real(attempt)
 
     monkeypatch.setattr(cached, "backoff", look)
+    _as_if_another_process(monkeypatch)
     with htpdata.Client(cache={"local_dir": str(tmp_path / "local"),
                                "memory_size": 0}) as client:
         client.cache.limits = replace(client.cache.limits, unclaimed=0)  # 403 B claim too
@@ -441,6 +460,7 @@ def test_a_waiter_sees_a_pack_another_thread_listed_first(
         return real(attempt)
 
     monkeypatch.setattr(cached, "backoff", look)
+    _as_if_another_process(monkeypatch)
     with htpdata.Client(cache={"local_dir": str(tmp_path / "local"),
                                "memory_size": 0}) as client:
         client.cache.limits = replace(client.cache.limits, unclaimed=0)  # 403 B claim too
@@ -554,3 +574,57 @@ def test_bytes_kept_back_for_a_files_next_pack_are_bounded(tmp_path: Path,
         assert len(packs) == 1
         assert held_bytes(tmp_path / "shared") == (n + 1) * step
     assert verify_tier(tmp_path / "shared", {NAME: WANT}).wrong_bytes == 0
+
+
+def test_a_thread_waiting_on_its_own_process_fetch_is_handed_it_without_polling(
+        catalog_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same claim, held by this process's own earlier fetch whose pack is not written
+    yet: the read is handed the bytes from memory (no disk poll, no wait for the writer)."""
+    gate = threading.Event()
+    polls: list[int] = []
+
+    def look(attempt: int) -> float:
+        polls.append(attempt)
+        return 0.01
+
+    monkeypatch.setattr(cached, "backoff", look)
+    with htpdata.Client(cache={"local_dir": str(tmp_path / "local"),
+                               "memory_size": 0}) as client:
+        client.cache.limits = replace(client.cache.limits, unclaimed=0)  # 403 B claim too
+        r = client.reader(NAME)
+        _hold_writer(client, gate)
+        try:
+            assert r.read(0, 403) == WANT[:403]  # its claim stays until the writer runs
+            assert r.read(0, 403) == WANT[:403]  # handed by the fetch still listed
+        finally:
+            gate.set()
+    assert polls == []
+    assert isinstance(r, cached.CachedReader)
+    assert r.counters.upstream_requests == 1
+    assert r.counters.memory == 403
+
+
+def test_a_fetch_at_interpreter_exit_stores_its_bytes_and_removes_its_claim(
+        catalog_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fetch that lands after the interpreter began to exit (a prefetch finishing its
+    request) finds the cache's writer taking no more work: its pack is written and its claim
+    removed at once, so no other process waits for a claim of a process that is gone."""
+    with htpdata.Client(cache={"local_dir": str(tmp_path / "local"),
+                               "memory_size": 0}) as client:
+        client.cache.limits = replace(client.cache.limits, unclaimed=0)  # 403 B claim too
+        r = client.reader(NAME)
+        assert isinstance(r, cached.CachedReader)
+
+        def refused(job: object) -> None:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+        monkeypatch.setattr(client.cache.writer, "submit", refused)
+        assert r.read(1000, 5000) == WANT[1000:5000]
+        tier = client.cache.tiers[-1]
+        assert isinstance(tier, DiskTier)
+        with tier.flight(r.identity(), r.private) as flight:
+            assert flight is not None
+            flight.refresh(force=True)
+            assert flight.claims() == []
+        assert tier.read(r.identity(), [(1000, 5000)]) == [(1000, WANT[1000:5000])]
+        assert cached.FLIGHTS.busy(r.identity().key) == []

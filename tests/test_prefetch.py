@@ -267,3 +267,59 @@ def test_killed_mid_prefetch_leaves_every_stored_byte_equal_to_the_origin(
         if landed:
             break
     assert landed, "the kill never landed mid-prefetch"
+
+
+def test_read_baskets_counts_only_baskets_read_whole() -> None:
+    from htpdata.prefetch import read_baskets, to_fetch
+
+    src = {"a": [(0, 10), (100, 110)], "b": [(10, 20), (200, 210)], "c": [(50, 60)]}
+    # a read whole; b's first basket inside a coalesced read, its second not; c cut
+    read = [(0, 20), (55, 60), (100, 110)]
+    got = read_baskets(src, read)
+    assert got == {"a": [0, 1], "b": [0]}
+    target = {"a": [(0, 5), (50, 55), (90, 95)], "b": [(5, 8), (300, 310)], "c": [(60, 70)]}
+    # a: every basket of the next file; b: only the basket of the same index
+    assert to_fetch(got, src, target) == [(0, 5), (50, 55), (90, 95), (5, 8)]
+
+
+@pytest.mark.xrootd
+def test_a_thread_is_handed_the_bytes_another_thread_of_its_process_is_fetching(
+        origin: XRootDServer, tmp_path: Path) -> None:
+    import threading
+
+    from htpdata.cache.reader import FLIGHTS
+
+    c = client(tmp_path)
+    r = reader_of(1)
+    data = (origin.data / LFNS[1][1:]).read_bytes()
+    ident = r.identity()
+    pending = FLIGHTS.begin(ident.key, [(1000, 3000)])  # "another thread's" fetch in flight
+    got: list[bytes] = []
+    t = threading.Thread(target=lambda: got.extend(r.read_ranges([(1500, 2500)])))
+    t.start()
+    t.join(0.5)
+    assert t.is_alive()  # waiting on the fetch in flight, not fetching itself
+    FLIGHTS.land(pending, [(1000, data[1000:3000])])
+    t.join(10)
+    FLIGHTS.end(pending)
+    assert got == [data[1500:2500]]
+    assert r.counters.upstream_requests == 0
+    assert r.counters.memory == 1000
+    # warm: nothing in flight or held is fetched again; the rest is, without waiting
+    pending = FLIGHTS.begin(ident.key, [(5000, 6000)])
+    assert r.warm([(1000, 3000), (5000, 6000)]) == 1000 + 1000  # 1000-1500 and 2500-3000
+    FLIGHTS.end(pending)
+    assert r.read_ranges([(1000, 3000)]) == [data[1000:3000]]
+    c.close()
+
+
+@pytest.mark.xrootd
+def test_a_next_file_another_reader_began_is_left_to_it(origin: XRootDServer,
+                                                         tmp_path: Path) -> None:
+    c = client(tmp_path)  # two files ahead by default
+    assert reader_of(1).read(0, 100)  # file 1 begun by "another reader"
+    read(0)
+    wait_for(lambda: NAMES[2] in c.prefetcher.prefetched)
+    assert NAMES[1] not in c.prefetcher.prefetched
+    assert c.prefetcher.prefetched[NAMES[2]] == basket_bytes(origin, 2, READ)
+    c.close()

@@ -234,7 +234,7 @@ class CacheSettings:
     """While an analysis reads a file of a catalog dataset, fetch in the background what it
     will read of the next files (the baskets of the branches it read so far); see
     ``docs/analyses.md``."""
-    prefetch_files: int = 1
+    prefetch_files: int = 2
     """How many of the next files of the dataset to prefetch (0 switches prefetch off)."""
     prefetch_bytes: ByteSize = ByteSize(256 * 1024**2)
     """At most this many bytes prefetched per file."""

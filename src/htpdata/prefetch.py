@@ -8,13 +8,20 @@ header, keys and TTree, read through the cache like any bytes). Everything goes 
 prefetched bytes are verified, stored and shared exactly like read ones and can never be
 served for another content. Its upstream requests use the background budget
 (:mod:`htpdata.cache.budget`): sent only while no foreground request is in flight, at most
-``cache.prefetch_concurrency`` at once, at most ``cache.prefetch_bytes`` per file. It stops
+``cache.prefetch_concurrency`` at once, at most ``cache.prefetch_bytes`` per file; baskets are
+only warmed (:meth:`~htpdata.cache.CachedReader.warm`: what no tier holds and nobody is
+fetching, never waited for); a next file another reader began (bytes held, or claimed) is left
+to it. A foreground read that needs bytes a prefetch request is fetching is handed them from
+memory when they land (:data:`htpdata.cache.reader.FLIGHTS`). It stops
 when the client closes, at the interpreter's exit, and when the analysis made no read for
 ``cache.prefetch_idle`` seconds; a process killed mid-prefetch leaves the cache as consistent
 as any killed reader does (packs are published whole or not at all).
 
-Which branches were read is told by the byte ranges the reader served: a branch was read if
-one of its baskets was (:func:`touched`, pure). uproot is used only through its public API
+What was read is told by the byte ranges the reader served: the baskets of file *i* those
+ranges cover whole (:func:`read_baskets`, pure). uproot coalesces reads across gaps of up to
+32 KiB, so a small basket of a branch the analysis does not read may be covered too; such a
+branch is taken only in the baskets it was covered in, never whole (:func:`to_fetch`), so the
+next file's prefetch asks what its reads will ask. uproot is used only through its public API
 (``uproot.open``, ``TBranch.member("fBasketSeek")``, ``num_baskets``).
 """
 
@@ -25,10 +32,10 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .cache.budget import Cancelled
 from .cache.plan import intersect
@@ -39,11 +46,15 @@ if TYPE_CHECKING:
     from .client import Client
     from .config import CacheSettings
 
-__all__ = ["Prefetcher", "baskets_of", "chunks", "touched"]
+__all__ = ["Prefetcher", "baskets_of", "chunks", "read_baskets", "to_fetch", "touched"]
 
 log = logging.getLogger("htpdata.prefetch")
 _START_AFTER = 4
 """Reads of a file before its next file is prefetched (open: head, keys, tree; then data)."""
+_SETTLE = 0.1
+"""Seconds without a foreground request after which a file's first data read is over."""
+_FIRST_DATA = 1.0
+"""Seconds the prefetch waits for a read of file *i* that covers one of its baskets."""
 _prefetchers: weakref.WeakSet[Prefetcher] = weakref.WeakSet()
 
 
@@ -58,6 +69,36 @@ def touched(baskets: Mapping[str, Sequence[Range]], read: Sequence[Range]) -> li
     """The branches (names, in ``baskets``' order) one of whose baskets overlaps ``read``."""
     got = merge(read)
     return [name for name, rs in baskets.items() if rs and intersect(merge(rs), got)]
+
+
+def read_baskets(baskets: Mapping[str, Sequence[Range]], read: Sequence[Range]
+                 ) -> dict[str, list[int]]:
+    """For each branch (in ``baskets``' order) some of whose baskets ``read`` covers whole:
+    the indices of those baskets."""
+    got = merge(read)
+    out: dict[str, list[int]] = {}
+    for name, rs in baskets.items():
+        ks = [k for k, r in enumerate(rs) if r[1] > r[0] and not subtract([r], got)]
+        if ks:
+            out[name] = ks
+    return out
+
+
+def to_fetch(read: Mapping[str, Sequence[int]], source: Mapping[str, Sequence[Range]],
+             target: Mapping[str, Sequence[Range]]) -> list[Range]:
+    """What to fetch of the next file (its baskets ``target``) for the baskets ``read`` of a
+    file (its baskets ``source``): every basket of a branch read whole, and of a branch read
+    in part the baskets of the same indices."""
+    out: list[Range] = []
+    for name, ks in read.items():
+        there = target.get(name)
+        if not there:
+            continue
+        if len(ks) >= len(source.get(name, ())):
+            out += there
+        else:
+            out += [there[k] for k in ks if k < len(there)]
+    return out
 
 
 def chunks(ranges: Iterable[Range], max_bytes: int, per_request: int) -> list[list[Range]]:
@@ -153,6 +194,10 @@ class _Seen:
     ranges: list[Range] = field(default_factory=list)
     reads: int = 0
     started: bool = False
+    covered: bool = False
+    """A read of it covered a basket (what the analysis reads is known from it)."""
+    grew: threading.Event = field(default_factory=threading.Event)
+    """Set at each read (the prefetch waits for the first that covers a basket)."""
 
 
 class Prefetcher:
@@ -164,6 +209,7 @@ class Prefetcher:
         self.max_bytes = int(settings.prefetch_bytes)
         self.per_request = int(settings.max_extent)
         self.idle = float(settings.prefetch_idle)
+        self.concurrency = int(settings.prefetch_concurrency)
         self.cancel = threading.Event()
         self._lock = threading.Lock()
         self._seen: dict[str, _Seen] = {}
@@ -194,13 +240,26 @@ class Prefetcher:
                 return
             seen.ranges = merge(seen.ranges + ranges)
             seen.reads += 1
-            if seen.started or seen.reads < _START_AFTER or self.cancel.is_set():
+            seen.grew.set()
+            if seen.started or self.cancel.is_set():
+                return
+            prev = self._previous(seen.dataset, reader.name)
+            if prev is None and seen.reads < _START_AFTER:
                 return
             seen.started = True
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="htpdata-prefetch")
+                self._pool = ThreadPoolExecutor(1 + max(1, min(self.files, self.concurrency)),
+                                                thread_name_prefix="htpdata-prefetch")
             pool = self._pool
-        pool.submit(self._guarded, reader, seen)
+        pool.submit(self._guarded, self._schedule, reader, seen, prev)
+
+    def _previous(self, dataset: str, name: str) -> tuple[str, _Seen] | None:
+        """The file of ``dataset`` this process read baskets of last, other than ``name`` (what
+        the analysis read of it is what it will read of the next files). Under the lock."""
+        for other, seen in reversed(self._seen.items()):
+            if other != name and seen.dataset == dataset and seen.covered:
+                return other, seen
+        return None
 
     def stop(self) -> None:
         """Cancel what is queued or running (requests in flight finish; nothing new starts)."""
@@ -224,13 +283,15 @@ class Prefetcher:
         i = order.index(name)
         return order[i + 1:i + 1 + self.files]
 
-    def _guarded(self, reader: CachedReader, seen: _Seen) -> None:
+    def _guarded(self, job: Callable[..., None], about: CachedReader | str, *args: Any
+                 ) -> None:
+        name = about if isinstance(about, str) else about.name
         try:
-            self._prefetch(reader, seen)
+            job(about, *args)
         except Cancelled:
-            log.debug("prefetch after %s cancelled", reader.name)
+            log.debug("prefetch of %s cancelled", name)
         except Exception as exc:  # prefetch never breaks a read
-            log.info("prefetch after %s stopped: %s", reader.name, exc)
+            log.info("prefetch of %s stopped: %s", name, exc)
 
     def _alive(self) -> None:
         """Cancel when the client stopped, or the analysis made no read for ``idle`` s."""
@@ -238,39 +299,92 @@ class Prefetcher:
         if self.cancel.is_set() or time.monotonic() - budget.last_foreground > self.idle:
             raise Cancelled()
 
-    def _prefetch(self, source: CachedReader, seen: _Seen) -> None:
-        time.sleep(0.2)  # let the first data read of the file finish: its branches are known
+    def _wanted(self, source: CachedReader, seen: _Seen, prev: tuple[str, _Seen] | None
+                ) -> tuple[dict[str, dict[str, list[Range]]], dict[str, dict[str, list[int]]]]:
+        """The baskets of the file the analysis read and those of them it read: ``prev``'s,
+        else ``source``'s (waited for)."""
+        if prev is not None:
+            self._alive()
+            mine = self._located(prev[0])
+            with self._lock:
+                read = list(prev[1].ranges)
+            got = {tree: got for tree, br in mine.items() if (got := read_baskets(br, read))}
+            if got:
+                return mine, got
+        return self._read_of(source, seen)
+
+    def _read_of(self, source: CachedReader, seen: _Seen
+                 ) -> tuple[dict[str, dict[str, list[Range]]], dict[str, dict[str, list[int]]]]:
+        """File *i*'s baskets and those of them its reads covered, once a read covered one
+        and the foreground's requests in flight have landed (so all of its first data read
+        is counted); empty if none is read within ``_FIRST_DATA`` s."""
+        mine = self._located(source.name)
+        deadline = time.monotonic() + _FIRST_DATA
+        while True:
+            self._alive()
+            with self._lock:
+                seen.grew.clear()
+                read = list(seen.ranges)
+            got = {tree: read_baskets(br, read) for tree, br in mine.items()}
+            got = {t: b for t, b in got.items() if b}
+            budget = self.client.cache.budget
+            if got and budget.in_flight()[0] == 0 and (
+                    time.monotonic() - budget.last_foreground >= _SETTLE):
+                return mine, got
+            if time.monotonic() > deadline:
+                return mine, got
+            seen.grew.wait(0.02 if got else 0.1)
+
+    def _schedule(self, source: CachedReader, seen: _Seen,
+                  prev: tuple[str, _Seen] | None) -> None:
+        """What the analysis read: of the file it read before (``prev``), else of ``source``
+        once a read of it covered a basket; then one job per next file not prefetched yet
+        (they run side by side, one pool thread each). Nothing read (a metadata-only open,
+        such as coffea's preprocess): a later read of ``source`` starts this again."""
         targets = [t for t in self._next_files(seen.dataset, source.name)
                    if t not in self._done]
         if not targets:
             return
-        with self._lock:
-            read = list(seen.ranges)
-        self._alive()
-        mine = self._located(source.name)
-        wanted = {tree: touched(br, read) for tree, br in mine.items()}
-        wanted = {t: b for t, b in wanted.items() if b}
-        if not wanted:
+        # A next file another reader began (another worker's, or opened by coffea's
+        # preprocess) is left to it: nothing is parsed or fetched for it here.
+        targets = [t for t in targets if not self._background(t).touched()]
+        if not targets:
+            with self._lock:
+                seen.started = False
             return
+        mine, wanted = self._wanted(source, seen, prev)
+        with self._lock:
+            if not wanted:
+                seen.started = False
+                return
+            if prev is None:
+                seen.covered = True
         for target in targets:
             with self._lock:
-                if target in self._done:
+                if target in self._done or self._pool is None:
                     continue
                 self._done.add(target)
+                pool = self._pool
+            pool.submit(self._guarded, self._prefetch, target, mine, wanted)
+
+    def _prefetch(self, name: str, mine: dict[str, dict[str, list[Range]]],
+                  wanted: dict[str, dict[str, list[int]]]) -> None:
+        """Prefetch one next file: locate it (its own metadata), then warm the baskets that
+        match those ``wanted`` of the file read (whose baskets are ``mine``)."""
+        self._alive()
+        reader = self._background(name)
+        located = self._located(name, reader)
+        ranges = [r for tree, read in wanted.items()
+                  for r in to_fetch(read, mine.get(tree, {}), located.get(tree, {}))]
+        todo = chunks(ranges, self.max_bytes, self.per_request)
+        log.debug("prefetch %s: %d branches, %d requests", name,
+                  sum(len(b) for b in wanted.values()), len(todo))
+        for batch in todo:
             self._alive()
-            reader = self._background(target)
-            located = self._located(target, reader)
-            ranges = [r for tree, names in wanted.items() for b in names
-                      for r in located.get(tree, {}).get(b, [])]
-            todo = chunks(subtract(ranges, []), self.max_bytes, self.per_request)
-            log.debug("prefetch %s: %d branches, %d requests", target,
-                      sum(len(b) for b in wanted.values()), len(todo))
-            for batch in todo:
-                self._alive()
-                reader.read_ranges(batch)
-                with self._lock:
-                    self.prefetched[target] = self.prefetched.get(target, 0) + sum(
-                        e - s for s, e in batch)
+            reader.warm(batch)
+            with self._lock:
+                self.prefetched[name] = self.prefetched.get(name, 0) + sum(
+                    e - s for s, e in batch)
 
     def _located(self, name: str, reader: CachedReader | None = None
                  ) -> dict[str, dict[str, list[Range]]]:
@@ -280,7 +394,7 @@ class Prefetcher:
             got = baskets_of(reader or self._background(name))
             with self._lock:
                 self._baskets[name] = got
-                while len(self._baskets) > 4:
+                while len(self._baskets) > 4 + 2 * self.files:
                     self._baskets.pop(next(iter(self._baskets)))
         return got
 

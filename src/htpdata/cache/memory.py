@@ -57,6 +57,11 @@ class MemoryTier:
         with self._lock:
             return bool(self._by_key.get(ident.key))
 
+    def held(self, ident: Identity) -> list[Range]:
+        """The ranges of ``ident`` held here (sorted, disjoint)."""
+        with self._lock:
+            return merge(self._by_key.get(ident.key, {}).items())
+
     def store(self, ident: Identity, pieces: Sequence[tuple[int, bytes]],
               info: dict[str, Any] | None = None, private: bool = False) -> int:
         with self._lock:

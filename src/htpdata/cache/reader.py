@@ -6,9 +6,12 @@ copies what a lower tier had into the higher ones, and sends only the missing pi
 in one request planned by :func:`.plan.plan_fetch`. Before fetching it publishes one claim for
 the batch in the tier every node shares, so when many processes miss the same bytes at once
 one of them fetches and the others wait (one ``fstat`` per poll, backing off to 100-250 ms)
-for its pack. The caller gets its bytes as soon as they arrive; the pack is written on the
-cache's writer thread, which then removes the claim. Anything the cache cannot do (a full disk,
-a read-only tier, a vanished folder) degrades to an uncached read with one warning.
+for its pack. Within one process the same holds without the disk: a fetch in flight is listed
+in :data:`FLIGHTS` (from before its claim is published until after it is released), and
+another thread of the process that needs its bytes waits on it and is handed them from memory
+the moment they arrive. The caller gets its bytes as soon as they arrive; the pack is written
+on the cache's writer thread, which then removes the claim. Anything the cache cannot do (a
+full disk, a read-only tier, a vanished folder) degrades to an uncached read with one warning.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from ..io import ReadCounters
 from .budget import Budget
 from .identity import Identity
 from .memory import MemoryTier
-from .plan import Limits, backoff, plan_fetch, yield_to_earlier
+from .plan import Limits, backoff, intersect, plan_fetch, yield_to_earlier
 from .ranges import Range, Spans, clip, merge, subtract, total
 from .rootfile import NotRoot, RootLayout, parse_layout
 from .tier import DiskTier, Flight, Tier
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
     from ..reader import ReplicaReader
     from ..replicas import Replica
 
-__all__ = ["Bounds", "CachedReader", "Known", "Writer"]
+__all__ = ["FLIGHTS", "Bounds", "CachedReader", "InFlight", "Known", "Pending", "Writer"]
 
 log = logging.getLogger("htpdata.cache")
 
@@ -67,16 +70,96 @@ class Known:
 
 @dataclass
 class _Tally:
-    """Where one fetch's bytes came from: storage, or the authority tier (another process's
-    fetch that landed while this one planned or waited)."""
+    """Where one fetch's bytes came from: storage, the authority tier (another process's
+    fetch that landed while this one planned or waited), or another thread of this process
+    (handed from memory)."""
 
     upstream: int = 0
     landed: int = 0
     pieces: list[tuple[int, bytes]] = field(default_factory=list)
+    handed: int = 0
 
     def add_landed(self, got: list[tuple[int, bytes]]) -> None:
         self.landed += sum(len(b) for _, b in got)
         self.pieces += got
+
+
+def _covered(got: list[tuple[int, bytes]]) -> list[Range]:
+    return [(s, s + len(b)) for s, b in got]
+
+
+@dataclass(eq=False)
+class Pending:
+    """One fetch of this process in flight: the ranges it fetches, then the bytes it got."""
+
+    key: str
+    ranges: list[Range]
+    landed: threading.Event = field(default_factory=threading.Event)
+    pieces: list[tuple[int, bytes]] = field(default_factory=list)
+
+    def take(self, ranges: Sequence[Range]) -> list[tuple[int, bytes]]:
+        """The parts of ``ranges`` its bytes cover, as (start, bytes)."""
+        out: list[tuple[int, bytes]] = []
+        for s, b in self.pieces:
+            e = s + len(b)
+            for lo, hi in ranges:
+                a, z = max(lo, s), min(hi, e)
+                if a < z:
+                    out.append((s, b) if (a, z) == (s, e) else (a, b[a - s:z - s]))
+        return out
+
+
+class InFlight:
+    """This process's upstream fetches in flight, by content (identity key).
+
+    A fetch is listed from before its claim is published until after the claim is released
+    (its pack written), so a thread that sees one of this process's claims in a listing finds
+    the fetch here too. A thread needing bytes a listed fetch covers waits on its event and
+    takes the bytes from it: no disk polling, no waiting for the pack to be written."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_key: dict[str, list[Pending]] = {}
+
+    def begin(self, key: str, ranges: Sequence[Range]) -> Pending:
+        p = Pending(key, merge(ranges))
+        with self._lock:
+            self._by_key.setdefault(key, []).append(p)
+        return p
+
+    @staticmethod
+    def land(p: Pending, pieces: list[tuple[int, bytes]]) -> None:
+        """The fetch's bytes arrived: hand them to its waiters."""
+        p.pieces = pieces
+        p.landed.set()
+
+    def end(self, p: Pending | None) -> None:
+        """No longer listed (its waiters are woken, with whatever it got)."""
+        if p is None:
+            return
+        p.landed.set()
+        with self._lock:
+            got = self._by_key.get(p.key)
+            if got is not None:
+                with contextlib.suppress(ValueError):
+                    got.remove(p)
+                if not got:
+                    del self._by_key[p.key]
+
+    def overlapping(self, key: str, ranges: Sequence[Range]) -> list[Pending]:
+        with self._lock:
+            listed = list(self._by_key.get(key, ()))
+        want = merge(ranges)
+        return [p for p in listed if intersect(p.ranges, want)]
+
+    def busy(self, key: str) -> list[Range]:
+        """The ranges of ``key`` that fetches of this process are fetching now."""
+        with self._lock:
+            return merge(r for p in self._by_key.get(key, ()) for r in p.ranges)
+
+
+FLIGHTS = InFlight()
+"""The fetches in flight in this process (every reader of every client shares it)."""
 
 
 @contextlib.contextmanager
@@ -232,6 +315,45 @@ class CachedReader:
                 return self._read_ranges(ranges)
             raise
 
+    def touched(self) -> bool:
+        """Does a tier hold bytes of this file, or is this process or (as its claims show)
+        another fetching some? (A next file another reader began is left to it.)"""
+        ident = self.identity()
+        if FLIGHTS.busy(ident.key) or any(t.holds_any(ident) for t in self.tiers):
+            return True
+        auth = self._authority()
+        if auth is None:
+            return False
+        with auth.flight(ident, self.private) as flight:
+            if flight is None:
+                return False
+            flight.refresh()
+            return bool(flight.claims())
+
+    def warm(self, ranges: Sequence[tuple[int, int]]) -> int:
+        """Fetch into the tiers the parts of ``ranges`` that no tier holds and nobody is
+        fetching (this process or, as its claims show, another), without waiting for
+        anything and without reading what is held (next-file prefetch: the bytes are not
+        wanted now). Returns the bytes fetched from storage."""
+        ident = self.identity()
+        need = merge(clip(ranges, ident.size))
+        for tier in self.tiers:
+            if not need:
+                return 0
+            held = getattr(tier, "held", None)
+            if held is not None:
+                need = subtract(need, held(ident))
+        need = subtract(need, FLIGHTS.busy(ident.key))
+        if not need:
+            return 0
+        tally = _Tally()
+        self._fetch(ident, need, False, tally, wait=False)
+        with self._lock:
+            for c in (self.counters, self.totals):
+                if c is not None:
+                    c.upstream += tally.upstream
+        return tally.upstream
+
     def _read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         ident = self.identity()
         want = clip(ranges, ident.size)
@@ -255,10 +377,18 @@ class CachedReader:
             need = subtract(need, [(s, s + len(b)) for s, b in got])
             self._promote(ident, got, self.tiers[:i])
         fetched = 0
+        if need:  # another thread of this process is fetching them: handed from memory
+            handed = self._handed(ident, need, time.monotonic() + self.wait_limit)
+            if handed:
+                found += handed
+                served["memory"] = served.get("memory", 0) + sum(len(b) for _, b in handed)
+                need = subtract(need, _covered(handed))
         if need:
             tally = _Tally()
             got = self._fetch(ident, need, untouched, tally)
             fetched = tally.upstream
+            if tally.handed:
+                served["memory"] = served.get("memory", 0) + tally.handed
             if tally.landed and self.disks:  # landed in the authority meanwhile: its hits
                 name = self._authority_name()
                 served[name] = served.get(name, 0) + tally.landed
@@ -395,11 +525,21 @@ class CachedReader:
         auth = self._authority()
         return auth.name if auth is not None else "shared"
 
-    def _upstream(self, ranges: list[Range], tally: _Tally) -> list[tuple[int, bytes]]:
+    def _slot(self) -> contextlib.AbstractContextManager[None]:
+        """For a prefetch reader, a background request slot (taken before its fetch is
+        planned and claimed: a claim of the background is always a request in flight, never
+        one queued behind the foreground, which would make a foreground reader wait for it);
+        nothing for a foreground reader."""
+        if self.budget is None or self.background is None:
+            return contextlib.nullcontext()
+        return self.budget.background(self.background)
+
+    def _upstream(self, ranges: list[Range], tally: _Tally, slotted: bool = False
+                  ) -> list[tuple[int, bytes]]:
         if not ranges:
             return []
         budget = self.budget
-        if budget is None:
+        if budget is None or (slotted and self.background is not None):
             datas = self.upstream.read_ranges(ranges)
         elif self.background is not None:
             with budget.background(self.background):
@@ -412,64 +552,114 @@ class CachedReader:
         tally.upstream += sum(len(d) for d in datas)
         return [(r[0], d) for r, d in zip(ranges, datas, strict=True)]
 
-    def _fetch(self, ident: Identity, need: list[Range], first_touch: bool, tally: _Tally
-               ) -> list[tuple[int, bytes]]:
+    def _fetch(self, ident: Identity, need: list[Range], first_touch: bool, tally: _Tally,
+               wait: bool = True) -> list[tuple[int, bytes]]:
+        """Fetch ``need`` (claimed), and unless ``wait`` is False wait for what others are
+        fetching of it."""
         auth = self._authority()
         with (auth.flight(ident, self.private) if auth is not None
               else _no_flight()) as flight:
             if flight is None:
-                plan = plan_fetch(need, size=ident.size, first_touch=first_touch,
-                                  limits=self.limits, along=self._along(ident))
-                got = self._upstream(plan.fetch, tally)
-                self._keep(ident, got, None, None)
+                with self._slot():
+                    plan = plan_fetch(need, size=ident.size, first_touch=first_touch,
+                                      limits=self.limits, along=self._along(ident))
+                    if not plan.fetch:
+                        return []
+                    pending = FLIGHTS.begin(ident.key, plan.fetch)
+                    try:
+                        got = self._upstream(plan.fetch, tally, slotted=True)
+                        FLIGHTS.land(pending, got)
+                    except BaseException:
+                        FLIGHTS.end(pending)
+                        raise
+                self._keep(ident, got, None, None, pending)
                 return got
-            return self._fetch_in(flight, ident, need, first_touch, tally)
+            return self._fetch_in(flight, ident, need, first_touch, tally, wait)
 
     def _fetch_in(self, flight: Flight, ident: Identity, need: list[Range],
-                  first_touch: bool, tally: _Tally) -> list[tuple[int, bytes]]:
+                  first_touch: bool, tally: _Tally, wait: bool = True
+                  ) -> list[tuple[int, bytes]]:
         out: list[tuple[int, bytes]] = []
-        # No listing before claiming: the claim is published first and the folder listed
-        # once after it (which shows both what landed meanwhile and the claims of others).
-        plan = plan_fetch(need, size=ident.size, first_touch=first_touch,
-                          held=flight.held(), claims=flight.claims(need), limits=self.limits,
-                          along=self._along(ident))
-        fetch, wait = plan.fetch, plan.wait
-        with self._lock:
-            first, self._first_fetch = self._first_fetch, False
-        if fetch and first and total(fetch) <= self.limits.unclaimed:
-            # This reader's first fetch, a few KB (a ROOT file's header): no claim (its
-            # create, listing and removal cost more than fetching them twice), no pack of its
-            # own (stored with this file's next pack). Later small batches claim as usual, so
-            # N readers fetch at most one small batch each twice, not every small read.
-            got = self._upstream(fetch, tally)
-            self._check_size()
-            out += got
-            self._keep(ident, got, None, None, defer=True)
-            fetch = []
-        elif fetch and (name := flight.publish(fetch)) is not None:
-            flight.refresh(force=True)  # claims published at the same moment
-            landed = flight.read(fetch)
-            tally.add_landed(landed)
-            out += landed
-            fetch = subtract(fetch, [(s, s + len(b)) for s, b in landed])
-            born = flight.claim.born if flight.claim is not None else 0
-            settled = yield_to_earlier(name, fetch, flight.claims(fetch), needed=need,
-                                       born=born)
-            fetch, wait = settled.fetch, merge(wait + settled.wait)
-        handed = False
-        try:
-            if fetch:
-                got = self._upstream(fetch, tally)
-                self._check_size()
-                out += got
-                self._keep(ident, got, flight, flight.claim)
-                handed = flight.claim is not None
-                flight.claim = None
-        finally:
-            if not handed:
-                flight.release()
-        if wait:
-            out += self._wait(flight, ident, wait, tally)
+        with self._slot():
+            # No listing before claiming: the claim is published first and the folder listed
+            # once after it (which shows both what landed meanwhile and the claims of others).
+            plan = plan_fetch(need, size=ident.size, first_touch=first_touch,
+                              held=flight.held(), claims=flight.claims(need),
+                              limits=self.limits, along=self._along(ident))
+            fetch, waits = plan.fetch, plan.wait
+            with self._lock:
+                first, self._first_fetch = self._first_fetch, False
+            # Listed before the claim is published: whoever sees the claim finds it.
+            pending = FLIGHTS.begin(ident.key, fetch) if fetch else None
+            kept = False
+            try:
+                if fetch and first and total(fetch) <= self.limits.unclaimed:
+                    # This reader's first fetch, a few KB (a ROOT file's header): no claim
+                    # (its create, listing and removal cost more than fetching them twice),
+                    # no pack of its own (stored with this file's next pack). Later small
+                    # batches claim as usual, so N readers fetch at most one small batch each
+                    # twice, not every small read.
+                    got = self._upstream(fetch, tally, slotted=True)
+                    self._check_size()
+                    out += got
+                    if pending is not None:
+                        FLIGHTS.land(pending, got)
+                    kept = True  # no claim to release; pending ends once the tier has them
+                    self._keep(ident, got, None, None, pending, defer=True)
+                    fetch = []
+                elif fetch and (name := flight.publish(fetch)) is not None:
+                    flight.refresh(force=True)  # claims published at the same moment
+                    landed = flight.read(fetch)
+                    tally.add_landed(landed)
+                    out += landed
+                    fetch = subtract(fetch, _covered(landed))
+                    born = flight.claim.born if flight.claim is not None else 0
+                    settled = yield_to_earlier(name, fetch, flight.claims(fetch), needed=need,
+                                               born=born)
+                    fetch, waits = settled.fetch, merge(waits + settled.wait)
+                    if pending is not None:
+                        pending.ranges = merge(fetch)  # left to others: not fetched here
+                if fetch and pending is not None:
+                    got = self._upstream(fetch, tally, slotted=True)
+                    self._check_size()
+                    out += got
+                    FLIGHTS.land(pending, got)
+                    claim, flight.claim = flight.claim, None
+                    try:
+                        self._keep(ident, got, flight, claim, pending)
+                    except BaseException:
+                        flight.claim = claim  # released below
+                        raise
+                    kept = True
+            finally:
+                if not kept:
+                    flight.release()
+                    FLIGHTS.end(pending)
+        if waits and wait:
+            out += self._wait(flight, ident, waits, tally)
+        return out
+
+    def _handed(self, ident: Identity, ranges: Sequence[Range], deadline: float
+                ) -> list[tuple[int, bytes]]:
+        """The parts of ``ranges`` that fetches of other threads of this process are
+        fetching, waited for and taken from memory as soon as each lands."""
+        out: list[tuple[int, bytes]] = []
+        left = merge(ranges)
+        while left:
+            listed = FLIGHTS.overlapping(ident.key, left)
+            if not listed:
+                break
+            progressed = False
+            for p in listed:
+                if not p.landed.wait(max(0.0, deadline - time.monotonic())):
+                    return out
+                got = p.take(left)
+                if got:
+                    out += got
+                    left = subtract(left, _covered(got))
+                    progressed = True
+            if not progressed:  # they ended without these bytes (failed, or yielded them)
+                break
         return out
 
     def _check_size(self) -> None:
@@ -480,23 +670,36 @@ class CachedReader:
                                name=self.name)
 
     def _keep(self, ident: Identity, got: list[tuple[int, bytes]], flight: Flight | None,
-              claim: Any, defer: bool = False) -> None:
-        """Memory now; the disk tiers (then the claim's release) on the writer thread. With
-        ``defer`` (a few KB fetched without a claim) the disk tiers keep the bytes for this
-        file's next pack (written at the process's end if none comes)."""
+              claim: Any, pending: Pending | None = None, defer: bool = False) -> None:
+        """Memory now; the disk tiers (then the claim's release, then ``pending``'s end) on
+        the writer thread. With ``defer`` (a few KB fetched without a claim) the disk tiers
+        keep the bytes for this file's next pack (written at the process's end if none
+        comes)."""
         for tier in self.tiers:
             if isinstance(tier, MemoryTier):
                 tier.store(ident, got)
         disks = self.disks
         if defer and got and disks:
+            # Until the tier has them (kept back for the next pack), this process's other
+            # threads are handed them by ``pending``, and prefetch sees the file begun.
             def later() -> None:
-                self._store(ident, got, disks, defer=True)
-            self.writer.submit(later)  # the writer's order: before the next batch's pack
+                try:
+                    self._store(ident, got, disks, defer=True)
+                finally:
+                    FLIGHTS.end(pending)
+            try:
+                self.writer.submit(later)  # the writer's order: before the next batch's pack
+            except RuntimeError:  # the interpreter is exiting: no next pack will come
+                try:
+                    self._store(ident, got, disks)
+                finally:
+                    FLIGHTS.end(pending)
             return
         if not got or not disks:
             if flight is not None and claim is not None:
                 flight.claim = claim
                 flight.release()
+            FLIGHTS.end(pending)
             return
         entry = flight.entry if flight is not None else None
         if entry is not None:
@@ -509,12 +712,16 @@ class CachedReader:
                 if flight is not None and claim is not None:
                     flight.claim = claim
                     flight.release()
+                FLIGHTS.end(pending)
                 if entry is not None:
                     entry.leave()
             for tier in disks:  # with the claim gone: merge packs, drop older contents
                 if tier.writable:
                     tier.tidy(ident, self.private)
-        self.writer.submit(job)
+        try:
+            self.writer.submit(job)
+        except RuntimeError:  # the interpreter is exiting: its writer takes no more work
+            job()  # now, here: the claim must not outlive this process
 
     def _wait(self, flight: Flight, ident: Identity, ranges: list[Range], tally: _Tally
               ) -> list[tuple[int, bytes]]:
@@ -526,6 +733,12 @@ class CachedReader:
         last_look = time.monotonic()
         seen = flight.listed_at()
         while ranges and time.monotonic() < deadline:
+            handed = self._handed(ident, ranges, deadline)  # this process's own fetches
+            if handed:
+                tally.handed += sum(len(b) for _, b in handed)
+                out += handed
+                ranges = subtract(ranges, _covered(handed))
+                continue
             time.sleep(backoff(attempt))
             attempt += 1
             # One fstat per poll; a listing when the folder changed, at the first poll (the

@@ -479,6 +479,9 @@ class DiskTier:
         return out
 
     def holds_any(self, ident: Identity) -> bool:
+        with self._lock:
+            if any(key == ident.key for key, _ in self._deferred):
+                return True  # kept back for its next pack
         for area in self.read_areas():
             with area.using(ident.name_key) as entry:
                 if entry.folder is not None and len(entry.spans(ident.key)):
