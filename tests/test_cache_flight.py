@@ -69,6 +69,16 @@ def slow_origin(tmp_path: Path, origin: XRootDServer) -> Iterator[Sections]:
     proxy.stop()
 
 
+
+def _need_emulator() -> None:
+    """Skip (fail where servers are required) when the network-filesystem emulator cannot run."""
+    from htpdata.testing.nfsemu import unavailable_reason
+
+    if (why := unavailable_reason()) is not None:
+        if os.environ.get("HTPDATA_REQUIRE_SERVERS"):
+            pytest.fail(f"the network-filesystem emulator cannot run: {why}")
+        pytest.skip(why)
+
 def test_a_dead_fetcher_on_this_node_is_taken_over(slow_origin: Sections,
                                                   tmp_path: Path) -> None:
     """kill -9 of the fetcher while waiters wait: a waiter sees its pid gone and fetches."""
@@ -190,12 +200,9 @@ def test_two_nodes_read_write_and_evict_one_tier_at_once(catalog_dir: Path,
     """One backing folder at two mount points (two nodes, each its own kernel caches), a tier
     on it: readers on both nodes miss the same ranges at once (fetched once), a stager writes
     on node 0 while eviction passes run on node 1; every byte served is the origin's."""
-    from htpdata.testing.nfsemu import NfsEmulator, unavailable_reason
+    from htpdata.testing.nfsemu import NfsEmulator
 
-    if (why := unavailable_reason()) is not None:
-        if os.environ.get("HTPDATA_REQUIRE_SERVERS"):
-            pytest.fail(f"the network-filesystem emulator cannot run: {why}")
-        pytest.skip(why)
+    _need_emulator()
     backing = tmp_path / "backing"
     backing.mkdir()
     with NfsEmulator(backing, mounts=2, meta_latency_ms=1) as emu:
@@ -243,12 +250,9 @@ def test_two_nodes_racing_for_the_same_ranges_fetch_them_once(slow_origin: Secti
     the other one published, listed, found nobody, and started fetching (over a slow link, so
     it is still fetching). By names both fetched; by arrival the late one yields and waits.
     Once per direction: node 1 late, then node 0 late."""
-    from htpdata.testing.nfsemu import NfsEmulator, unavailable_reason
+    from htpdata.testing.nfsemu import NfsEmulator
 
-    if (why := unavailable_reason()) is not None:
-        if os.environ.get("HTPDATA_REQUIRE_SERVERS"):
-            pytest.fail(f"the network-filesystem emulator cannot run: {why}")
-        pytest.skip(why)
+    _need_emulator()
     backing = tmp_path / "backing"
     backing.mkdir()
     want = [zlib.adler32(WANT[s:e]) & 0xFFFFFFFF for s, e in RANGES]

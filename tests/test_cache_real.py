@@ -343,6 +343,14 @@ def test_a_format_1_tier_is_refused_then_cleared(catalog_dir: Path, tmp_path: Pa
     assert not (old / "entries").exists()
 
 
+
+def _claiming_client(tmp_path: Path) -> htpdata.Client:
+    """A client with a local tier only, no memory tier, whose every fetch claims (a 403-byte
+    first read too: these tests use one to get a claim)."""
+    client = htpdata.Client(cache={"local_dir": str(tmp_path / "local"), "memory_size": 0})
+    client.cache.limits = replace(client.cache.limits, unclaimed=0)
+    return client
+
 def _hold_writer(client: htpdata.Client, gate: threading.Event) -> None:
     """Hold ``client``'s cache writer thread until ``gate`` is set: every pack, and the
     release of every claim handed to it, waits."""
@@ -423,9 +431,7 @@ def test_a_waiter_sees_a_pack_that_landed_before_its_first_look(
 
     monkeypatch.setattr(cached, "backoff", look)
     _as_if_another_process(monkeypatch)
-    with htpdata.Client(cache={"local_dir": str(tmp_path / "local"),
-                               "memory_size": 0}) as client:
-        client.cache.limits = replace(client.cache.limits, unclaimed=0)  # 403 B claim too
+    with _claiming_client(tmp_path) as client:
         r = client.reader(NAME)
         _hold_writer(client, gate)
         try:
@@ -461,9 +467,7 @@ def test_a_waiter_sees_a_pack_another_thread_listed_first(
 
     monkeypatch.setattr(cached, "backoff", look)
     _as_if_another_process(monkeypatch)
-    with htpdata.Client(cache={"local_dir": str(tmp_path / "local"),
-                               "memory_size": 0}) as client:
-        client.cache.limits = replace(client.cache.limits, unclaimed=0)  # 403 B claim too
+    with _claiming_client(tmp_path) as client:
         r = client.reader(NAME)
         assert isinstance(r, cached.CachedReader)
         _hold_writer(client, gate)
@@ -588,9 +592,7 @@ def test_a_thread_waiting_on_its_own_process_fetch_is_handed_it_without_polling(
         return 0.01
 
     monkeypatch.setattr(cached, "backoff", look)
-    with htpdata.Client(cache={"local_dir": str(tmp_path / "local"),
-                               "memory_size": 0}) as client:
-        client.cache.limits = replace(client.cache.limits, unclaimed=0)  # 403 B claim too
+    with _claiming_client(tmp_path) as client:
         r = client.reader(NAME)
         _hold_writer(client, gate)
         try:
@@ -609,9 +611,7 @@ def test_a_fetch_at_interpreter_exit_stores_its_bytes_and_removes_its_claim(
     """A fetch that lands after the interpreter began to exit (a prefetch finishing its
     request) finds the cache's writer taking no more work: its pack is written and its claim
     removed at once, so no other process waits for a claim of a process that is gone."""
-    with htpdata.Client(cache={"local_dir": str(tmp_path / "local"),
-                               "memory_size": 0}) as client:
-        client.cache.limits = replace(client.cache.limits, unclaimed=0)  # 403 B claim too
+    with _claiming_client(tmp_path) as client:
         r = client.reader(NAME)
         assert isinstance(r, cached.CachedReader)
 
