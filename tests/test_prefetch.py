@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ from htpdata.cache.budget import Budget, Cancelled
 from htpdata.cache.ranges import merge, subtract, total
 from htpdata.default import reset_default_client
 from htpdata.fs import HtpdataFileSystem
-from htpdata.prefetch import chunks, touched
+from htpdata.prefetch import chunks, touched, warm_metadata
 from htpdata.testing import XRootDServer
 from htpdata.testing.cachecheck import verify_tier
 
@@ -322,4 +323,29 @@ def test_a_next_file_another_reader_began_is_left_to_it(origin: XRootDServer,
     wait_for(lambda: NAMES[2] in c.prefetcher.prefetched)
     assert NAMES[1] not in c.prefetcher.prefetched
     assert c.prefetcher.prefetched[NAMES[2]] == basket_bytes(origin, 2, READ)
+    c.close()
+
+
+@pytest.mark.xrootd
+def test_warm_metadata_leaves_an_open_of_the_tree_without_a_round_trip(
+        origin: XRootDServer, tmp_path: Path) -> None:
+    uproot = pytest.importorskip("uproot")
+    c = client(tmp_path, prefetch=False)
+    warmer = c.reader(NAMES[1], prefetch=False)
+    assert warm_metadata(warmer, ["Events"])  # what htpdata.coffea.preprocess does ahead
+    fetched = warmer.counters.upstream
+    assert 0 < fetched < basket_bytes(origin, 1, ["b0"])  # metadata, no basket
+    c.cache.sync()
+    HtpdataFileSystem.clear_instance_cache()
+    with uproot.open(URLS[1]) as f:  # what coffea's preprocess reads of a file
+        t = f["Events"]
+        assert t.num_entries == 32000
+        assert str(f.file.uuid)
+        assert sorted(t.keys()) == [f"b{j}" for j in range(6)]
+    assert reader_of(1).counters.upstream_requests == 0
+    cancel = threading.Event()
+    cancel.set()  # cancelled: nothing is read
+    fresh = client(tmp_path / "other", prefetch=False).reader(NAMES[2], prefetch=False)
+    warm_metadata(fresh, ["Events"], cancel)
+    assert fresh.counters.upstream_requests == 0
     c.close()

@@ -22,8 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import warnings
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .errors import CacheWriteError, UsageError
@@ -38,6 +40,8 @@ __all__ = ["preprocess"]
 log = logging.getLogger("htpdata.coffea")
 _PROTOCOL = "htpdata://"
 _SEP = "\x00htpdata-file-"
+_AHEAD = 8
+"""Files whose metadata is fetched at once while coffea preprocesses (see :class:`_Warming`)."""
 
 
 def _coffea() -> Any:
@@ -124,6 +128,48 @@ class _File:
                             self.url, tier.name, exc)
 
 
+class _Warming:
+    """While coffea preprocesses the files not seen before, their metadata (header, keys,
+    streamers, the tree's record: all its workers will read of them) is fetched into the tiers
+    from here, ``_AHEAD`` files at a time in the dataset's order, so that a worker opening a
+    file finds it there instead of waiting for three to five round trips to the storage
+    (:func:`htpdata.prefetch.warm_metadata`). What the worker reads first is already under
+    way: single flight makes it wait for that fetch rather than send its own. Stopped when
+    coffea returns; off with ``cache.prefetch = false``."""
+
+    def __init__(self, client: Client, files: list[_File]) -> None:
+        self.client, self.files = client, files
+        self.cancel = threading.Event()
+        self.pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> _Warming:
+        if self.files and self.client.settings.cache.prefetch:
+            self.pool = ThreadPoolExecutor(min(_AHEAD, len(self.files)),
+                                           thread_name_prefix="htpdata-preprocess-warm")
+            for f in self.files:
+                self.pool.submit(self._warm, f)
+        return self
+
+    def _warm(self, f: _File) -> None:
+        from .cache import CachedReader
+        from .fs import HtpdataFileSystem
+        from .prefetch import warm_metadata
+
+        if self.cancel.is_set():
+            return
+        try:
+            reader = self.client.reader(HtpdataFileSystem.name_of(f.url), prefetch=False)
+            if isinstance(reader, CachedReader):
+                warm_metadata(reader, [str(f.entry.get("object_path") or "")], self.cancel)
+        except Exception as exc:  # the warm never breaks a preprocess: the worker reads it
+            log.debug("%s: metadata not fetched ahead: %s", f.url, exc)
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel.set()
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _form_key(compressed: str | None) -> str | None:
     """What a form is, whatever its gzip header says (coffea compresses forms with the time
     of the call in it: two compressions of one form differ)."""
@@ -185,7 +231,9 @@ class _Run:
                                                 "compressed_form": None}
         log.info("preprocess: %d files known, %d to preprocess, %d datasets whole",
                  sum(len(v) for v in split.values()) - len(todo), len(todo), len(whole))
-        got_a, got_u = self._coffea({**whole, **todo}, allow_empty=bool(todo))
+        unseen = [split[k.rsplit(_SEP, 1)[0]][int(k.rsplit(_SEP, 1)[1])] for k in todo]
+        with _Warming(self.client, unseen):
+            got_a, got_u = self._coffea({**whole, **todo}, allow_empty=bool(todo))
         for key in todo:
             name, index = key.rsplit(_SEP, 1)
             f = split[name][int(index)]

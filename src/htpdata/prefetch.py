@@ -40,13 +40,15 @@ from typing import TYPE_CHECKING, Any
 from .cache.budget import Cancelled
 from .cache.plan import intersect
 from .cache.ranges import Range, merge, split, subtract
+from .cache.rootfile import HEAD_GUESS, NotRoot, RootLayout, parse_keys, parse_layout
 
 if TYPE_CHECKING:
     from .cache import CachedReader
     from .client import Client
     from .config import CacheSettings
 
-__all__ = ["Prefetcher", "baskets_of", "chunks", "read_baskets", "to_fetch", "touched"]
+__all__ = ["Prefetcher", "baskets_of", "chunks", "read_baskets", "to_fetch", "touched",
+           "warm_metadata"]
 
 log = logging.getLogger("htpdata.prefetch")
 _START_AFTER = 4
@@ -183,6 +185,42 @@ def baskets_of(reader: CachedReader, only: Mapping[str, Sequence[str]] | None = 
                                     for k in range(n) if int(seeks[k]) > 0 and int(sizes[k]) > 0]
             out[tree_name] = branches
     return out
+
+
+def warm_metadata(reader: CachedReader, objects: Iterable[str] = (),
+                  cancel: threading.Event | None = None) -> bool:
+    """Fetch into the tiers what every opener of the ROOT file reads before its data: the
+    header, the keys list and the streamer info, and the records of the top-level ``objects``
+    named (such as the TTree an analysis opens), which is all coffea's ``preprocess`` reads of
+    it. Three round trips (the header says where the keys are, the keys where the objects
+    are); what a tier holds is not fetched again. ``cancel`` set: stop before the next one.
+    False for a file that is no ROOT file (nothing more is read of it)."""
+    def go_on() -> bool:
+        return cancel is None or not cancel.is_set()
+
+    size = reader.size()
+    need = HEAD_GUESS
+    layout: RootLayout | int = need
+    while isinstance(layout, int) and go_on():
+        if layout > size or layout > 1 << 20:
+            return False
+        head = reader.read(0, max(layout, need))
+        need = max(layout, need) * 2
+        try:
+            layout = parse_layout(head, size)
+        except NotRoot:
+            return False
+    if isinstance(layout, int) or not go_on():
+        return isinstance(layout, RootLayout)
+    keys = reader.read(layout.seek_keys, layout.seek_keys + layout.nbytes_keys)
+    wanted = {o.split(";")[0].strip("/") for o in objects}
+    try:
+        records = [k.range for k in parse_keys(keys, layout) if k.name in wanted]
+    except NotRoot:
+        return False
+    if records and go_on():
+        reader.warm(records)
+    return True
 
 
 # -- the prefetcher ------------------------------------------------------------------------------
