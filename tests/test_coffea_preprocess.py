@@ -227,3 +227,26 @@ def test_on_a_dask_cluster_equal_to_coffeas(setup: tuple[XRootDServer, Path],
     want = dumps(preprocess(nano, scheduler=dask_client, **OPTS))
     assert dumps(htpdata.coffea.preprocess(nano, scheduler=dask_client, **OPTS)) == want
     assert dumps(htpdata.coffea.preprocess(nano, scheduler=dask_client, **OPTS)) == want
+
+
+class _Cluster:
+    def __init__(self, *hosts: str) -> None:
+        self.hosts = hosts
+
+    def scheduler_info(self) -> dict[str, Any]:
+        return {"workers": {f"tcp://{h}:4{i:04d}": {} for i, h in enumerate(self.hosts)}}
+
+
+def test_the_metadata_is_fetched_ahead_only_where_the_workers_read_it(tmp_path: Path) -> None:
+    from htpdata.coffea import _workers_see
+
+    local = htpdata.Client(cache={"local_dir": str(tmp_path / "l")})
+    shared = htpdata.Client(cache={"local_dir": str(tmp_path / "l2"),
+                                   "shared_dir": str(tmp_path / "s")})
+    elsewhere = _Cluster("127.0.0.1", "10.1.2.3")
+    assert not _workers_see(local, elsewhere)  # they would fetch it again: nothing ahead
+    assert _workers_see(shared, elsewhere)  # they read the shared tier
+    assert _workers_see(local, _Cluster("127.0.0.1", "localhost"))  # a LocalCluster
+    assert _workers_see(local, "sync")
+    local.close()
+    shared.close()

@@ -20,6 +20,7 @@ of several forms is coffea's to compute), as is every dataset with a file that i
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import threading
@@ -170,6 +171,31 @@ class _Warming:
             self.pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _workers_see(client: Client, scheduler: Any) -> bool:
+    """Do the workers of ``scheduler`` read the tiers this process writes: a shared tier is
+    configured, or they run on this node (dask's local schedulers, a cluster whose workers'
+    addresses are all this host's)?"""
+    if any(t.name == "shared" for t in client.cache.tiers):
+        return True
+    if scheduler is None:  # dask's default: a distributed client if one was made
+        try:
+            scheduler = importlib.import_module("distributed").default_client()
+        except (ImportError, ValueError):
+            return True
+    if isinstance(scheduler, str) or not hasattr(scheduler, "scheduler_info"):
+        return True
+    try:
+        import socket
+        from urllib.parse import urlsplit
+
+        workers = scheduler.scheduler_info().get("workers", {})
+        here = {"localhost", socket.gethostname(), socket.getfqdn()}
+        hosts = {urlsplit(addr).hostname or "" for addr in workers}
+        return all(h in here or h.startswith("127.") or h == "::1" for h in hosts)
+    except Exception:  # not a dask.distributed client we can ask: assume elsewhere
+        return False
+
+
 def _form_key(compressed: str | None) -> str | None:
     """What a form is, whatever its gzip header says (coffea compresses forms with the time
     of the call in it: two compressions of one form differ)."""
@@ -232,6 +258,8 @@ class _Run:
         log.info("preprocess: %d files known, %d to preprocess, %d datasets whole",
                  sum(len(v) for v in split.values()) - len(todo), len(todo), len(whole))
         unseen = [split[k.rsplit(_SEP, 1)[0]][int(k.rsplit(_SEP, 1)[1])] for k in todo]
+        if not _workers_see(self.client, self.options["scheduler"]):
+            unseen = []  # node-local tiers only, workers elsewhere: they would fetch it again
         with _Warming(self.client, unseen):
             got_a, got_u = self._coffea({**whole, **todo}, allow_empty=bool(todo))
         for key in todo:
