@@ -8,6 +8,9 @@ tiers (small blobs next to the file's bytes, :func:`htpdata.cache.whole.put_blob
 where the tier's trust model accepts the file's bytes), and calls coffea's own ``preprocess``
 (on the scheduler given: Dask when it is Dask) only for the files it has not seen, then keeps
 their results. A file that changed has a new identity, so its old result is never found.
+While coffea works on the unseen files, their metadata (all its workers read of them) is
+fetched into the tiers from here, a few files at a time (:class:`_Warming`), so a worker's open
+finds it there instead of paying three to five round trips to the storage.
 
 The result is what coffea's would be: each unseen file is preprocessed as a dataset of its own
 (in one ``preprocess`` call for all of them), which gives its per-file result and its form; a
