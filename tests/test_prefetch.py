@@ -24,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import htpdata
+from htpdata.cache import CachedReader
 from htpdata.cache.budget import Budget, Cancelled
 from htpdata.cache.ranges import merge, subtract, total
 from htpdata.default import reset_default_client
@@ -32,7 +33,7 @@ from htpdata.prefetch import chunks, touched, warm_metadata
 from htpdata.testing import XRootDServer
 from htpdata.testing.cachecheck import verify_tier
 
-from .conftest import _need_xrootd, adler32_of
+from .conftest import TESTDATA, _need_xrootd, adler32_of
 
 LFNS = [f"/store/pf/f{i}.root" for i in range(3)]
 NAMES = [f"pf:{lfn}" for lfn in LFNS]
@@ -167,6 +168,42 @@ def basket_bytes(server: XRootDServer, i: int, branches: list[str]) -> int:
         t = f["Events"]
         return sum(int(x) for b in branches
                    for x in t[b].member("fBasketBytes")[:t[b].num_baskets])
+
+
+class _Bytes:
+    """A reader over bytes in memory (what ``warm_metadata`` asks of a reader), recording."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.reads, self.warmed = data, [], []  # type: ignore[var-annotated]
+
+    def size(self) -> int:
+        return len(self.data)
+
+    def read(self, start: int, end: int) -> bytes:
+        self.reads.append((start, end))
+        return self.data[start:end]
+
+    def warm(self, ranges: list[tuple[int, int]]) -> int:
+        self.warmed += ranges
+        return 0
+
+
+def test_warm_metadata_reads_the_header_keys_and_the_named_tree_only() -> None:
+    uproot = pytest.importorskip("uproot")
+    path = TESTDATA / "uproot-Zmumu.root"
+    r = _Bytes(path.read_bytes())
+    assert warm_metadata(r, ["events"])  # type: ignore[arg-type]
+    assert len(r.reads) == 2  # the header; the keys list (the streamers come along)
+    with uproot.open(path) as f:  # the one record warmed is the tree's key
+        key = f.key("events")
+        assert r.warmed == [(key.data_cursor.index - key.fKeylen,
+                             key.data_cursor.index - key.fKeylen + key.fNbytes)]
+    other = _Bytes(b"not a ROOT file, " * 100)
+    assert not warm_metadata(other, ["events"])  # type: ignore[arg-type]
+    assert len(other.reads) == 1
+    assert not other.warmed
+    tiny = _Bytes(b"root")  # shorter than any header
+    assert not warm_metadata(tiny, ["events"])  # type: ignore[arg-type]
 
 
 @pytest.mark.xrootd
@@ -332,6 +369,7 @@ def test_warm_metadata_leaves_an_open_of_the_tree_without_a_round_trip(
     uproot = pytest.importorskip("uproot")
     c = client(tmp_path, prefetch=False)
     warmer = c.reader(NAMES[1], prefetch=False)
+    assert isinstance(warmer, CachedReader)
     assert warm_metadata(warmer, ["Events"])  # what htpdata.coffea.preprocess does ahead
     fetched = warmer.counters.upstream
     assert 0 < fetched < basket_bytes(origin, 1, ["b0"])  # metadata, no basket
@@ -346,6 +384,7 @@ def test_warm_metadata_leaves_an_open_of_the_tree_without_a_round_trip(
     cancel = threading.Event()
     cancel.set()  # cancelled: nothing is read
     fresh = client(tmp_path / "other", prefetch=False).reader(NAMES[2], prefetch=False)
+    assert isinstance(fresh, CachedReader)
     warm_metadata(fresh, ["Events"], cancel)
     assert fresh.counters.upstream_requests == 0
     c.close()

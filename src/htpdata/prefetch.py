@@ -194,24 +194,27 @@ def warm_metadata(reader: CachedReader, objects: Iterable[str] = (),
     named (such as the TTree an analysis opens), which is all coffea's ``preprocess`` reads of
     it. Three round trips (the header says where the keys are, the keys where the objects
     are); what a tier holds is not fetched again. ``cancel`` set: stop before the next one.
-    False for a file that is no ROOT file (nothing more is read of it)."""
+    False for a file that is no ROOT file (nothing more is read of it), else True."""
     def go_on() -> bool:
         return cancel is None or not cancel.is_set()
 
     size = reader.size()
-    need = HEAD_GUESS
-    layout: RootLayout | int = need
-    while isinstance(layout, int) and go_on():
-        if layout > size or layout > 1 << 20:
-            return False
-        head = reader.read(0, max(layout, need))
-        need = max(layout, need) * 2
+    want = HEAD_GUESS
+    while True:  # the header, then as much more as it says it needs (once or twice)
+        if not go_on():
+            return True
+        head = reader.read(0, min(want, size))
         try:
             layout = parse_layout(head, size)
         except NotRoot:
             return False
-    if isinstance(layout, int) or not go_on():
-        return isinstance(layout, RootLayout)
+        if isinstance(layout, RootLayout):
+            break
+        if layout <= len(head) or len(head) >= size or layout > 1 << 20:
+            return False
+        want = layout
+    if not go_on():
+        return True
     keys = reader.read(layout.seek_keys, layout.seek_keys + layout.nbytes_keys)
     wanted = {o.split(";")[0].strip("/") for o in objects}
     try:
