@@ -35,8 +35,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import CacheWriteError, UsageError
 
 if TYPE_CHECKING:
-    from .cache.identity import Identity
-    from .cache.tier import DiskTier
+    from .cache import CachedReader
     from .client import Client
 
 __all__ = ["preprocess"]
@@ -96,10 +95,11 @@ def preprocess(fileset: Any, step_size: int | None = None, align_clusters: bool 
 class _File:
     """One file of a dataset: its entry in the fileset, and where its result is kept."""
 
-    def __init__(self, url: str, entry: dict[str, Any], ident: Identity,
-                 tiers: list[DiskTier], private: bool, blob: str) -> None:
-        self.url, self.entry, self.ident = url, entry, ident
-        self.tiers, self.private, self.blob = tiers, private, blob
+    def __init__(self, url: str, entry: dict[str, Any], reader: CachedReader,
+                 blob: str) -> None:
+        self.url, self.entry, self.blob = url, entry, blob
+        self.reader = reader  # its identity and tiers; the metadata is fetched ahead through it
+        self.ident, self.tiers, self.private = reader.identity(), reader.disks, reader.private
         self.result: dict[str, Any] | None = None  # {"file": entry out, "form": str | None}
 
     def recall(self) -> bool:
@@ -155,16 +155,12 @@ class _Warming:
         return self
 
     def _warm(self, f: _File) -> None:
-        from .cache import CachedReader
-        from .fs import HtpdataFileSystem
         from .prefetch import warm_metadata
 
         if self.cancel.is_set():
             return
         try:
-            reader = self.client.reader(HtpdataFileSystem.name_of(f.url), prefetch=False)
-            if isinstance(reader, CachedReader):
-                warm_metadata(reader, [str(f.entry.get("object_path") or "")], self.cancel)
+            warm_metadata(f.reader, [str(f.entry.get("object_path") or "")], self.cancel)
         except Exception as exc:  # the warm never breaks a preprocess: the worker reads it
             log.debug("%s: metadata not fetched ahead: %s", f.url, exc)
 
@@ -240,14 +236,14 @@ class _Run:
                                                    "uuid")}
             text = f"{self.options_key}\0{json.dumps(per_file, sort_keys=True, default=str)}"
             blob = "coffea-preprocess." + hashlib.sha256(text.encode()).hexdigest()[:24]
-            out.append(_File(url, entry, reader.identity(), reader.disks, reader.private,
-                             blob))
+            out.append(_File(url, entry, reader, blob))
         return out
 
     def run(self, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         whole: dict[str, Any] = {}
         split: dict[str, list[_File]] = {}
         todo: dict[str, Any] = {}
+        unseen: list[_File] = []
         for name, ds in data.items():
             files = self.files_of(ds)
             if files is None:
@@ -256,11 +252,11 @@ class _Run:
             split[name] = files
             for i, f in enumerate(files):
                 if not f.recall():
+                    unseen.append(f)
                     todo[f"{name}{_SEP}{i}"] = {**ds, "files": {f.url: f.entry},
                                                 "compressed_form": None}
         log.info("preprocess: %d files known, %d to preprocess, %d datasets whole",
                  sum(len(v) for v in split.values()) - len(todo), len(todo), len(whole))
-        unseen = [split[k.rsplit(_SEP, 1)[0]][int(k.rsplit(_SEP, 1)[1])] for k in todo]
         if not _workers_see(self.client, self.options["scheduler"]):
             unseen = []  # node-local tiers only, workers elsewhere: they would fetch it again
         with _Warming(self.client, unseen):
