@@ -13,7 +13,8 @@ dataset whose one site is the emulator. Every measurement is a new process
   new node-local tier over the shared tier the cold run filled (same Unix user: the shared
   tier's user area; real second users read it when the first filled it as the tier's owner or
   by ``htpdata stage``);
-- at the last delay given, one process reading the files in turn: local, direct, htpdata cold.
+- at the last delay given, one process reading the files in turn: local, direct, htpdata cold
+  (next files' metadata and baskets prefetched; their metadata only; no prefetch).
 
 Prints times, ratios to direct root:// and to local files, preprocess times and bytes that
 crossed the WAN; asserts the histograms are identical across readers; checks the targets of
@@ -118,6 +119,8 @@ def run_delay(stack: ExitStack, b: h.Bench, origin: Any, delay: float, names: li
             analysis(b, f"{LOCAL}{tag}", local_paths, SERIAL, env("l0"))
             analysis(b, f"{DIRECT}{tag}", direct, SERIAL, env("l0"))
             analysis(b, f"{COLD}{tag}", via, SERIAL, env(f"l3{cold}"))
+            analysis(b, f"{COLD} metadata prefetch{tag}", via, SERIAL,
+                     dict(env(f"l6{cold}"), HTPDATA_CACHE_PREFETCH_BASKETS="false"))
             analysis(b, f"{COLD} no prefetch{tag}", via, SERIAL,
                      dict(env(f"l4{cold}"), HTPDATA_CACHE_PREFETCH="false"))
 

@@ -49,6 +49,26 @@ def test_touched_branches_are_those_whose_baskets_were_read() -> None:
     assert touched(baskets, [(20, 50)]) == []
 
 
+def test_baskets_located_late_for_three_files_in_a_row_leave_metadata_only() -> None:
+    from htpdata.config import CacheSettings
+    from htpdata.prefetch import _LATE, Prefetcher, _Seen
+
+    p = Prefetcher(None, CacheSettings())  # type: ignore[arg-type]
+    opened = [f"f{i}" for i in range(2 * _LATE)]
+
+    def late(i: int) -> bool:
+        p._seen[opened[i]] = _Seen("d")  # the analysis opened it first
+        return p._late(opened[i], located=True)
+
+    assert not p._late("early", located=True)
+    assert all(late(i) for i in range(_LATE - 1))
+    assert p.baskets
+    assert not p._late("on time", located=True)  # a file in time: the count starts again
+    assert all(late(i) for i in range(_LATE - 1, 2 * _LATE - 1))
+    assert vars(p)["baskets"] is False  # late for _LATE files in a row: metadata only
+    p.stop()
+
+
 @given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 500)).map(
     lambda t: (t[0], t[0] + t[1])), max_size=30), st.integers(0, 5000), st.integers(1, 2000))
 @settings(max_examples=300)
@@ -208,8 +228,14 @@ def test_warm_metadata_reads_the_header_keys_and_the_named_tree_only() -> None:
 
 @pytest.mark.xrootd
 def test_the_next_file_is_prefetched_and_read_without_a_round_trip(
-        origin: XRootDServer, tmp_path: Path) -> None:
+        origin: XRootDServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ak = pytest.importorskip("awkward")
+
+    def here(*_: Any) -> None:
+        raise AssertionError("a TTree parsed for the prefetch in the analysis's process")
+
+    monkeypatch.setattr("htpdata.locator.baskets_in", here)  # parsed in the helper only
+    monkeypatch.setattr("htpdata.prefetch.baskets_in", here)
     c = client(tmp_path)
     assert ak.array_equal(read(0), local(origin, 0))
     wait_for(lambda: NAMES[1] in c.prefetcher.prefetched)
@@ -248,11 +274,14 @@ def test_prefetched_bytes_are_never_served_for_another_content(
 def test_prefetch_stops_when_the_analysis_stops(origin: XRootDServer, tmp_path: Path) -> None:
     c = client(tmp_path)
     read(0)
-    c.close()  # before its first request (it waits for the first data read to finish)
+    c.close()  # before its first basket request (it waits for the first data read to end)
     time.sleep(0.5)
     assert c.prefetcher.prefetched == {}
-    held = [c.cache.tiers[0].read(reader_of(1).identity(), [(0, 10**9)])]
-    assert held == [[]]  # nothing of file 1 stored
+    ident = reader_of(1).identity()
+    held = sum(len(d) for _, d in c.cache.tiers[0].read(ident, [(0, 10**9)]))
+    assert held < basket_bytes(origin, 1, ["b0"])  # at most its metadata, fetched ahead
+    time.sleep(0.5)
+    assert sum(len(d) for _, d in c.cache.tiers[0].read(ident, [(0, 10**9)])) == held
     c = client(tmp_path / "idle", prefetch_idle="0s")  # no read for 0 s: the analysis stopped
     read(0)
     time.sleep(1.0)

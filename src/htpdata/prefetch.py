@@ -40,15 +40,16 @@ from typing import TYPE_CHECKING, Any
 from .cache.budget import Cancelled
 from .cache.plan import intersect
 from .cache.ranges import Range, merge, split, subtract
-from .cache.rootfile import HEAD_GUESS, NotRoot, RootLayout, parse_keys, parse_layout
+from .cache.rootfile import HEAD_GUESS, KeyExtent, NotRoot, RootLayout, parse_keys, parse_layout
+from .locator import LocateFailed, Locator, baskets_in
 
 if TYPE_CHECKING:
     from .cache import CachedReader
     from .client import Client
     from .config import CacheSettings
 
-__all__ = ["Prefetcher", "baskets_of", "chunks", "read_baskets", "to_fetch", "touched",
-           "warm_metadata"]
+__all__ = ["Prefetcher", "baskets_of", "chunks", "metadata_chunks", "read_baskets", "to_fetch",
+           "touched", "warm_metadata"]
 
 log = logging.getLogger("htpdata.prefetch")
 _START_AFTER = 4
@@ -57,6 +58,9 @@ _SETTLE = 0.1
 """Seconds without a foreground request after which a file's first data read is over."""
 _FIRST_DATA = 1.0
 """Seconds the prefetch waits for a read of file *i* that covers one of its baskets."""
+_LATE = 3
+"""Files in a row whose baskets were located after the analysis opened them, after which only
+metadata is prefetched."""
 _prefetchers: weakref.WeakSet[Prefetcher] = weakref.WeakSet()
 
 
@@ -164,37 +168,15 @@ class ReaderFile:
 def baskets_of(reader: CachedReader, only: Mapping[str, Sequence[str]] | None = None
                ) -> dict[str, dict[str, list[Range]]]:
     """``{tree: {branch: basket ranges}}`` of the file's top-level TTrees (only the trees and
-    branches in ``only``, when given), located through its metadata."""
-    import uproot
-
-    out: dict[str, dict[str, list[Range]]] = {}
-    with uproot.open(ReaderFile(reader)) as f:
-        for key, cls in f.classnames(recursive=False).items():
-            tree_name = key.split(";")[0]
-            if cls != "TTree" or tree_name in out or (only is not None and tree_name not in only):
-                continue
-            tree = f[tree_name]
-            wanted = set(only[tree_name]) if only is not None else None
-            branches: dict[str, list[Range]] = {}
-            for b in tree.itervalues(recursive=True):
-                if wanted is not None and b.name not in wanted:
-                    continue
-                n = b.num_baskets
-                seeks, sizes = b.member("fBasketSeek"), b.member("fBasketBytes")
-                branches[b.name] = [(int(seeks[k]), int(seeks[k]) + int(sizes[k]))
-                                    for k in range(n) if int(seeks[k]) > 0 and int(sizes[k]) > 0]
-            out[tree_name] = branches
-    return out
+    branches in ``only``, when given), located through its metadata, parsed in this process
+    (the prefetcher parses in a helper process: :mod:`htpdata.locator`)."""
+    return baskets_in(ReaderFile(reader), only)
 
 
-def warm_metadata(reader: CachedReader, objects: Iterable[str] = (),
-                  cancel: threading.Event | None = None) -> bool:
-    """Fetch into the tiers what every opener of the ROOT file reads before its data: the
-    header, the keys list and the streamer info, and the records of the top-level ``objects``
-    named (such as the TTree an analysis opens), which is all coffea's ``preprocess`` reads of
-    it. Three round trips (the header says where the keys are, the keys where the objects
-    are); what a tier holds is not fetched again. ``cancel`` set: stop before the next one.
-    False for a file that is no ROOT file (nothing more is read of it), else True."""
+def _metadata(reader: CachedReader, cancel: threading.Event | None
+              ) -> tuple[dict[int, bytes], RootLayout, list[KeyExtent]] | bool:
+    """Read the header and the keys list: ``({start: bytes}, layout, keys)``; False for a
+    file that is no ROOT file, True when cancelled."""
     def go_on() -> bool:
         return cancel is None or not cancel.is_set()
 
@@ -216,14 +198,52 @@ def warm_metadata(reader: CachedReader, objects: Iterable[str] = (),
     if not go_on():
         return True
     keys = reader.read(layout.seek_keys, layout.seek_keys + layout.nbytes_keys)
-    wanted = {o.split(";")[0].strip("/") for o in objects}
     try:
-        records = [k.range for k in parse_keys(keys, layout) if k.name in wanted]
+        parsed = parse_keys(keys, layout)
     except NotRoot:
         return False
-    if records and go_on():
+    return {0: head, layout.seek_keys: keys}, layout, parsed
+
+
+def warm_metadata(reader: CachedReader, objects: Iterable[str] = (),
+                  cancel: threading.Event | None = None, *, trees: bool = False) -> bool:
+    """Fetch into the tiers what every opener of the ROOT file reads before its data: the
+    header, the keys list and the streamer info, and the records of the top-level ``objects``
+    named (such as the TTree an analysis opens; every top-level TTree with ``trees``), which
+    is all coffea's ``preprocess`` reads of it. Three round trips (the header says where the
+    keys are, the keys where the objects are); what a tier holds is not fetched again.
+    ``cancel`` set: stop before the next one. False for a file that is no ROOT file (nothing
+    more is read of it), else True."""
+    got = _metadata(reader, cancel)
+    if isinstance(got, bool):
+        return got
+    _, _, keys = got
+    wanted = {o.split(";")[0].strip("/") for o in objects}
+    records = [k.range for k in keys if k.name in wanted or (trees and k.classname == "TTree")]
+    if records and (cancel is None or not cancel.is_set()):
         reader.warm(records)
     return True
+
+
+def metadata_chunks(reader: CachedReader, cancel: threading.Event | None = None
+                    ) -> dict[int, bytes] | None:
+    """What uproot reads to open the file's top-level TTrees, read through the tiers as
+    ``{start: bytes}``: the header, the keys list, the streamer info and the trees' records.
+    None for a file that is no ROOT file; :class:`Cancelled` when ``cancel`` is set."""
+    got = _metadata(reader, cancel)
+    if got is True:
+        raise Cancelled()
+    if got is False:
+        return None
+    chunks, layout, keys = got
+    ranges = [(layout.seek_info, layout.seek_info + layout.nbytes_info)]
+    ranges += [k.range for k in keys if k.classname == "TTree"]
+    ranges = [(s, e) for s, e in ranges if e > s]
+    if cancel is not None and cancel.is_set():
+        raise Cancelled()
+    for (start, _), data in zip(ranges, reader.read_ranges(ranges), strict=True):
+        chunks[start] = data
+    return chunks
 
 
 # -- the prefetcher ------------------------------------------------------------------------------
@@ -251,6 +271,9 @@ class Prefetcher:
         self.per_request = int(settings.max_extent)
         self.idle = float(settings.prefetch_idle)
         self.concurrency = int(settings.prefetch_concurrency)
+        self.baskets = bool(settings.prefetch_baskets)
+        """Baskets prefetched too (off by the setting, or when they come too late)."""
+        self._late_run = 0
         self.cancel = threading.Event()
         self._lock = threading.Lock()
         self._seen: dict[str, _Seen] = {}
@@ -260,6 +283,11 @@ class Prefetcher:
         """The basket ranges of the last few files located (each TTree is parsed once: a
         prefetched file's are used again when the analysis reads it)."""
         self._pool: ThreadPoolExecutor | None = None
+        self._locator = Locator()
+        self._warmed: set[str] = set()
+        """Next files whose metadata was fetched ahead (or is being)."""
+        self._elsewhere: dict[str, bool] = {}
+        """Next files found begun by another reader (or not) before this one touched them."""
         self.prefetched: dict[str, int] = {}
         """Bytes asked per prefetched file (for tests and benchmarks)."""
         _prefetchers.add(self)
@@ -307,6 +335,7 @@ class Prefetcher:
         self.cancel.set()
         with self._lock:
             pool, self._pool = self._pool, None
+        self._locator.close()  # a parse under way ends now
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         self.cancel = threading.Event()  # usable again (the client reconnects)
@@ -388,7 +417,20 @@ class Prefetcher:
             return
         # A next file another reader began (another worker's, or opened by coffea's
         # preprocess) is left to it: nothing is parsed or fetched for it here.
-        targets = [t for t in targets if not self._background(t).touched()]
+        targets = [t for t in targets if not self._begun_elsewhere(t)]
+        for target in targets:  # first their metadata: three small reads, no parse
+            with self._lock:
+                if target in self._warmed or self._pool is None:
+                    continue
+                self._warmed.add(target)
+                pool = self._pool
+            pool.submit(self._guarded, self._warm, target)
+        if not targets or not self.baskets:
+            if not targets:
+                with self._lock:
+                    seen.started = False
+            return
+        self._locator.start()  # its interpreter starts while file i's first data read runs
         if not targets:
             with self._lock:
                 seen.started = False
@@ -408,13 +450,61 @@ class Prefetcher:
                 pool = self._pool
             pool.submit(self._guarded, self._prefetch, target, mine, wanted)
 
+    def _begun(self, name: str) -> bool:
+        """Has the analysis opened ``name``? (Its baskets are then fetched by its reads: a
+        prefetch of them would only compete, so a late one is dropped.)"""
+        with self._lock:
+            return name in self._seen
+
+    def _late(self, name: str, located: bool) -> bool:
+        """Has the analysis opened ``name`` before its baskets were located? Then they are
+        fetched by its reads and a prefetch would only compete: it is dropped. After
+        ``_LATE`` such files in a row (the helper cannot keep up: no core to spare) baskets
+        are no longer prefetched, only metadata, and the helper is stopped."""
+        with self._lock:
+            if name not in self._seen:
+                if located:  # in time
+                    self._late_run = 0
+                return False
+            self._late_run += 1
+            if self._late_run < _LATE or not self.baskets:
+                return True
+            self.baskets = False
+        log.info("prefetch: baskets located too late for %d files in a row; metadata only "
+                 "from now on", _LATE)
+        self._locator.close()
+        return True
+
+    def _begun_elsewhere(self, name: str) -> bool:
+        """Did another reader begin ``name`` before this prefetcher touched it? (Asked once:
+        the metadata fetched ahead makes it touched.)"""
+        with self._lock:
+            known = self._elsewhere.get(name)
+        if known is None:
+            known = self._background(name).touched()
+            with self._lock:
+                known = self._elsewhere.setdefault(name, known)
+                while len(self._elsewhere) > 64:
+                    self._elsewhere.pop(next(iter(self._elsewhere)))
+        return known
+
+    def _warm(self, name: str) -> None:
+        """Fetch ahead what an open of the next file's trees reads: its header, keys list,
+        streamer info and top-level TTrees' records (:func:`warm_metadata`)."""
+        self._alive()
+        warm_metadata(self._background(name), cancel=self.cancel, trees=True)
+
     def _prefetch(self, name: str, mine: dict[str, dict[str, list[Range]]],
                   wanted: dict[str, dict[str, list[int]]]) -> None:
         """Prefetch one next file: locate it (its own metadata), then warm the baskets that
         match those ``wanted`` of the file read (whose baskets are ``mine``)."""
         self._alive()
+        if self._late(name, located=False):
+            return
         reader = self._background(name)
         located = self._located(name, reader)
+        if self._late(name, located=True):
+            return
         ranges = [r for tree, read in wanted.items()
                   for r in to_fetch(read, mine.get(tree, {}), located.get(tree, {}))]
         todo = chunks(ranges, self.max_bytes, self.per_request)
@@ -422,6 +512,8 @@ class Prefetcher:
                   sum(len(b) for b in wanted.values()), len(todo))
         for batch in todo:
             self._alive()
+            if self._begun(name):
+                return
             reader.warm(batch)
             with self._lock:
                 self.prefetched[name] = self.prefetched.get(name, 0) + sum(
@@ -432,12 +524,27 @@ class Prefetcher:
         with self._lock:
             got = self._baskets.get(name)
         if got is None:
-            got = baskets_of(reader or self._background(name))
+            got = self._locate(reader or self._background(name))
             with self._lock:
                 self._baskets[name] = got
                 while len(self._baskets) > 4 + 2 * self.files:
                     self._baskets.pop(next(iter(self._baskets)))
         return got
+
+    def _locate(self, reader: CachedReader) -> dict[str, dict[str, list[Range]]]:
+        """The file's baskets, parsed in the helper process from its metadata read here."""
+        self._alive()
+        chunks = metadata_chunks(reader, self.cancel)
+        if chunks is None:
+            return {}
+        self._alive()
+        try:
+            return self._locator.locate(reader.size(), chunks, reader.read)
+        except LocateFailed as exc:
+            if self.cancel.is_set():
+                raise Cancelled() from None
+            log.info("prefetch cannot locate the baskets of %s: %s", reader.name, exc)
+            return {}
 
     def _background(self, name: str) -> CachedReader:
         from .cache import CachedReader
