@@ -1,9 +1,14 @@
 """The next file's bytes already here: prefetch of a dataset's next files.
 
 While an analysis reads file *i* of a catalog dataset, :class:`Prefetcher` fetches in the
-background what it will read of the next ``cache.prefetch_files`` files: the baskets of the
-branches it has read of file *i* so far, located through each next file's own metadata (its
-header, keys and TTree, read through the cache like any bytes). Everything goes through a
+background what it will read of the next ``cache.prefetch_files`` files: first what opening
+them reads (header, keys, streamers, TTree records: :func:`warm_metadata`, no parse), then the
+baskets of the branches it has read of file *i* so far, located through each next file's own
+metadata. The TTree parse that locates them runs in a helper process
+(:class:`~htpdata.locator.Locator`: in a thread it would hold the GIL against the analysis); a
+file the analysis opens before its baskets are located is left to its reads, and after
+``_LATE`` such files in a row (or with ``cache.prefetch_baskets = false``) only metadata is
+prefetched. Everything goes through a
 :class:`~htpdata.cache.CachedReader` of the next file, with that file's own identity, so
 prefetched bytes are verified, stored and shared exactly like read ones and can never be
 served for another content. Its upstream requests use the background budget
