@@ -4,6 +4,7 @@ a helper that dies is a :class:`LocateFailed`, never a hang or a wrong answer.""
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -96,3 +97,17 @@ def test_a_helper_that_dies_is_a_locate_failed_and_the_next_one_starts() -> None
     finally:
         loc.close()
     assert loc._proc is None
+
+
+def test_a_locator_dropped_unclosed_stops_its_helper() -> None:
+    pytest.importorskip("uproot")
+    data = NANO.read_bytes()
+    loc = Locator()
+    assert loc.locate(len(data), {0: data[:512]}, lambda s, e: data[s:e], ONLY)
+    proc = loc._proc
+    assert proc is not None
+    del loc  # a client never closed: its prefetcher's helper must not outlive it
+    gc.collect()
+    assert proc.returncode is not None
+    assert proc.stdin is not None
+    assert proc.stdin.closed

@@ -31,6 +31,7 @@ import struct
 import subprocess
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
@@ -187,6 +188,7 @@ class Locator:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._reaper: weakref.finalize[Any, Any] | None = None
         self.broken: str | None = None
         """Why the helper cannot be used (it is not started again)."""
 
@@ -239,13 +241,15 @@ class Locator:
             self._stop()  # died between requests: a new one
         if self._proc is None:
             try:
-                self._proc = subprocess.Popen(
+                proc = subprocess.Popen(
                     [sys.executable, "-c", "from htpdata.locator import main; main()"],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
             except OSError as exc:
                 self.broken = f"the locator helper cannot start: {exc}"
                 raise LocateFailed(self.broken) from None
+            # Stopped when this Locator is collected unclosed, and at the interpreter's exit.
+            self._proc, self._reaper = proc, weakref.finalize(self, _reap, proc)
         return self._proc
 
     def close(self) -> None:
@@ -257,15 +261,18 @@ class Locator:
             self._stop()
 
     def _stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                try:
-                    stream.close()
-                except OSError:
-                    pass
-        proc.kill()
-        proc.wait()
+        reaper, self._proc, self._reaper = self._reaper, None, None
+        if reaper is not None:
+            reaper()  # _reap(proc), once
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
+    proc.kill()
+    proc.wait()
 
