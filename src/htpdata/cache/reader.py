@@ -162,6 +162,23 @@ FLIGHTS = InFlight()
 """The fetches in flight in this process (every reader of every client shares it)."""
 
 
+def _make_entry_meanwhile(flight: Flight) -> threading.Thread | None:
+    """A thread making the folder of an entry that has none, while this reader's first bytes
+    come from storage: the next batch's claim needs it, and its three ``mkdir`` and opens
+    (round trips on a network filesystem) then cost nothing on the read's path. A failure
+    is left to the claim, which meets it again and reads uncached as before."""
+    if flight.entry.folder is not None or not flight.area.writable:
+        return None
+
+    def make() -> None:
+        with contextlib.suppress(OSError, CacheWriteError):
+            flight.area.materialize(flight.entry)
+
+    thread = threading.Thread(target=make, name="htpdata-entry", daemon=True)
+    thread.start()
+    return thread
+
+
 @contextlib.contextmanager
 def _no_flight() -> Iterator[None]:
     yield None
@@ -598,8 +615,14 @@ class CachedReader:
                     # (its create, listing and removal cost more than fetching them twice),
                     # no pack of its own (stored with this file's next pack). Later small
                     # batches claim as usual, so N readers fetch at most one small batch each
-                    # twice, not every small read.
-                    got = self._upstream(fetch, tally, slotted=True)
+                    # twice, not every small read. The entry's folder, which the next batch
+                    # claims in, is made meanwhile (its mkdirs and opens off the read's path).
+                    maker = _make_entry_meanwhile(flight)
+                    try:
+                        got = self._upstream(fetch, tally, slotted=True)
+                    finally:
+                        if maker is not None:
+                            maker.join()
                     self._check_size()
                     out += got
                     if pending is not None:
