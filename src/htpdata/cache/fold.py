@@ -31,7 +31,7 @@ from typing import Any
 from ..names import namespace_of
 from .area import Area
 from .fsops import Folder, create_exclusive, publish, read_owned_json
-from .records import COUNTERS, RecordView, parse_record
+from .records import COUNTERS, RecordView, parse_record, settle
 
 __all__ = ["DAY_FIELDS", "Folded", "fold_area", "read_days"]
 
@@ -75,6 +75,7 @@ def _load_json(folder: Folder, name: str, owner: int) -> dict[str, Any]:
 def fold_area(area: Area, drop: Folder | None, now: float, *, tier_column: str) -> Folded:
     """Fold the area's records (and the drop box's, when given); see the module docstring.
     The caller holds the area's pass lease."""
+    settle()  # this process's own records, still being created, are seen too
     out = Folded()
     sources: list[tuple[Folder, bool]] = []
     r = area.sub("r")

@@ -132,14 +132,21 @@ def open_beneath(dir_fd: int, path: str, flags: int = DIR_FLAGS, mode: int = 0) 
 class Folder:
     """An open folder of a tier: its descriptor, its ``fstat`` (taken when opened, or on first
     use when the opener did not need it: one metadata operation less), and a path for
-    messages only (never used to open anything)."""
+    messages only (never used to open anything).
 
-    __slots__ = ("_st", "fd", "path")
+    A folder that is only walked through and created in (the tier's root, the areas) may be
+    held by an ``O_PATH`` descriptor (``listable=False``): on a network filesystem that open is
+    one lookup, where a readable open of a folder is a second round trip (FUSE's ``opendir``,
+    NFSv4's ``OPEN``). :meth:`names` and :meth:`chmod` work on both kinds."""
 
-    def __init__(self, fd: int, path: str, st: os.stat_result | None) -> None:
+    __slots__ = ("_st", "fd", "path", "path_only")
+
+    def __init__(self, fd: int, path: str, st: os.stat_result | None, *,
+                 path_only: bool = False) -> None:
         self.fd = fd
         self.path = path
         self._st = st
+        self.path_only = path_only
 
     def __repr__(self) -> str:
         return f"Folder({self.path!r}, fd={self.fd})"
@@ -157,15 +164,33 @@ class Folder:
     @classmethod
     def open_root(cls, path: str) -> Folder:
         """The tier's root: the configured path is the operator's, so symlinks in it are
-        followed; nothing below it ever is."""
+        followed; nothing below it ever is. Held ``O_PATH`` when this user may list and enter
+        it (as a readable open would have checked); otherwise opened readable, so the kernel
+        gives its answer."""
+        fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        st = os.fstat(fd)
+        if may_list(st):
+            return cls(fd, path, st, path_only=True)
+        os.close(fd)
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         return cls(fd, path, os.fstat(fd))
 
-    def open(self, rel: str, *, stat: bool = True) -> Folder:
+    def open(self, rel: str, *, stat: bool = True, listable: bool = True) -> Folder:
         """A folder below this one (OSError if absent or not a real folder), ``fstat``'ed
         unless ``stat`` is false. A folder this user may enter and write but not list (a
         drop box: ``users/``, ``drop/``) is opened ``O_PATH``: good for creating names in it,
-        not for listing it."""
+        not for listing it. With ``listable`` false a folder this user may list is held
+        ``O_PATH`` too (one round trip less; :meth:`names` opens it when it is listed)."""
+        if not listable:
+            fd = open_beneath(self.fd, rel, os.O_PATH | os.O_DIRECTORY)
+            try:
+                st = os.fstat(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            if may_list(st):
+                return Folder(fd, f"{self.path}/{rel}", st, path_only=True)
+            os.close(fd)  # the kernel's own answer (ACLs included) from a readable open
         try:
             fd = open_beneath(self.fd, rel)
         except PermissionError:
@@ -176,10 +201,11 @@ class Folder:
             os.close(fd)
             raise
 
-    def try_open(self, rel: str, *, stat: bool = True) -> Folder | None:
+    def try_open(self, rel: str, *, stat: bool = True, listable: bool = True
+                 ) -> Folder | None:
         """:meth:`open`, or None when the folder is absent or something else stands there."""
         try:
-            return self.open(rel, stat=stat)
+            return self.open(rel, stat=stat, listable=listable)
         except OSError as exc:
             if exc.errno in _NOT_THERE:
                 return None
@@ -209,9 +235,26 @@ class Folder:
         return self.st
 
     def names(self) -> list[os.DirEntry[str]]:
-        """One listing (``getdents``) of the folder, from its descriptor."""
-        with os.scandir(self.fd) as it:
-            return list(it)
+        """One listing (``getdents``) of the folder, from its descriptor (an ``O_PATH`` one is
+        opened readable for it first)."""
+        if not self.path_only:
+            with os.scandir(self.fd) as it:
+                return list(it)
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.fd)
+        try:
+            with os.scandir(fd) as it:
+                return list(it)
+        finally:
+            os.close(fd)
+
+    def chmod(self, mode: int) -> None:
+        """Set the folder's mode (through ``/proc`` for an ``O_PATH`` descriptor, which
+        ``fchmod`` refuses) and take its ``fstat`` again."""
+        if self.path_only:
+            os.chmod(f"/proc/self/fd/{self.fd}", mode)
+        else:
+            os.fchmod(self.fd, mode)
+        self.refresh()
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -224,6 +267,35 @@ class Folder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def may_list(st: os.stat_result) -> bool:
+    """May this process list and enter a folder of these attributes (its owner, group and
+    other bits; root always)? The check a readable open makes, done on an ``fstat`` already
+    taken. ACLs are not read: a folder whose bits say no is opened readable by the callers, so
+    the kernel answers; one whose ACL alone closes it to this user is seen as open, and what
+    is read below it then fails as any unreadable entry does."""
+    uid = os.geteuid()
+    if uid == 0:
+        return True
+    mode = st.st_mode
+    if st.st_uid == uid:
+        bits = mode >> 6
+    elif st.st_gid in _groups():
+        bits = mode >> 3
+    else:
+        bits = mode
+    return bits & 0o5 == 0o5
+
+
+_group_ids: frozenset[int] | None = None
+
+
+def _groups() -> frozenset[int]:
+    global _group_ids
+    if _group_ids is None:
+        _group_ids = frozenset([os.getegid(), *os.getgroups()])
+    return _group_ids
 
 
 # -- files ----------------------------------------------------------------------------------------

@@ -14,9 +14,11 @@ owner (a drop box only the owner can list). It holds
   decisions see a user's own writes and removals at once.
 
 It is created on first need (one ``open``: the only metadata operation a reading process makes
-for it), rewritten in place through the descriptor it keeps when it changed (the heartbeat,
-every few seconds; ``fdatasync`` so other nodes see it), touched otherwise, and written a last
-time at exit with ``"closed": true`` so passes fold it and remove it. A pass that catches a
+for it; made by a short thread, so a warm read does not wait for that round trip, and joined by
+:func:`settle` before this process folds records and by :meth:`ProcessRecord.close`),
+rewritten in place through the descriptor it keeps when it changed (the heartbeat, every few
+seconds; ``fdatasync`` so other nodes see it), touched otherwise, and written a last time at
+exit with ``"closed": true`` so passes fold it and remove it. A pass that catches a
 rewrite half done reads again.
 """
 
@@ -39,7 +41,7 @@ from typing import Any
 from .fsops import Folder, ProcessId, process_alive, read_small
 from .heartbeat import HEART, STALE
 
-__all__ = ["COUNTERS", "ProcessRecord", "RecordView", "parse_record"]
+__all__ = ["COUNTERS", "ProcessRecord", "RecordView", "parse_record", "settle"]
 
 log = logging.getLogger("htpdata.cache")
 COUNTERS = ("served", "upstream", "inserted", "requests", "staged")
@@ -53,6 +55,19 @@ GRACE = 60.0
 FUTURE = 60.0
 _records: weakref.WeakSet[ProcessRecord] = weakref.WeakSet()
 _seq = itertools.count(1)  # record names stay unique when one process has several caches
+_making: set[threading.Thread] = set()
+"""Threads creating a record file right now (see :meth:`ProcessRecord._publish_soon`)."""
+_making_lock = threading.Lock()
+
+
+def settle() -> None:
+    """Wait until every record file this process started creating exists: a pass or report run
+    in this process then sees this process's own marks."""
+    with _making_lock:
+        pending = list(_making)
+    for t in pending:
+        if t is not threading.current_thread():
+            t.join()
 
 
 class ProcessRecord:
@@ -79,6 +94,8 @@ class ProcessRecord:
         self._length = 0
         self._beat: int | None = None
         self._failed = False
+        self._maker: threading.Thread | None = None
+        self._again = False
         _records.add(self)
 
     def _new_name(self) -> str:
@@ -104,6 +121,8 @@ class ProcessRecord:
             if done:
                 del self.in_use[key]
                 self._dirty = True
+        if done:
+            self._wait_made()
         if done and self._created:
             self.flush()  # in place: eviction may take it from now on
 
@@ -157,9 +176,44 @@ class ProcessRecord:
 
     def _publish_soon(self) -> None:
         """A new mark must be visible before eviction's next look: written now (in place, no
-        metadata operation once the file exists), then the heartbeat keeps it current."""
-        self.flush()
+        metadata operation once the file exists), then the heartbeat keeps it current.
+
+        The file's first create is a round trip to the metadata server on a network filesystem
+        (two or three requests); a short thread makes it, so the read that made the mark goes on
+        meanwhile. The thread writes again whatever changed while it created the file."""
+        if self._created:
+            self.flush()
+        else:
+            with self._lock:  # started under the lock: no one joins it before it runs
+                if self._maker is None and not self._failed:
+                    maker = self._maker = threading.Thread(target=self._make, daemon=True,
+                                                           name="htpdata-record")
+                    with _making_lock:
+                        _making.add(maker)
+                    maker.start()
+                else:
+                    self._again = True  # the thread at work writes once more when done
         self._ensure_beat()
+
+    def _make(self) -> None:
+        try:
+            while True:
+                self.flush()
+                with self._lock:
+                    if not self._again or self._failed:
+                        self._maker = None
+                        break
+                    self._again = False
+        finally:
+            with self._lock:
+                self._maker = None
+            with _making_lock:
+                _making.discard(threading.current_thread())
+
+    def _wait_made(self) -> None:
+        maker = self._maker
+        if maker is not None and maker is not threading.current_thread():
+            maker.join()
 
     def _ensure_beat(self) -> None:
         if self._beat is None:
@@ -203,6 +257,7 @@ class ProcessRecord:
                 log.debug("cache: cannot write the reader record %s: %s", self.name, exc)
 
     def _rotate(self) -> None:
+        self._wait_made()
         self.flush(closed=True)
         with self._lock:
             self.traffic = {}
@@ -215,6 +270,7 @@ class ProcessRecord:
             self.flush()
 
     def close(self) -> None:
+        self._wait_made()
         if self._beat is not None:
             HEART.remove(self._beat)
             self._beat = None

@@ -269,8 +269,7 @@ class DiskTier:
                                 f"its owner must make it 0755 (or 0750) for the tier to be used")
                 return None
             if mode & 0o022:
-                os.fchmod(folder.fd, mode & ~0o022)  # ours (made by an older htpdata): fix
-                folder.refresh()
+                folder.chmod(mode & ~0o022)  # ours (made by an older htpdata): fix
             self._root = folder
             self.owner = TierOwner(folder.st.st_uid, folder.st.st_gid)
             return folder
@@ -371,7 +370,7 @@ class DiskTier:
             (spec.kind == GROUP and (self.owner.gid in self.me.groups
                                      or self.owner.uid == self.me.uid))
         try:
-            folder = root.try_open(spec.rel)
+            folder = root.try_open(spec.rel, listable=False)  # walked through, seldom listed
             if folder is None:
                 if self.problem is None and spec.kind == TRUSTED and not self._legacy_checked:
                     self._legacy_checked = True  # no trusted area: a new tier, or an old one
@@ -389,8 +388,8 @@ class DiskTier:
             return None
         why = area_problem(spec, folder.st, self.owner)
         if why is not None and spec.kind == USER and folder.st.st_uid == self.me.uid:
-            os.fchmod(folder.fd, 0o700)  # our own area with loose modes: tighten it
-            why = area_problem(spec, folder.refresh(), self.owner)
+            folder.chmod(0o700)  # our own area with loose modes: tighten it
+            why = area_problem(spec, folder.st, self.owner)
         if why is not None:
             folder.close()
             self._warn_once(f"{self.root}/{spec.rel} is {why}; not used (its owner or root "
@@ -435,8 +434,41 @@ class DiskTier:
     def read_areas(self) -> list[Area]:
         if self._open() is None or self.owner is None or self.problem is not None:
             return []
-        return [a for spec in read_areas(self.me, self.owner, self.trust)
-                if (a := self.area(spec)) is not None]
+        specs = read_areas(self.me, self.owner, self.trust)
+        self._open_side_by_side(specs)
+        return [a for spec in specs if (a := self.area(spec)) is not None]
+
+    def _open_side_by_side(self, specs: Sequence[AreaSpec]) -> None:
+        """A process's first look opens its areas at once: each open is two or three round
+        trips on a network filesystem (most often one of them finds no area, the user's own),
+        so all but the first are opened by short threads while this one opens the first."""
+        with self._lock:
+            root = self._root
+            todo = [s for s in specs if s.rel not in self._areas and s.kind in (TRUSTED, USER)]
+        if root is None or len(todo) < 2:
+            return
+        found: dict[str, Area | None] = {}
+
+        def look(spec: AreaSpec) -> None:
+            with contextlib.suppress(Exception):  # the plain look below says what went wrong
+                found[spec.rel] = self._open_area(root, spec, False)
+
+        threads = [threading.Thread(target=look, args=(s,), daemon=True,
+                                    name="htpdata-area") for s in todo[1:]]
+        for t in threads:
+            t.start()
+        self.area(todo[0])
+        for t in threads:
+            t.join()
+        with self._lock:
+            for rel, got in found.items():
+                if rel in self._areas:
+                    if got is not None:
+                        got.close()  # another thread stored its own meanwhile
+                    continue
+                self._areas[rel] = got
+                if got is None:
+                    self._absent[rel] = time.monotonic()
 
     def _open_to_write(self) -> bool:
         """Open the root for a write, making the tier first if it does not exist yet."""
