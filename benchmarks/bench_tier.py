@@ -23,7 +23,10 @@ environment). For each storage and road:
   the emulator half on each node), against one reader alone: calls in all and WAN bytes;
 - (``--timing-repeat N``, default 1) cold and warm reads without strace, timed, with a plain
   local-file read, uproot straight over root:// and XCache (cold, warm) in front of the same
-  WAN as peers (ratios only; times are noise on a shared 2-core machine).
+  WAN as peers (ratios only; times are noise on a shared 2-core machine); each htpdata read
+  also reports the time its threads spent in the disk tier's own calls ("in the tier ms",
+  ``tier_reader.py``'s ``tier_clock``), a figure much less noisy than the whole read's, which
+  is mostly decoding.
 
 Counts do not depend on the machine's load; times do. Prints the tables and issue 13's targets
 (not asserted), writes ``benchmarks/results/tier.json``.
@@ -42,6 +45,7 @@ import contextlib
 import json
 import os
 import select
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -378,7 +382,8 @@ def timed(b: h.Bench, storage: Storage, road: Road, rep: int) -> None:
     for phase in ("cold", "warm"):
         storage.reset()
         r = b.measure(f"{storage.name} {road.key} {phase}", road.what,
-                      h.child("tier_reader.py", {**road.spec, "branches": BRANCHES}), env)
+                      h.child("tier_reader.py", {**road.spec, "branches": BRANCHES,
+                                                 "tier_clock": True}), env)
         if storage.emu is not None:
             r["server"] = storage.counters().to_json()
 
@@ -474,14 +479,17 @@ def report(rows: list[dict[str, Any]], waiters: list[dict[str, Any]],
         lm, dm = (local.median if local else None), (direct.median if direct else None)
         tt = Table(title="Times without strace, one run (noise on a shared machine: ratios "
                    "against the peers of the same run)")
-        for col in ("case", "s", "/ local", "/ direct", "WAN MB", "server requests"):
+        for col in ("case", "s", "/ local", "/ direct", "WAN MB", "server requests",
+                    "in the tier ms"):
             tt.add_column(col, justify="left" if col == "case" else "right")
         for case in b.cases.values():
             srv = [r["server"]["meta"] for r in case.ok() if "server" in r]
             wan_mb = [(r.get("wan_down", 0) + r.get("wan_up", 0)) / 1e6 for r in case.ok()]
+            in_tier = [r["tier_s"] * 1e3 for r in case.ok() if "tier_s" in r]
             tt.add_row(case.label, h.fmt(case.median, ".3f"), h.fmt(h.ratio(case.median, lm)),
                        h.fmt(h.ratio(case.median, dm)), h.fmt(wan_mb[0] if wan_mb else None),
-                       str(srv[0]) if srv else "-")
+                       str(srv[0]) if srv else "-",
+                       h.fmt(statistics.median(in_tier), ".1f") if in_tier else "-")
             emu = case.label.startswith("nfsemu")
             if case.label.endswith(" warm") and not case.label.startswith("XCache"):
                 bound = WARM_LOCAL_EMU if emu else WARM_LOCAL
