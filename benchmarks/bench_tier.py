@@ -149,10 +149,13 @@ def storages(work: Path, which: list[str], meta_latency_ms: float) -> Iterator[l
         for name in which:
             backing = work / name
             backing.mkdir()
-            if name == "nfsemu":
+            if name in ("nfsemu", "nfsemu-nfs"):
+                nfs = name == "nfsemu-nfs"  # no sleep where an NFS client sends nothing
                 emu = stack.enter_context(NfsEmulator(backing, mounts=2,
-                                                      meta_latency_ms=meta_latency_ms))
-                out.append(Storage(f"nfsemu {meta_latency_ms:g} ms", backing, emu))
+                                                      meta_latency_ms=meta_latency_ms,
+                                                      nfs_round_trips=nfs))
+                out.append(Storage(f"nfsemu {meta_latency_ms:g} ms" + (" nfs-trips" if nfs
+                                                                       else ""), backing, emu))
             else:
                 out.append(Storage("local disk", backing))
         yield out
@@ -558,7 +561,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="the fsspec roads only (catalog name, bare URL), no timing")
     ap.add_argument("--storage", default="local,nfsemu",
-                    help="comma-separated: local, nfsemu (default both)")
+                    help="comma-separated: local, nfsemu, nfsemu-nfs (the emulator sleeping "
+                         "only where an NFS client sends a request: no opendir, no readdir "
+                         "for the end of a listing); default local,nfsemu")
     ap.add_argument("--roads", default=None,
                     help="comma-separated: fsspec, open, fsspec-url, open-url (default all)")
     ap.add_argument("--size-mb", type=int, default=128, help="input size (default 128 MB)")
@@ -588,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         0 if args.quick else 1
     which = args.storage.split(",")
     if unknown := [r for r in keys if r not in roads_for("")] + [
-            s for s in which if s not in ("local", "nfsemu")]:
+            s for s in which if s not in ("local", "nfsemu", "nfsemu-nfs")]:
         ap.error(f"unknown road or storage: {', '.join(unknown)}")
     if (reason := strace_available()) is not None:
         raise SystemExit(f"bench_tier: {reason}")

@@ -391,6 +391,35 @@ def test_latency_is_slept_per_counted_metadata_operation(backing: Path) -> None:
         assert emu.counters().latency_s == 0
 
 
+def test_nfs_round_trips_sleeps_no_opendir_and_no_end_of_listing(backing: Path) -> None:
+    """FUSE asks for a folder's open and once more for the end of a listing; an NFS client
+    sends neither. With ``nfs_round_trips`` both are counted, not slept."""
+    _need(unavailable_reason())
+    for name in ("a", "b", "c"):
+        (backing / "d").mkdir(exist_ok=True)
+        (backing / "d" / name).write_bytes(b"x")
+    for nfs in (False, True):
+        with NfsEmulator(backing, mounts=1, meta_latency_ms=5, nfs_round_trips=nfs) as emu:
+            fd = os.open(emu.mounts[0] / "d", os.O_RDONLY | os.O_DIRECTORY)
+            emu.reset()
+            try:
+                with os.scandir(fd) as it:
+                    assert sorted(e.name for e in it) == ["a", "b", "c"]
+            finally:
+                os.close(fd)
+            counts = emu.reset()
+            assert counts["readdir"] == 2  # the names, then the end
+            slept = 1 if nfs else 2
+            assert counts.latency_s == pytest.approx(slept * 0.005 + (
+                counts.meta - counts["readdir"]) * 0.005)
+            fd = os.open(emu.mounts[0] / "d", os.O_RDONLY | os.O_DIRECTORY)
+            os.close(fd)
+            counts = emu.reset()
+            assert counts["opendir"] == 1
+            assert counts.latency_s == pytest.approx(
+                (counts.meta - (1 if nfs else 0)) * 0.005)
+
+
 @pytest.mark.fuse
 def test_counters_and_reset_per_node(emu: NfsEmulator) -> None:
     a, b = emu.mounts

@@ -94,12 +94,17 @@ class NfsEmulator:
     folder, mode 0755 so other Unix users reach them). ``backing`` must exist. ``fd_cache`` is
     how many inodes a node keeps an open descriptor for (the others it reopens by file handle,
     as an NFS server does), so a tree of millions of files needs no million descriptors.
+    With ``nfs_round_trips`` the requests FUSE sends and an NFS client does not are counted but
+    not slept: ``opendir`` (NFS opens no folder) and the ``readdir`` that only finds the end of
+    a listing (an NFS READDIR reply says when it holds the last names). The default sleeps in
+    every FUSE metadata request.
     """
 
     def __init__(self, backing: str | Path, *, mounts: int = 2, meta_latency_ms: float = 1.0,
                  data_latency_ms: float = 0.0, attr_timeout: float = 1.0,
                  entry_timeout: float = 1.0, negative_timeout: float | None = None,
-                 close_latency: bool = False, mount_dir: str | Path | None = None,
+                 close_latency: bool = False, nfs_round_trips: bool = False,
+                 mount_dir: str | Path | None = None,
                  fd_cache: int = 4096, python: str | None = None) -> None:
         if mounts < 1:
             raise ValueError("mounts must be at least 1")
@@ -113,6 +118,7 @@ class NfsEmulator:
         self.entry_timeout = entry_timeout
         self.negative_timeout = negative_timeout
         self.close_latency = close_latency
+        self.nfs_round_trips = nfs_round_trips
         self.fd_cache = fd_cache
         self.python = python or sys.executable
         self._given_mount_dir = Path(mount_dir) if mount_dir is not None else None
@@ -140,6 +146,8 @@ class NfsEmulator:
             argv += ["--negative-timeout", str(self.negative_timeout)]
         if self.close_latency:
             argv.append("--close-latency")
+        if self.nfs_round_trips:
+            argv.append("--nfs-round-trips")
         return argv
 
     def start(self, timeout: float = 30.0) -> NfsEmulator:

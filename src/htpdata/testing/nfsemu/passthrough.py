@@ -96,6 +96,7 @@ class ServerSettings:
     entry_timeout: float = 1.0
     negative_timeout: float = 1.0
     close_latency: bool = False  # also sleep meta_latency in flush/release (NFSv4 CLOSE)
+    nfs_round_trips: bool = False  # no sleep in opendir, nor in a readdir past the last name
     fd_cache: int = 4096  # O_PATH descriptors kept open for inodes reached by file handle
 
 
@@ -153,7 +154,7 @@ def _request(op: str) -> Callable[[Handler[P, R]], Handler[P, R]]:
         async def handler(*args: P.args, **kwargs: P.kwargs) -> R:
             fs = args[0]
             assert isinstance(fs, PassthroughFs)
-            await fs.account(op)
+            await fs.account(op, fs.not_an_nfs_round_trip(op, args))
             try:
                 return await fn(*args, **kwargs)
             except FUSEError:
@@ -197,15 +198,32 @@ class PassthroughFs(pyfuse3.Operations):
         self._slept = 0.0
 
     # -- counters ------------------------------------------------------------------------
-    async def account(self, op: str) -> None:
+    async def account(self, op: str, free: bool = False) -> None:
+        """Count ``op`` and sleep its latency (``free``: counted, not slept)."""
         self._ops[op] = self._ops.get(op, 0) + 1
         s = self.settings
-        delay = (s.meta_latency if op in META_OPS or (s.close_latency and op in
-                                                      ("flush", "release"))
-                 else s.data_latency if op in DATA_OPS else 0.0)
+        delay = 0.0 if free else (
+            s.meta_latency if op in META_OPS or (s.close_latency and op in ("flush", "release"))
+            else s.data_latency if op in DATA_OPS else 0.0)
         if delay > 0:
             self._slept += delay
             await trio.sleep(delay)
+
+    def not_an_nfs_round_trip(self, op: str, args: tuple[object, ...]) -> bool:
+        """With ``nfs_round_trips``: is this a request an NFS client would not send? An
+        ``opendir``, or a ``readdir`` from past the last name of a listing this handle has
+        already sent whole (the kernel asks once more to find the end; READDIR's reply says
+        so)."""
+        if not self.settings.nfs_round_trips:
+            return False
+        if op == "opendir":
+            return True
+        if op == "readdir" and len(args) > 2:
+            fh, start = args[1], args[2]
+            d = self._dirs.get(fh) if isinstance(fh, int) else None
+            return (d is not None and d.entries is not None and isinstance(start, int)
+                    and 0 < len(d.entries) <= start)
+        return False
 
     def counters(self) -> OpCounts:
         return OpCounts(dict(self._ops), self._bytes_read, self._bytes_written, self._slept)

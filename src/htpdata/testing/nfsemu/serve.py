@@ -2,7 +2,8 @@
 
     python -m htpdata.testing.nfsemu.serve --backing DIR --mount DIR --control SOCKET \\
         [--meta-latency-ms 1] [--data-latency-ms 0] [--attr-timeout 1] [--entry-timeout 1] \\
-        [--negative-timeout 1] [--close-latency] [--fd-cache 4096] [--parent-pid PID]
+        [--negative-timeout 1] [--close-latency] [--nfs-round-trips] [--fd-cache 4096] \\
+        [--parent-pid PID]
 
 :class:`~.emulator.NfsEmulator` starts one per mount point. The control socket (a Unix socket,
 mode 0600) takes one JSON object per line and answers one per line:
@@ -153,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds an absent name is cached (default: the entry timeout)")
     ap.add_argument("--close-latency", action="store_true",
                     help="also sleep the metadata latency in flush and release")
+    ap.add_argument("--nfs-round-trips", action="store_true",
+                    help="no latency for the requests an NFS client does not send (opendir, "
+                         "the readdir that only finds the end of a listing)")
     ap.add_argument("--fd-cache", type=int, default=4096,
                     help="descriptors kept open for inodes reached by file handle")
     ap.add_argument("--parent-pid", type=int, default=None)
@@ -175,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         attr_timeout=args.attr_timeout, entry_timeout=args.entry_timeout,
         negative_timeout=(args.entry_timeout if args.negative_timeout is None
                           else args.negative_timeout),
-        close_latency=args.close_latency, fd_cache=max(1, args.fd_cache))
+        close_latency=args.close_latency, nfs_round_trips=args.nfs_round_trips,
+        fd_cache=max(1, args.fd_cache))
     fs = PassthroughFs(args.backing, settings)
     pyfuse3.init(fs, args.mount, mount_options(args.node))
     log.info("nfsemu: node %s serves %s at %s (meta %.3g ms, data %.3g ms, attr %gs, "
