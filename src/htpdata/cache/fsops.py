@@ -270,14 +270,13 @@ class Folder:
 
 
 def may_list(st: os.stat_result) -> bool:
-    """May this process list and enter a folder of these attributes (its owner, group and
-    other bits; root always)? The check a readable open makes, done on an ``fstat`` already
-    taken. ACLs are not read: a folder whose bits say no is opened readable by the callers, so
-    the kernel answers; one whose ACL alone closes it to this user is seen as open, and what
-    is read below it then fails as any unreadable entry does."""
+    """May this process list and enter a folder of these attributes, by its owner, group and
+    other bits? The check a readable open makes, done on an ``fstat`` already taken. Root is
+    judged by the bits too (on an NFS export that squashes root it has no more rights than
+    anyone), so a folder whose bits say no is opened readable by the callers and the kernel
+    answers. ACLs are not read: a folder whose ACL alone closes it to this user is seen as
+    open, and what is read below it then fails as any unreadable entry does."""
     uid = os.geteuid()
-    if uid == 0:
-        return True
     mode = st.st_mode
     if st.st_uid == uid:
         bits = mode >> 6
