@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -285,6 +286,36 @@ def test_planted_or_loose_area_folders_are_refused() -> None:
     assert area_problem(AreaSpec(TRUSTED), st(1001, 0o40755), OWNER) is not None
     assert area_problem(AreaSpec(GROUP), st(500, 0o43770), OWNER) is None
     assert area_problem(AreaSpec(GROUP), st(500, 0o40775), OWNER) is not None
+
+
+def test_walked_folders_are_held_o_path_and_closed_ones_opened_readable(tmp_path: Path) -> None:
+    """``Folder.open(listable=False)``: a folder this user may list is held ``O_PATH`` (one
+    round trip less on a network filesystem) and still lists and changes mode; one whose bits
+    close it to this user is opened readable, so the kernel answers (root included)."""
+    from htpdata.cache.fsops import Folder, may_list
+
+    (tmp_path / "open").mkdir(mode=0o755)
+    (tmp_path / "open" / "x").write_bytes(b"")
+    with Folder.open_root(str(tmp_path)) as root:
+        with root.open("open", listable=False) as f:
+            assert f.path_only
+            assert [e.name for e in f.names()] == ["x"]
+            f.chmod(0o750)
+            assert f.st.st_mode & 0o777 == 0o750
+        with root.open("open") as f:
+            assert not f.path_only
+        if os.geteuid() == 0:  # another user's closed folder: opened readable, root may
+            (tmp_path / "closed").mkdir(mode=0o700)
+            os.chown(tmp_path / "closed", 65534, 65534)
+            with root.open("closed", listable=False) as f:
+                assert not f.path_only
+                assert f.names() == []
+    other = os.stat_result((0o40700, 0, 0, 2, os.geteuid() + 1, os.getegid() + 1, 0, 0, 0, 0))
+    assert not may_list(other)  # another user's 0700 folder: judged by its bits, root too
+    mine = os.stat_result((0o40700, 0, 0, 2, os.geteuid(), 0, 0, 0, 0, 0))
+    assert may_list(mine)
+    assert not may_list(os.stat_result((0o40711, 0, 0, 2, os.geteuid() + 1,
+                                        os.getegid() + 1, 0, 0, 0, 0)))  # enter, not list
 
 
 def test_private_bytes() -> None:
