@@ -321,6 +321,27 @@ def test_unwritable_tier_location(catalog_dir: Path, tmp_path: Path,
     assert "not usable" in caplog.text
 
 
+def test_a_tier_folder_others_may_write_is_refused_with_one_warning(
+        catalog_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A tier root writable by other users and not ours (anyone could plant bytes in it) is not
+    used, and says so once; reads go on from storage."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the folder to another user")
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    os.chown(loose, 65534, 65534)
+    loose.chmod(0o777)
+    with htpdata.Client(cache={"shared_dir": str(loose)}) as client:
+        assert client.cat(NAME) == WANT
+        assert client.cat(NAME) == WANT
+    warned = [r.getMessage() for r in caplog.records if "writable by other users" in
+              r.getMessage()]
+    assert len(warned) == 1, warned
+    assert "0777" in warned[0]
+    assert "not usable" in warned[0]
+    assert list(loose.iterdir()) == []
+
+
 def test_a_format_1_tier_is_refused_then_cleared(catalog_dir: Path, tmp_path: Path,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     """Today's format is never misread: refused with one line saying how to clear it."""

@@ -267,6 +267,7 @@ class DiskTier:
                 folder.close()
                 self.problem = (f"{self.root} is writable by other users (mode {mode:04o}); "
                                 f"its owner must make it 0755 (or 0750) for the tier to be used")
+                self._warn_once(f"not usable ({self.problem}); reading on without it")
                 return None
             if mode & 0o022:
                 folder.chmod(mode & ~0o022)  # ours (made by an older htpdata): fix
