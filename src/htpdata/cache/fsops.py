@@ -34,6 +34,8 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .trust import Me
+
 __all__ = [
     "DIR_FLAGS",
     "NODE",
@@ -269,32 +271,22 @@ class Folder:
         self.close()
 
 
-def may_list(st: os.stat_result) -> bool:
-    """May this process list and enter a folder of these attributes, by its owner, group and
-    other bits? The check a readable open makes, done on an ``fstat`` already taken. Root is
-    judged by the bits too (on an NFS export that squashes root it has no more rights than
-    anyone), so a folder whose bits say no is opened readable by the callers and the kernel
-    answers. ACLs are not read: a folder whose ACL alone closes it to this user is seen as
-    open, and what is read below it then fails as any unreadable entry does."""
-    uid = os.geteuid()
+def may_list(st: os.stat_result, me: Me | None = None) -> bool:
+    """May ``me`` (default: this process) list and enter a folder of these attributes, by its
+    owner, group and other bits? The check a readable open makes, done on an ``fstat`` already
+    taken. Root is judged by the bits too (on an NFS export that squashes root it has no more
+    rights than anyone), so a folder whose bits say no is opened readable by the callers and
+    the kernel answers. ACLs are not read: a folder whose ACL alone closes it to this user is
+    seen as open, and what is read below it then fails as any unreadable entry does."""
+    me = me or Me.current()
     mode = st.st_mode
-    if st.st_uid == uid:
+    if st.st_uid == me.uid:
         bits = mode >> 6
-    elif st.st_gid in _groups():
+    elif st.st_gid in me.groups:
         bits = mode >> 3
     else:
         bits = mode
     return bits & 0o5 == 0o5
-
-
-_group_ids: frozenset[int] | None = None
-
-
-def _groups() -> frozenset[int]:
-    global _group_ids
-    if _group_ids is None:
-        _group_ids = frozenset([os.getegid(), *os.getgroups()])
-    return _group_ids
 
 
 # -- files ----------------------------------------------------------------------------------------

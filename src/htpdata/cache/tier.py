@@ -225,6 +225,7 @@ class DiskTier:
                                                      list[tuple[int, bytes]]]] = {}
         """Bytes fetched without a claim, kept for the next pack of their file (see defer)."""
         self._lock = threading.RLock()
+        self._looked_side_by_side = False
 
     def __repr__(self) -> str:
         return f"DiskTier({self.name!r}, {str(self.root)!r})"
@@ -315,6 +316,7 @@ class DiskTier:
                 if a is not None:
                     a.close()
             self._areas.clear()
+            self._looked_side_by_side = False
 
     def _lay_out(self, root: Folder) -> None:
         assert self.owner is not None
@@ -443,9 +445,12 @@ class DiskTier:
         """A process's first look opens its areas at once: each open is two or three round
         trips on a network filesystem (most often one of them finds no area, the user's own),
         so all but the first are opened by short threads while this one opens the first."""
+        if self._looked_side_by_side:
+            return  # every read comes here: one look per process, then nothing
         with self._lock:
             root = self._root
             todo = [s for s in specs if s.rel not in self._areas and s.kind in (TRUSTED, USER)]
+            self._looked_side_by_side = root is not None
         if root is None or len(todo) < 2:
             return
         found: dict[str, Area | None] = {}
