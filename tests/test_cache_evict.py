@@ -254,3 +254,43 @@ def test_policy_names_and_watermarks_are_checked_when_loaded(tmp_path: Path) -> 
             assert p.returncode == 7
             assert p.stderr.decode().count("\n") == 1
             assert var in p.stderr.decode()
+
+
+def test_a_reader_counting_bytes_does_not_wait_for_the_record_file_being_made(
+        tmp_path: Path) -> None:
+    """The record's first create (a round trip to a network filesystem's metadata server) runs
+    in a short thread; marks and counts made meanwhile neither wait for it nor get lost."""
+    import threading
+
+    from htpdata.cache.records import ProcessRecord, parse_record
+
+    folder = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    may_create, creating = threading.Event(), threading.Event()
+
+    def create(name: str, mode: int) -> int:
+        creating.set()
+        assert may_create.wait(30)
+        return os.open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode, dir_fd=folder)
+
+    rec = ProcessRecord(create, 0o600)
+    try:
+        rec.hold("k1")  # starts the thread that makes the file
+        assert creating.wait(30)
+        counted = threading.Event()
+        counter = threading.Thread(target=lambda: (rec.count("k1", served=7), counted.set()))
+        counter.start()
+        assert counted.wait(30), "count() waited for the record file's create"
+        assert not may_create.is_set()  # it returned while the create was still under way
+        rec.touch("k2")
+        may_create.set()
+        counter.join(30)
+        rec.close()
+        view = parse_record(Folder(folder, str(tmp_path), None), rec.name, lambda uid: True)
+        assert view is not None
+        raw = json.loads((tmp_path / rec.name).read_bytes())
+        assert raw["closed"] is True
+        assert raw["traffic"]["k1"]["served"] == 7
+        assert set(raw["access"]) == {"k1", "k2"}
+    finally:
+        may_create.set()
+        os.close(folder)

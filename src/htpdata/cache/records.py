@@ -88,6 +88,11 @@ class ProcessRecord:
         self.added = 0
         self.removed = 0
         self._lock = threading.Lock()
+        """Guards what readers change (marks, counts): held for moments, never across I/O."""
+        self._io = threading.RLock()
+        """Guards the file (its name, descriptor, length) across a create or write; taken
+        before ``_lock``, never while holding it. Readers counting bytes never wait for a
+        create or a write on the metadata server."""
         self._dirty = False
         self._created = False
         self._fd = -1
@@ -163,16 +168,20 @@ class ProcessRecord:
 
     # -- the file ----------------------------------------------------------------------------
     def snapshot(self, closed: bool = False) -> dict[str, Any]:
-        now = time.time()
         with self._lock:
-            for k in [k for k, t in self.marked_until.items() if t < now]:
-                del self.marked_until[k]
-            keys = set(self.in_use) | set(self.marked_until)
-            return {"v": 1, "proc": self.proc.tag(), "t": now, "closed": closed,
-                    "in_use": [] if closed else sorted(keys),
-                    "access": dict(self.access), "traffic": {k: dict(v) for k, v in
-                                                              self.traffic.items()},
-                    "added": self.added, "removed": self.removed}
+            return self._snapshot(closed)
+
+    def _snapshot(self, closed: bool) -> dict[str, Any]:
+        """What the file says now (``_lock`` held)."""
+        now = time.time()
+        for k in [k for k, t in self.marked_until.items() if t < now]:
+            del self.marked_until[k]
+        keys = set(self.in_use) | set(self.marked_until)
+        return {"v": 1, "proc": self.proc.tag(), "t": now, "closed": closed,
+                "in_use": [] if closed else sorted(keys),
+                "access": dict(self.access), "traffic": {k: dict(v) for k, v in
+                                                          self.traffic.items()},
+                "added": self.added, "removed": self.removed}
 
     def _publish_soon(self) -> None:
         """A new mark must be visible before eviction's next look: written now (in place, no
@@ -222,22 +231,26 @@ class ProcessRecord:
     def _heartbeat(self) -> None:
         if self._dirty or (self.marked_until and min(self.marked_until.values()) < time.time()):
             self.flush(sync=True)
-        elif self._fd >= 0:
-            with contextlib.suppress(OSError):
-                os.utime(self._fd)  # the heartbeat: mtime now
+        else:
+            with self._io:
+                if self._fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.utime(self._fd)  # the heartbeat: mtime now
 
     def flush(self, closed: bool = False, sync: bool = False) -> None:
-        """Write the record: created on first use, then rewritten in place."""
-        with self._lock:
-            if self._failed:
-                return
-            empty = not (self.in_use or self.marked_until or self.access or self.traffic
-                         or self.added or self.removed)
-            if empty and not self._created:
-                return
-            self._dirty = False
-        data = json.dumps(self.snapshot(closed), separators=(",", ":")).encode()
-        with self._lock:
+        """Write the record: created on first use, then rewritten in place. Writes follow one
+        another in the order of their snapshots."""
+        with self._io:
+            with self._lock:
+                if self._failed:
+                    return
+                empty = not (self.in_use or self.marked_until or self.access or self.traffic
+                             or self.added or self.removed)
+                if empty and not self._created:
+                    return
+                self._dirty = False
+                snap = self._snapshot(closed)
+            data = json.dumps(snap, separators=(",", ":")).encode()
             try:
                 if self._fd < 0:
                     self._fd = self._create(self.name, self.file_mode)
@@ -253,21 +266,23 @@ class ProcessRecord:
                     os.close(self._fd)
                     self._fd = -1
             except OSError as exc:
-                self._failed = True  # accounting never breaks a read
+                with self._lock:
+                    self._failed = True  # accounting never breaks a read
                 log.debug("cache: cannot write the reader record %s: %s", self.name, exc)
 
     def _rotate(self) -> None:
         self._wait_made()
-        self.flush(closed=True)
-        with self._lock:
-            self.traffic = {}
-            self.access = {}
-            self.added = self.removed = 0
-            self.name = self._new_name()
-            self._created = False
-            self._dirty = bool(self.in_use or self.marked_until)
-        if self._dirty:
-            self.flush()
+        with self._io:  # no other write between the old file's last and the new one's first
+            self.flush(closed=True)
+            with self._lock:
+                self.traffic = {}
+                self.access = {}
+                self.added = self.removed = 0
+                self.name = self._new_name()
+                self._created = False
+                self._dirty = bool(self.in_use or self.marked_until)
+            if self._dirty:
+                self.flush()
 
     def close(self) -> None:
         self._wait_made()
@@ -276,11 +291,12 @@ class ProcessRecord:
             self._beat = None
         if self._created or self._dirty:
             self.flush(closed=True)
-        self._created = False
-        if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = -1
+        with self._io:
+            self._created = False
+            if self._fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+                self._fd = -1
 
 
 @atexit.register
