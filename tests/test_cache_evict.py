@@ -277,7 +277,12 @@ def test_a_reader_counting_bytes_does_not_wait_for_the_record_file_being_made(
         rec.hold("k1")  # starts the thread that makes the file
         assert creating.wait(30)
         counted = threading.Event()
-        counter = threading.Thread(target=lambda: (rec.count("k1", served=7), counted.set()))
+
+        def count() -> None:
+            rec.count("k1", served=7)
+            counted.set()
+
+        counter = threading.Thread(target=count)
         counter.start()
         assert counted.wait(30), "count() waited for the record file's create"
         assert not may_create.is_set()  # it returned while the create was still under way
