@@ -435,12 +435,18 @@ def test_a_stage_request_makes_data_trusted_for_everyone(tenants: Tenants,
     check(read["sha"] == _sha([[0, len(WANT)]]), "eve read wrong bytes")
     check(read["counters"]["shared"] == len(WANT) and read["counters"]["upstream"] == 0,
           f"the staged file was not served from the trusted area: {read['counters']}")
-    # Her read is counted in her own area (her report shows it); the drop box holds only marks.
+    # Her read is counted in her own area (her report shows it, with the names).
     r = tenants.htpdata(tenants.eve, "report", "--refresh", "--json", env=env, timeout=60)
     assert r.returncode == 0, r.err
     mine = [x for x in json.loads(r.out)["records"] if x.get("user") == tenants.eve.name]
     check(sum(x["served_shared"] for x in mine) == len(WANT),
           f"eve's report does not show her read of the trusted area: {mine}")
+    # The trusted area's owner sees whom it served (from eve's drop-box record: bytes, no names).
+    r = tenants.htpdata(tenants.cache, "report", "--refresh", "--json", env=env, timeout=60)
+    assert r.returncode == 0, r.err
+    served = [x for x in json.loads(r.out)["records"] if x.get("user") == tenants.eve.name]
+    check(sum(x["served_shared"] for x in served) == len(WANT),
+          f"the owner's report does not show eve's read of the trusted area: {served}")
 
 
 # -- every trap at every name of an entry --------------------------------------------------------

@@ -9,7 +9,8 @@ owner (a drop box only the owner can list). It holds
 - ``access``: when each entry was last read, folded by the area's passes into the entries'
   access stamps (reads themselves write nothing per entry);
 - ``traffic``: bytes served, fetched upstream and inserted per entry (labelled with the name and
-  dataset only in the user's own area: a drop-box record names no file);
+  dataset only in the user's own area: a drop-box record names no file, and counts only what the
+  trusted area served, so its owner's report shows whom it serves);
 - ``added``/``removed``: bytes this process stored into and removed from the area, so quota
   decisions see a user's own writes and removals at once.
 

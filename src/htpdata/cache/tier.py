@@ -512,6 +512,12 @@ class DiskTier:
                 got = entry.read(ident.key, left)
             if got:
                 self._mark(ident, area)
+                if area.spec.kind == TRUSTED and not area.writable:
+                    # Its owner's reports show whom the trusted area serves: bytes by reader
+                    # (the drop record's owner), per entry key, no names (in memory until the
+                    # record's next write).
+                    self._record(area).count(ident.name_key, served=sum(len(b) for _, b in got),
+                                             requests=1)
                 out += got
                 left = subtract(left, [(s, s + len(b)) for s, b in got])
         return out
