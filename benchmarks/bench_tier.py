@@ -482,14 +482,17 @@ def report(rows: list[dict[str, Any]], waiters: list[dict[str, Any]],
         lm, dm = (local.median if local else None), (direct.median if direct else None)
         tt = Table(title="Times without strace, one run (noise on a shared machine: ratios "
                    "against the peers of the same run)")
-        for col in ("case", "s", "/ local", "/ direct", "WAN MB", "server requests",
-                    "in the tier ms"):
+        for col in ("case", "s", "min-max s", "/ local", "/ direct", "WAN MB",
+                    "server requests", "in the tier ms"):
             tt.add_column(col, justify="left" if col == "case" else "right")
         for case in b.cases.values():
             srv = [r["server"]["meta"] for r in case.ok() if "server" in r]
             wan_mb = [(r.get("wan_down", 0) + r.get("wan_up", 0)) / 1e6 for r in case.ok()]
             in_tier = [r["tier_s"] * 1e3 for r in case.ok() if "tier_s" in r]
-            tt.add_row(case.label, h.fmt(case.median, ".3f"), h.fmt(h.ratio(case.median, lm)),
+            times = case.times
+            tt.add_row(case.label, h.fmt(case.median, ".3f"),
+                       f"{min(times):.3f}-{max(times):.3f}" if times else "-",
+                       h.fmt(h.ratio(case.median, lm)),
                        h.fmt(h.ratio(case.median, dm)), h.fmt(wan_mb[0] if wan_mb else None),
                        str(srv[0]) if srv else "-",
                        h.fmt(statistics.median(in_tier), ".1f") if in_tier else "-")
@@ -508,6 +511,11 @@ def report(rows: list[dict[str, Any]], waiters: list[dict[str, Any]],
             console.print(f"  peer: XCache warm {h.fmt(h.ratio(xw.median, lm))} x local file, "
                           f"XCache cold {h.fmt(h.ratio(b.case('XCache cold').median, dm))} x "
                           "direct root://")
+        if local is not None and len(local.times) > 1 and lm:
+            spread = (max(local.times) - min(local.times)) / lm
+            console.print(f"  noise: the local file's {len(local.times)} reads span "
+                          f"{spread:.0%} of their median: a time target met or missed by "
+                          "less than that is not decided by this run")
     for r in rows:
         if r.get("error"):
             continue
