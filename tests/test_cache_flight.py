@@ -274,3 +274,44 @@ def test_two_nodes_racing_for_the_same_ranges_fetch_them_once(slow_origin: Secti
             assert ups[late] == 0, (late, ups)  # it waited for the other's pack
             assert ups[1 - late] >= sum(e - s for s, e in RANGES), (late, ups)
             assert verify_tier(backing / tier, {NAME: WANT}).wrong_bytes == 0
+
+
+def test_a_claim_seen_before_its_write_is_stamped_as_its_writer_stamps_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claim is created, then written once; its writer's own stamp is the mtime after that
+    write. Another process that first sees it between the two must not take the create's
+    stamp: with an earlier stamp for the other than the other takes for itself, two claimers
+    of one batch each yielded to the other, and every waiter then fetched the batch."""
+    from htpdata.cache.entry import Entry, claim_name
+    from htpdata.cache.fsops import Folder, ProcessId
+
+    folder = Folder(os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY), str(tmp_path), None)
+    other = ProcessId("other-node", 4242, 1)  # on another node: alive by its heartbeat
+    ranges = [(1700, 547510)]
+    name = claim_name(time.time_ns(), ranges, other)
+    fd = os.open(tmp_path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    created = time.time_ns() - 10**9
+    os.utime(fd, ns=(created, created))  # the create's stamp, a second before the write's
+    written = time.time_ns()
+    real_sleep = time.sleep
+
+    def the_write_lands_meanwhile(seconds: float) -> None:
+        nonlocal fd
+        if fd >= 0:  # the writer's one write, while the reader waits to look again
+            os.write(fd, json.dumps({"ranges": ranges}).encode())
+            os.utime(fd, ns=(written, written))  # what its writer's fstat after it gives
+            os.close(fd)
+            fd = -1
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", the_write_lands_meanwhile)  # the module entry uses
+    entry = Entry("trusted", "k" * 40, folder, lambda uid: True, lambda uid: True)
+    try:
+        entry.load()
+        seen = entry.live_claims(None, 30.0)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        folder.close()
+    assert [(c.name, c.born) for c in seen] == [(name, written)]
+    assert [tuple(r) for r in seen[0].ranges] == ranges
