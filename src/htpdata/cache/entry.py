@@ -481,7 +481,7 @@ class Entry:
         its own (its ``fstat`` after that write), not its create's. Seen between the two, a
         claim's stamp was earlier than its writer's own: two claimers of one batch then each
         yielded to the other, nobody fetched it, and every waiter fetched it itself (14 of 16
-        readers, 2.4 x the WAN bytes, in 2 of 10 runs on the emulator's two nodes). A writer
+        readers, up to 2.4 x the WAN bytes, in 7 of 49 runs on the emulator's two nodes). A writer
         that died between its create and its write is stamped by its create after a few
         tries."""
         assert self.folder is not None

@@ -164,6 +164,12 @@ class Flight:
             self.entry.remove_claim(name)
 
 
+def _via_drop(area: Area) -> bool:
+    """Does this process's record for ``area`` go to the owner's drop box (the trusted area,
+    read by someone who is not its owner)?"""
+    return area.spec.kind == TRUSTED and not area.writable
+
+
 def _opener(area: Area, private: bool) -> Callable[[str, int], int]:
     """Create a reader record in ``area``'s ``r/``: one ``openat2`` from the area's descriptor
     once the folder exists (made on first need)."""
@@ -512,7 +518,7 @@ class DiskTier:
                 got = entry.read(ident.key, left)
             if got:
                 self._mark(ident, area)
-                if area.spec.kind == TRUSTED and not area.writable:
+                if _via_drop(area):
                     # Its owner's reports show whom the trusted area serves: bytes by reader
                     # (the drop record's owner), per entry key, no names (in memory until the
                     # record's next write).
@@ -706,7 +712,7 @@ class DiskTier:
     # -- reader records ------------------------------------------------------------------------
     def _record(self, area: Area) -> ProcessRecord:
         """This process's record for ``area`` (the drop box for the trusted area of others)."""
-        drop = area.spec.kind == TRUSTED and not area.writable
+        drop = _via_drop(area)
         key = "drop" if drop else area.spec.rel
         with self._lock:
             rec = self._records.get(key)
@@ -826,9 +832,8 @@ class DiskTier:
 
     def record_of(self, area: Area) -> ProcessRecord | None:
         """This process's record for ``area``, if it has one (not created here)."""
-        drop = area.spec.kind == TRUSTED and not area.writable
         with self._lock:
-            return self._records.get("drop" if drop else area.spec.rel)
+            return self._records.get("drop" if _via_drop(area) else area.spec.rel)
 
     def note_removed(self, area: Area, nbytes: int) -> None:
         self._record(area).note(removed=nbytes)
