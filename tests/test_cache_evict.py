@@ -131,6 +131,46 @@ def test_eviction_runs_by_itself_past_the_high_watermark(catalog_dir: Path,
         assert sum(p.stat().st_size for p in packs_under(tmp_path / "local")) <= 0.95 * size
 
 
+def fds_under(folder: Path) -> list[str]:
+    """This process's descriptors open on something under ``folder``."""
+    inside = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target == str(folder) or target.startswith(f"{folder}/"):
+            inside.append(target)
+    return inside
+
+
+@pytest.mark.xrootd
+def test_closing_a_client_waits_for_its_background_pass_and_leaves_nothing_open(
+        catalog_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass its own writes started runs to its end before the client's tiers close: it
+    does not open them again behind the close (a descriptor left in the tier keeps its
+    filesystem busy: it could not be unmounted)."""
+    from htpdata.cache.evict import evict_area as real
+
+    calls: list[float] = []
+
+    def slow_pass(*args: object, **kwargs: object) -> object:
+        time.sleep(0.3)  # still running when the client closes
+        calls.append(time.monotonic())
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("htpdata.cache.evict_area", slow_pass)
+    local = tmp_path / "local"
+    with htpdata.Client(cache={"local_dir": str(local), "local_size": 300_000}) as client:
+        for n in TEST_FILES:
+            client.cat(f"test:/store/test/{n}")
+    closed = time.monotonic()
+    assert calls
+    assert max(calls) < closed
+    assert fds_under(local) == []
+    assert sum(p.stat().st_size for p in packs_under(local)) <= 0.95 * 300_000
+
+
 @pytest.mark.xrootd
 def test_past_hard_quota_reads_go_on_uncached_and_warn_twice(
         catalog_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -142,6 +142,7 @@ class Cache:
         """What every reader of this cache did so far (each reader has its own too)."""
         self._lock = threading.Lock()
         self._evicting: set[str] = set()
+        self._evictors: dict[str, threading.Thread] = {}
         self._pending: set[str] = set()
         self._admit: dict[str, tuple[float, bool]] = {}
         self._warned: set[str] = set()
@@ -293,8 +294,10 @@ class Cache:
             if tier.name in self._evicting:
                 return
             self._evicting.add(tier.name)
-        threading.Thread(target=self._evict_in_background, args=(tier,), daemon=True,
-                         name=f"htpdata-evict-{tier.name}").start()
+            thread = threading.Thread(target=self._evict_in_background, args=(tier,),
+                                      daemon=True, name=f"htpdata-evict-{tier.name}")
+            self._evictors[tier.name] = thread
+        thread.start()
 
     def _evict_in_background(self, tier: DiskTier) -> None:
         try:
@@ -311,11 +314,24 @@ class Cache:
         with self._lock:
             self._evicting.discard(tier.name)
 
-    def wait_for_eviction(self, timeout: float = 60.0) -> None:
-        """Block until this process's background eviction passes are done (tests, stage)."""
+    def wait_for_eviction(self, timeout: float = 60.0) -> bool:
+        """Block until this process's background eviction passes are done (close, tests,
+        stage); False if one still runs after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
-        while self._evicting and time.monotonic() < deadline:
-            time.sleep(0.02)
+        while True:
+            with self._lock:
+                busy = [self._evictors.get(name) for name in self._evicting]
+                if not busy:
+                    self._evictors.clear()
+                    return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            thread = busy[0]
+            if thread is not None and thread.is_alive():
+                thread.join(left)
+            else:  # registered, not started yet
+                time.sleep(min(left, 0.005))
 
     # -- passes ------------------------------------------------------------------------------
     def evict(self, tier_name: str, need: int | None = None,
@@ -445,8 +461,14 @@ class Cache:
 
     def close(self) -> None:
         """Writes landed, packs merged, records closed, every descriptor on the tiers closed (a
-        client's end; the tiers open again if the cache is used after)."""
+        client's end; the tiers open again if the cache is used after). A background
+        eviction pass started by this process's writes runs to its end first: it would open
+        the tiers again behind the close (a descriptor left in the tier keeps its filesystem
+        busy, and the pass would race the next user of the client)."""
         self.compact()
+        if not self.wait_for_eviction():
+            log.warning("cache: an eviction pass still runs after 60 s; closing the tiers "
+                        "under it")
         for tier in self.tiers:
             tier.close()
 
