@@ -339,3 +339,41 @@ def test_a_reader_counting_bytes_does_not_wait_for_the_record_file_being_made(
     finally:
         may_create.set()
         os.close(folder)
+
+
+def test_a_count_landing_while_a_full_record_is_rotated_is_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record past MAX_KEYS entry keys is closed and a new one begun: a count another thread
+    makes while the old file's last write is under way goes to the new file, not lost."""
+    import threading
+
+    from htpdata.cache import records
+    from htpdata.cache.records import ProcessRecord
+
+    monkeypatch.setattr(records, "MAX_KEYS", 3)
+    folder = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    made: list[str] = []
+
+    def create(name: str, mode: int) -> int:
+        if not made:  # the old file's last write: another reader counts meanwhile
+            late = threading.Thread(target=lambda: rec.count("late", served=5))
+            late.start()
+            late.join(30)
+        made.append(name)
+        return os.open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode, dir_fd=folder)
+
+    rec = ProcessRecord(create, 0o600)
+    try:
+        for k in ("k1", "k2", "k3", "k4"):  # the fourth key rotates the record
+            rec.count(k, served=1)
+        rec.close()
+        assert len(made) == 2
+        served: dict[str, int] = {}
+        for name in made:
+            raw = json.loads((tmp_path / name).read_bytes())
+            assert raw["closed"] is True
+            for key, row in raw["traffic"].items():
+                served[key] = served.get(key, 0) + row["served"]
+        assert served == {"k1": 1, "k2": 1, "k3": 1, "k4": 1, "late": 5}
+    finally:
+        os.close(folder)

@@ -243,45 +243,57 @@ class ProcessRecord:
         another in the order of their snapshots."""
         with self._io:
             with self._lock:
-                if self._failed:
-                    return
-                empty = not (self.in_use or self.marked_until or self.access or self.traffic
-                             or self.added or self.removed)
-                if empty and not self._created:
-                    return
-                self._dirty = False
-                snap = self._snapshot(closed)
-            data = json.dumps(snap, separators=(",", ":")).encode()
-            try:
-                if self._fd < 0:
-                    self._fd = self._create(self.name, self.file_mode)
-                    self._created = True
-                    self._length = 0
-                if len(data) < self._length:  # pad (JSON ends in spaces): no truncate needed
-                    data += b" " * (self._length - len(data))
-                os.pwrite(self._fd, data, 0)
-                self._length = len(data)
-                if sync:
-                    os.fdatasync(self._fd)
-                if closed:
-                    os.close(self._fd)
-                    self._fd = -1
-            except OSError as exc:
-                with self._lock:
-                    self._failed = True  # accounting never breaks a read
-                log.debug("cache: cannot write the reader record %s: %s", self.name, exc)
+                snap = self._take(closed)
+            if snap is not None:
+                self._write(snap, closed, sync)
+
+    def _take(self, closed: bool) -> dict[str, Any] | None:
+        """The snapshot to write now, None when there is nothing to write (``_lock`` held)."""
+        if self._failed:
+            return None
+        empty = not (self.in_use or self.marked_until or self.access or self.traffic
+                     or self.added or self.removed)
+        if empty and not self._created:
+            return None
+        self._dirty = False
+        return self._snapshot(closed)
+
+    def _write(self, snap: dict[str, Any], closed: bool, sync: bool = False) -> None:
+        """Write ``snap`` into the record's file (``_io`` held), creating it on first use."""
+        data = json.dumps(snap, separators=(",", ":")).encode()
+        try:
+            if self._fd < 0:
+                self._fd = self._create(self.name, self.file_mode)
+                self._created = True
+                self._length = 0
+            if len(data) < self._length:  # pad (JSON ends in spaces): no truncate needed
+                data += b" " * (self._length - len(data))
+            os.pwrite(self._fd, data, 0)
+            self._length = len(data)
+            if sync:
+                os.fdatasync(self._fd)
+            if closed:
+                os.close(self._fd)
+                self._fd = -1
+        except OSError as exc:
+            with self._lock:
+                self._failed = True  # accounting never breaks a read
+            log.debug("cache: cannot write the reader record %s: %s", self.name, exc)
 
     def _rotate(self) -> None:
         self._wait_made()
         with self._io:  # no other write between the old file's last and the new one's first
-            self.flush(closed=True)
-            with self._lock:
+            with self._lock:  # the old file's last snapshot and the reset in one hold: a
+                last = self._take(closed=True)  # count landing between them is not lost
                 self.traffic = {}
                 self.access = {}
                 self.added = self.removed = 0
+                self._dirty = bool(self.in_use or self.marked_until)
+            if last is not None:  # counts meanwhile go to the new file: its writes wait on _io
+                self._write(last, closed=True)
+            with self._lock:
                 self.name = self._new_name()
                 self._created = False
-                self._dirty = bool(self.in_use or self.marked_until)
             if self._dirty:
                 self.flush()
 
