@@ -26,7 +26,8 @@ environment). For each storage and road:
   WAN as peers (ratios only; times are noise on a shared 2-core machine); each htpdata read
   also reports the time its threads spent in the disk tier's own calls ("in the tier ms",
   ``tier_reader.py``'s ``tier_clock``), a figure much less noisy than the whole read's, which
-  is mostly decoding.
+  is mostly decoding; on the emulator also the CPU time its server processes used meanwhile
+  ("server CPU ms": the emulator's own cost, which on two cores competes with the reader).
 
 Counts do not depend on the machine's load; times do. Prints the tables and issue 13's targets
 (not asserted), writes ``benchmarks/results/tier.json``.
@@ -384,11 +385,13 @@ def timed(b: h.Bench, storage: Storage, road: Road, rep: int) -> None:
     env = tier_env(b.env, storage.path(tier), road)
     for phase in ("cold", "warm"):
         storage.reset()
+        cpu = storage.emu.cpu_seconds() if storage.emu is not None else 0.0
         r = b.measure(f"{storage.name} {road.key} {phase}", road.what,
                       h.child("tier_reader.py", {**road.spec, "branches": BRANCHES,
                                                  "tier_clock": True}), env)
         if storage.emu is not None:
             r["server"] = storage.counters().to_json()
+            r["server_cpu_s"] = storage.emu.cpu_seconds() - cpu
 
 
 def peers(b: h.Bench, input_file: Path, wan: WanProxy) -> None:
@@ -483,18 +486,20 @@ def report(rows: list[dict[str, Any]], waiters: list[dict[str, Any]],
         tt = Table(title="Times without strace, one run (noise on a shared machine: ratios "
                    "against the peers of the same run)")
         for col in ("case", "s", "min-max s", "/ local", "/ direct", "WAN MB",
-                    "server requests", "in the tier ms"):
+                    "server requests", "server CPU ms", "in the tier ms"):
             tt.add_column(col, justify="left" if col == "case" else "right")
         for case in b.cases.values():
             srv = [r["server"]["meta"] for r in case.ok() if "server" in r]
             wan_mb = [(r.get("wan_down", 0) + r.get("wan_up", 0)) / 1e6 for r in case.ok()]
             in_tier = [r["tier_s"] * 1e3 for r in case.ok() if "tier_s" in r]
+            srv_cpu = [r["server_cpu_s"] * 1e3 for r in case.ok() if "server_cpu_s" in r]
             times = case.times
             tt.add_row(case.label, h.fmt(case.median, ".3f"),
                        f"{min(times):.3f}-{max(times):.3f}" if times else "-",
                        h.fmt(h.ratio(case.median, lm)),
                        h.fmt(h.ratio(case.median, dm)), h.fmt(wan_mb[0] if wan_mb else None),
                        str(srv[0]) if srv else "-",
+                       h.fmt(statistics.median(srv_cpu), ".0f") if srv_cpu else "-",
                        h.fmt(statistics.median(in_tier), ".1f") if in_tier else "-")
             emu = case.label.startswith("nfsemu")
             if case.label.endswith(" warm") and not case.label.startswith("XCache"):

@@ -13,10 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from htpdata.cache.evict import area_need, choose_victims, needed_bytes, parse_quotas
+from htpdata.cache.fsops import write_chunks
 from htpdata.cache.pack import (
     BLOCK,
     COMPLETE,
+    BlockSummer,
     PackError,
+    block_sums,
     encode,
     parse_head,
     span,
@@ -223,6 +226,32 @@ def test_pack_round_trip_and_every_byte_verified(pieces: list[tuple[int, bytes]]
         first, off, n = span(rec, lo, hi, block)
         assert verify_blocks(rec, first, data[off:off + n], block)
         assert data[off:off + n] == want
+
+
+@given(st.lists(st.binary(max_size=300), max_size=12), st.sampled_from([7, 64, 256]))
+@settings(max_examples=100)
+def test_block_sums_fed_in_pieces_are_those_of_the_whole(pieces: list[bytes],
+                                                         block: int) -> None:
+    summer = BlockSummer(block)
+    for piece in pieces:
+        summer.feed(piece)
+    assert summer.sums() == block_sums(b"".join(pieces), block)
+
+
+@given(st.lists(st.binary(max_size=300), max_size=12), st.sampled_from([1, 100, 1000]),
+       st.sampled_from([None, 0, 17]))
+@settings(max_examples=60)
+def test_chunks_written_in_batches_land_in_order(tmp_path_factory: pytest.TempPathFactory,
+                                                 pieces: list[bytes], batch: int,
+                                                 offset: int | None) -> None:
+    path = tmp_path_factory.mktemp("w") / "f"
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        assert write_chunks(fd, iter(pieces), offset, batch=batch) == sum(map(len, pieces))
+    finally:
+        os.close(fd)
+    got = path.read_bytes()
+    assert got[offset or 0:] == b"".join(pieces)
 
 
 def test_torn_and_damaged_packs_are_refused() -> None:

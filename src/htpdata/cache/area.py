@@ -27,10 +27,9 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..adler32 import adler32
 from ..errors import CacheWriteError
 from . import fsops
-from .entry import Entry, claim_name
+from .entry import Entry, PackRef, claim_name
 from .fsops import (
     Folder,
     ProcessId,
@@ -42,7 +41,16 @@ from .fsops import (
 )
 from .identity import Identity
 from .lease import Lease, lease
-from .pack import BLOCK, COMPLETE, RANGE, Record, encode, encode_head, parse_head, plan_layout
+from .pack import (
+    COMPLETE,
+    RANGE,
+    BlockSummer,
+    Record,
+    encode,
+    encode_head,
+    parse_head,
+    plan_layout,
+)
 from .ranges import Range, Spans
 from .trust import AreaSpec, Me, TierOwner, accepted
 
@@ -241,11 +249,8 @@ class Area:
             name = f"p.{time.time_ns():016x}.{self.proc.tag()}.{os.urandom(3).hex()}"
             tmp = temp_name()
             fd = create_exclusive(entry.folder.fd, tmp, self.file_mode, readable=True)
-            n = 0
             try:
-                for chunk in chunks:
-                    fsops.write_all(fd, chunk)
-                    n += len(chunk)
+                n = fsops.write_chunks(fd, chunks)
                 os.rename(tmp, name, src_dir_fd=entry.folder.fd, dst_dir_fd=entry.folder.fd)
             except BaseException:
                 os.close(fd)
@@ -320,17 +325,13 @@ class Area:
             try:
                 records = []
                 for (s, e), off in zip(segments, offsets, strict=True):
-                    sums: list[int] = []
-                    pos = off
-                    for lo, hi, (ref, rec) in spans.parts((s, e)):
-                        data = ref.read(rec, lo, hi, entry.folder.fd)
-                        if isinstance(data, str):
-                            raise OSError(errno.EIO, f"pack {ref.name} is {data}")
-                        fsops.write_all(fd, data, pos)
-                        pos += len(data)
-                    for b in range(off, pos, BLOCK):  # checksums of what was written
-                        sums.append(adler32(os.pread(fd, min(BLOCK, pos - b), b)))
-                    records.append(Record(RANGE, s, e, off, tuple(sums)))
+                    # The checksums are of the bytes meant (read and verified from the old
+                    # packs), not read back: a write that went wrong is then caught by the
+                    # next read, never blessed with its own checksum (and a network
+                    # filesystem is not asked for the pack's bytes a second time).
+                    summer = BlockSummer()
+                    fsops.write_chunks(fd, _summed(_parts(spans, (s, e), entry), summer), off)
+                    records.append(Record(RANGE, s, e, off, summer.sums()))
                 head = encode_head(ident.key, ident.size, info, records, flags)
                 fsops.write_all(fd, head, 0)
                 if not records:
@@ -466,6 +467,23 @@ class Area:
                 f.close()
             self._sub.clear()
             self.folder.close()
+
+
+def _parts(spans: Spans[tuple[PackRef, Record]], segment: Range,
+           entry: Entry) -> Iterator[bytes]:
+    """The bytes of ``segment`` in order, read (and verified) from the packs holding them."""
+    assert entry.folder is not None
+    for lo, hi, (ref, rec) in spans.parts(segment):
+        data = ref.read(rec, lo, hi, entry.folder.fd)
+        if isinstance(data, str):
+            raise OSError(errno.EIO, f"pack {ref.name} is {data}")
+        yield data
+
+
+def _summed(parts: Iterator[bytes], summer: BlockSummer) -> Iterator[bytes]:
+    for data in parts:
+        summer.feed(data)
+        yield data
 
 
 def _writer_tag(pack: str) -> str:

@@ -28,8 +28,20 @@ from typing import Any
 
 from ..adler32 import adler32
 
-__all__ = ["BLOCK", "COMPLETE", "HEAD_READ", "Head", "PackError", "Record", "encode",
-           "encode_head", "parse_head", "plan_layout", "verify_blocks"]
+__all__ = [
+    "BLOCK",
+    "COMPLETE",
+    "HEAD_READ",
+    "BlockSummer",
+    "Head",
+    "PackError",
+    "Record",
+    "encode",
+    "encode_head",
+    "parse_head",
+    "plan_layout",
+    "verify_blocks",
+]
 
 MAGIC = b"HTPPACK2"
 VERSION = 2
@@ -105,6 +117,34 @@ def _nblocks(length: int, block: int) -> int:
 def block_sums(data: bytes | memoryview, block: int = BLOCK) -> tuple[int, ...]:
     view = memoryview(data)
     return tuple(adler32(view[i:i + block]) for i in range(0, len(view), block))
+
+
+class BlockSummer:
+    """The block checksums of bytes fed in pieces of any size (a record written part by part):
+    :meth:`feed` each piece in order, then :meth:`sums` gives what :func:`block_sums` gives
+    for the whole, without holding the whole in memory."""
+
+    __slots__ = ("_block", "_done", "_fill", "_value")
+
+    def __init__(self, block: int = BLOCK) -> None:
+        self._block = block
+        self._done: list[int] = []
+        self._value = 1  # adler32 of the current block so far
+        self._fill = 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            take = min(self._block - self._fill, len(view))
+            self._value = adler32(view[:take], self._value)
+            self._fill += take
+            view = view[take:]
+            if self._fill == self._block:
+                self._done.append(self._value)
+                self._value, self._fill = 1, 0
+
+    def sums(self) -> tuple[int, ...]:
+        return tuple(self._done) + ((self._value,) if self._fill else ())
 
 
 def _head_bytes(key: str, size: int, flags: int, block: int, pack_len: int, info: bytes,

@@ -289,6 +289,21 @@ class NfsEmulator:
         for i in self._nodes(node):
             self._call(i, request)
 
+    def cpu_seconds(self, node: int | None = None) -> float:
+        """CPU time (user and system) the server process of ``node`` (default: all nodes, added
+        up) has used so far, from ``/proc``: the emulator's own cost, which on a machine of
+        few cores competes with the processes it serves (a real NFS server runs elsewhere)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for i in self._nodes(node):
+            try:
+                with open(f"/proc/{self.procs[i].pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        return total
+
     def server_state(self, node: int) -> dict[str, int]:
         """``inodes``: how many inodes ``node``'s kernel holds references to; ``open_fds``: the
         descriptors its server process has open."""
