@@ -337,11 +337,13 @@ pfc.diskusage 0.90 0.95"""
 
 
 @contextlib.contextmanager
-def xcache(origin_port: int, name: str = "xcache") -> Iterator[XRootDServer]:
-    """A fresh XCache (own, empty cache folder) whose origin is ``localhost:origin_port``."""
+def xcache(origin_port: int, name: str = "xcache",
+           data: Path | None = None) -> Iterator[XRootDServer]:
+    """A fresh XCache (own, empty cache folder; ``data`` to put it somewhere, e.g. on the
+    network-filesystem emulator) whose origin is ``localhost:origin_port``."""
     from htpdata.testing import XRootDServer
 
-    server = XRootDServer(name=f"bench-{name}-{os.getpid()}", tls=False, writable=True,
+    server = XRootDServer(data, name=f"bench-{name}-{os.getpid()}", tls=False, writable=True,
                           extra_config=XCACHE_CONFIG.format(port=origin_port))
     try:
         yield server.start()

@@ -23,11 +23,13 @@ environment). For each storage and road:
   the emulator half on each node), against one reader alone: calls in all and WAN bytes;
 - (``--timing-repeat N``, default 1) cold and warm reads without strace, timed, with a plain
   local-file read, uproot straight over root:// and XCache (cold, warm) in front of the same
-  WAN as peers (ratios only; times are noise on a shared 2-core machine); each htpdata read
-  also reports the time its threads spent in the disk tier's own calls ("in the tier ms",
-  ``tier_reader.py``'s ``tier_clock``), a figure much less noisy than the whole read's, which
-  is mostly decoding; on the emulator also the CPU time its server processes used meanwhile
-  ("server CPU ms": the emulator's own cost, which on two cores competes with the reader).
+  WAN as peers, XCache's cache on local disk and on each emulator's first node ("XCache on
+  nfsemu 1 ms": the same metadata latency as htpdata's tier there) (ratios only; times are
+  noise on a shared 2-core machine). Each htpdata read also reports the time its threads
+  spent in the disk tier's own calls ("in the tier ms", ``tier_reader.py``'s ``tier_clock``),
+  a figure much less noisy than the whole read's, which is mostly decoding; on the emulator
+  also the CPU time its server processes used meanwhile ("server CPU ms": the emulator's own
+  cost, which on two cores competes with the reader).
 
 Counts do not depend on the machine's load; times do. Prints the tables and issue 13's targets
 (not asserted), writes ``benchmarks/results/tier.json``.
@@ -51,7 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -394,19 +396,33 @@ def timed(b: h.Bench, storage: Storage, road: Road, rep: int) -> None:
             r["server_cpu_s"] = storage.emu.cpu_seconds() - cpu
 
 
-def peers(b: h.Bench, input_file: Path, wan: WanProxy) -> None:
+def peers(b: h.Bench, input_file: Path, wan: WanProxy, stores: Sequence[Storage] = (),
+          rep: int = 0) -> None:
     """The floors and peers of the times: a local-file read, uproot straight over root://,
-    XCache (in front of the same WAN) cold and warm."""
+    XCache (in front of the same WAN) cold and warm, its cache on local disk and, for each
+    emulator in ``stores``, on the emulator's first node (the same metadata latency as
+    htpdata's tier there; its server's requests recorded)."""
     wan_root = f"root://localhost:{wan.port}/{LFN}"
     for label, target in ((LOCAL_FILE, str(input_file)), (DIRECT, wan_root)):
         b.measure(label, "uproot.open(...)", h.child(
             "tier_reader.py", {"how": "uproot", "target": target, "branches": BRANCHES}))
-    with h.xcache(wan.port) as xc:
-        spec = {"how": "uproot", "target": f"root://localhost:{xc.port}/{LFN}",
-                "branches": BRANCHES}
-        for phase in ("cold", "warm"):
-            b.measure(f"XCache {phase}", "uproot.open(root://xcache)",
-                      h.child("tier_reader.py", spec))
+    places: list[tuple[str, Storage | None]] = [("XCache", None)]
+    places += [(f"XCache on {s.name}", s) for s in stores if s.emu is not None]
+    for label, storage in places:
+        data = storage.path(f"xcache-{rep}") if storage is not None else None
+        with h.xcache(wan.port, data=data) as xc:
+            spec = {"how": "uproot", "target": f"root://localhost:{xc.port}/{LFN}",
+                    "branches": BRANCHES}
+            for phase in ("cold", "warm"):
+                cpu = 0.0
+                if storage is not None and storage.emu is not None:
+                    storage.reset()
+                    cpu = storage.emu.cpu_seconds()
+                r = b.measure(f"{label} {phase}", "uproot.open(root://xcache)",
+                              h.child("tier_reader.py", spec))
+                if storage is not None and storage.emu is not None:
+                    r["server"] = storage.counters().to_json()
+                    r["server_cpu_s"] = storage.emu.cpu_seconds() - cpu
 
 
 # -- report --------------------------------------------------------------------------------
@@ -511,11 +527,22 @@ def report(rows: list[dict[str, Any]], waiters: list[dict[str, Any]],
                 checks.append(h.target(f"{case.label}: x direct root:// <= {bound}",
                                        h.ratio(case.median, dm), bound))
         console.print(tt)
-        xw = b.cases.get("XCache warm")
-        if xw is not None:
-            console.print(f"  peer: XCache warm {h.fmt(h.ratio(xw.median, lm))} x local file, "
-                          f"XCache cold {h.fmt(h.ratio(b.case('XCache cold').median, dm))} x "
-                          "direct root://")
+        emulated = sorted({c.label[len("XCache on "):-len(" warm")] for c in b.cases.values()
+                           if c.label.startswith("XCache on ") and c.label.endswith(" warm")})
+        for where in ["", *emulated]:
+            label = f"XCache on {where}" if where else "XCache"
+            xw, xc = b.cases.get(f"{label} warm"), b.cases.get(f"{label} cold")
+            if xw is None or xc is None:
+                continue
+            line = (f"  peer: {label} warm {h.fmt(h.ratio(xw.median, lm))} x local file, "
+                    f"cold {h.fmt(h.ratio(xc.median, dm))} x direct root://")
+            ours_w, ours_c = (b.cases.get(f"{where} {road} {ph}") for road, ph in
+                              (("open", "warm"), ("open", "cold")))
+            if where and ours_w is not None and ours_c is not None:
+                line += (f"; htpdata (open) on the same storage: warm "
+                         f"{h.fmt(h.ratio(ours_w.median, xw.median))} x XCache's, cold "
+                         f"{h.fmt(h.ratio(ours_c.median, xc.median))} x")
+            console.print(line)
         if local is not None and len(local.times) > 1 and lm:
             spread = (max(local.times) - min(local.times)) / lm
             console.print(f"  noise: the local file's {len(local.times)} reads span "
@@ -662,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
                     for storage in stores:
                         many.append(many_readers(b, storage, wan, args.procs))
                 for rep in range(timing_repeat):
-                    peers(b, input_file, wan)
+                    peers(b, input_file, wan, stores, rep)
                     for storage in stores:
                         for road in roads:
                             timed(b, storage, road, rep)
