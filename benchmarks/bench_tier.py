@@ -145,6 +145,36 @@ class Storage:
             self.emu.reset()
 
 
+def round_trip_ms(storage: Storage, n: int = 50) -> dict[str, float]:
+    """What one metadata request costs a client of the emulator, as the client sees it: the
+    median time of a ``stat`` of a name that is not there (a new name each time, so each is
+    one lookup request), at the configured latency and at none. The difference from the
+    latency is the emulator's own cost per request (FUSE and its Python server)."""
+    assert storage.emu is not None
+    mount = storage.emu.mounts[0]
+
+    def median_stat() -> float:
+        times = []
+        for _ in range(n):
+            name = mount / f"absent-{os.urandom(6).hex()}"
+            t0 = time.perf_counter()
+            with contextlib.suppress(FileNotFoundError):
+                os.stat(name)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1e3
+
+    at = median_stat()
+    latency = storage.emu.meta_latency_ms
+    storage.emu.set_latency(meta_ms=0)
+    try:
+        bare = median_stat()
+    finally:
+        storage.emu.set_latency(meta_ms=latency)
+    storage.reset()
+    return {"latency_ms": latency, "round_trip_ms": round(at, 3),
+            "round_trip_at_0_ms": round(bare, 3)}
+
+
 @contextlib.contextmanager
 def storages(work: Path, which: list[str], meta_latency_ms: float) -> Iterator[list[Storage]]:
     out = []
@@ -548,6 +578,10 @@ def report(rows: list[dict[str, Any]], waiters: list[dict[str, Any]],
             console.print(f"  noise: the local file's {len(local.times)} reads span "
                           f"{spread:.0%} of their median: a time target met or missed by "
                           "less than that is not decided by this run")
+    for name, trip in meta.get("round_trips", {}).items():
+        console.print(f"  {name}: a metadata request takes its client {trip['round_trip_ms']:.2f}"
+                      f" ms (median of 50 lookups; {trip['round_trip_at_0_ms']:.2f} ms at no "
+                      "latency: the emulator's own cost per request)")
     for r in rows:
         if r.get("error"):
             continue
@@ -665,8 +699,10 @@ def main(argv: list[str] | None = None) -> int:
         roads = [all_roads[k] for k in keys]
         by_name = [r for r in roads if r.catalog] or [all_roads["fsspec"]]
         stopped = None
+        trips: dict[str, dict[str, float]] = {}
         try:
             with storages(work, which, args.meta_latency_ms) as stores:
+                trips = {st.name: round_trip_ms(st) for st in stores if st.emu is not None}
                 for storage in stores:
                     for road in roads if not args.no_counts else []:
                         rows += cold_and_warm(b, storage, road)
@@ -696,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
         except h.OutOfTime as exc:
             stopped = f"stopped at the {args.max_seconds:.0f} s bound before {exc}"
             print(stopped)
-        meta = h.run_meta(source_at_start, input=info, branches=BRANCHES,
+        meta = h.run_meta(source_at_start, input=info, branches=BRANCHES, round_trips=trips,
                           delay_ms=args.delay_ms, meta_latency_ms=args.meta_latency_ms,
                           waiter_rate_mbps=args.waiter_rate_mbps, roads=keys, storages=which,
                           procs=args.procs, timing_repeat=timing_repeat, stopped=stopped)
