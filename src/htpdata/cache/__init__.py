@@ -143,6 +143,8 @@ class Cache:
         self._lock = threading.Lock()
         self._evicting: set[str] = set()
         self._evictors: dict[str, threading.Thread] = {}
+        self._closing = threading.Event()
+        """Set while :meth:`close` runs: a pass in the background stops at its next entry."""
         self._pending: set[str] = set()
         self._admit: dict[str, tuple[float, bool]] = {}
         self._warned: set[str] = set()
@@ -303,7 +305,7 @@ class Cache:
         try:
             while True:  # bytes that landed while a pass ran ask for one more
                 with self._lock:
-                    if tier.name not in self._pending:
+                    if tier.name not in self._pending or self._closing.is_set():
                         self._evicting.discard(tier.name)
                         return
                     self._pending.discard(tier.name)
@@ -350,7 +352,7 @@ class Cache:
             got = evict_area(area, high=s.high_watermark, low=s.low_watermark,
                              policy=s.policy, cap=self._cap(tier, area), drop=drop,
                              need=need, dry_run=dry_run, tier_column=tier.name,
-                             quotas=self.quotas(tier))
+                             quotas=self.quotas(tier), stop=self._closing.is_set)
             if got is None:
                 continue
             ran = True
@@ -462,13 +464,18 @@ class Cache:
     def close(self) -> None:
         """Writes landed, packs merged, records closed, every descriptor on the tiers closed (a
         client's end; the tiers open again if the cache is used after). A background
-        eviction pass started by this process's writes runs to its end first: it would open
-        the tiers again behind the close (a descriptor left in the tier keeps its filesystem
-        busy, and the pass would race the next user of the client)."""
+        eviction pass started by this process's writes is stopped at its next entry and
+        waited for (what it removed stays removed; the next pass does the rest): left
+        running, it opened the tiers again behind the close (a descriptor left in the tier
+        keeps its filesystem busy), and on a tier of 10^5 entries a pass takes minutes."""
         self.compact()
-        if not self.wait_for_eviction():
-            log.warning("cache: an eviction pass still runs after 60 s; closing the tiers "
-                        "under it")
+        self._closing.set()
+        try:
+            if not self.wait_for_eviction(30.0):
+                log.warning("cache: an eviction pass did not stop within 30 s; closing the "
+                            "tiers under it")
+        finally:
+            self._closing.clear()
         for tier in self.tiers:
             tier.close()
 

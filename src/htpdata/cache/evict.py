@@ -141,6 +141,8 @@ class EvictionReport:
     pinned: int = 0
     ignored_marks: int = 0
     lease_lost: bool = False
+    stopped: bool = False
+    """Asked to stop (its process's client closing) before it was done."""
     by_uid: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -152,6 +154,7 @@ class EvictionReport:
                   "entries", "pinned", "ignored_marks"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         self.lease_lost = self.lease_lost or other.lease_lost
+        self.stopped = self.stopped or other.stopped
         for uid, b in other.by_uid.items():
             self.by_uid[uid] = self.by_uid.get(uid, 0) + b
         self.seconds += other.seconds
@@ -209,9 +212,13 @@ def evict_area(area: Area, *, high: float, low: float, policy: str, cap: int,
                drop: Folder | None = None, need: int | None = None, dry_run: bool = False,
                tier_column: str = "shared",
                quotas: Mapping[str, Mapping[str, Quota]] | None = None,
-               now: float | None = None) -> EvictionReport | None:
+               now: float | None = None,
+               stop: Callable[[], bool] | None = None) -> EvictionReport | None:
     """One pass over ``area``; None if another process holds its lease. ``cap`` is the
-    area's bound (0: only the filesystem's fullness); ``need`` forces freeing that much."""
+    area's bound (0: only the filesystem's fullness); ``need`` forces freeing that much.
+    ``stop`` is asked before each entry scanned and each victim removed: when it says yes
+    the pass ends there (``stopped``; what it removed stays removed, a scan cut short writes
+    no summary), and the next pass, of any process, does the rest."""
     t0 = time.monotonic()
     now = time.time() if now is None else now
     report = EvictionReport(area.tier, str(area.spec))
@@ -222,7 +229,13 @@ def evict_area(area: Area, *, high: float, low: float, policy: str, cap: int,
             return None
         folded = fold_area(area, drop, now, tier_column=tier_column)
         report.ignored_marks = folded.ignored_marks
-        stats = list(scan_area(area, tidy=not dry_run, now=now))
+        stats = []
+        for e in scan_area(area, tidy=not dry_run, now=now):
+            if stop is not None and stop():
+                report.stopped = True
+                report.seconds = time.monotonic() - t0
+                return report
+            stats.append(e)
         total = sum(e.bytes for e in stats)
         fs_used, fs_total = fs_usage(area.folder) if need is None else (0, 0)
         want = area_need(total, cap, fs_used, fs_total, high, low) if need is None else need
@@ -238,6 +251,9 @@ def evict_area(area: Area, *, high: float, low: float, policy: str, cap: int,
                 report.freed += e.bytes
                 report.removed += 1
                 continue
+            if stop is not None and stop():
+                report.stopped = True
+                break
             if i % LEASE_CHECK == LEASE_CHECK - 1 and not held.held():
                 report.lease_lost = True  # taken over (this pass stalled): stop here
                 break
