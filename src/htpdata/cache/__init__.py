@@ -141,8 +141,8 @@ class Cache:
         self.totals = ReadCounters()
         """What every reader of this cache did so far (each reader has its own too)."""
         self._lock = threading.Lock()
-        self._evicting: set[str] = set()
-        self._evictors: dict[str, threading.Thread] = {}
+        self._evicting: dict[str, threading.Thread] = {}
+        """The tiers a pass runs on in the background, and its thread."""
         self._closing = threading.Event()
         """Set while :meth:`close` runs: a pass in the background stops at its next entry."""
         self._pending: set[str] = set()
@@ -295,10 +295,9 @@ class Cache:
             self._pending.add(tier.name)
             if tier.name in self._evicting:
                 return
-            self._evicting.add(tier.name)
             thread = threading.Thread(target=self._evict_in_background, args=(tier,),
                                       daemon=True, name=f"htpdata-evict-{tier.name}")
-            self._evictors[tier.name] = thread
+            self._evicting[tier.name] = thread
         thread.start()
 
     def _evict_in_background(self, tier: DiskTier) -> None:
@@ -306,7 +305,7 @@ class Cache:
             while True:  # bytes that landed while a pass ran ask for one more
                 with self._lock:
                     if tier.name not in self._pending or self._closing.is_set():
-                        self._evicting.discard(tier.name)
+                        self._evicting.pop(tier.name, None)
                         return
                     self._pending.discard(tier.name)
                 if self.evict(tier.name) is None:
@@ -314,7 +313,7 @@ class Cache:
         except Exception as exc:  # never let eviction break reads
             log.warning("cache tier %s: eviction failed: %s", tier.name, exc)
         with self._lock:
-            self._evicting.discard(tier.name)
+            self._evicting.pop(tier.name, None)
 
     def wait_for_eviction(self, timeout: float = 60.0) -> bool:
         """Block until this process's background eviction passes are done (close, tests,
@@ -322,15 +321,14 @@ class Cache:
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:
-                busy = [self._evictors.get(name) for name in self._evicting]
+                busy = list(self._evicting.values())
                 if not busy:
-                    self._evictors.clear()
                     return True
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
             thread = busy[0]
-            if thread is not None and thread.is_alive():
+            if thread.is_alive():
                 thread.join(left)
             else:  # registered, not started yet
                 time.sleep(min(left, 0.005))
