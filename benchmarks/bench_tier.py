@@ -411,19 +411,29 @@ def waiter(b: h.Bench, storage: Storage, capped_env: dict[str, str], wan: WanPro
 
 
 # -- timing (optional) ---------------------------------------------------------------------
+def measured_on(storage: Storage | None, b: h.Bench, label: str, what: str,
+                cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``b.measure`` one run; on an emulator also the requests its servers answered and the
+    CPU time they used meanwhile (``server``, ``server_cpu_s``)."""
+    emu = storage.emu if storage is not None else None
+    if emu is None:
+        return b.measure(label, what, cmd, env)
+    emu.reset()
+    cpu = emu.cpu_seconds()
+    r = b.measure(label, what, cmd, env)
+    r["server"] = emu.counters().to_json()
+    r["server_cpu_s"] = emu.cpu_seconds() - cpu
+    return r
+
+
 def timed(b: h.Bench, storage: Storage, road: Road, rep: int) -> None:
     """Cold then warm (new process, same node) without strace; emulator requests recorded."""
     tier = storage.tier(f"tier-timed-{road.key}-{rep}")
     env = tier_env(b.env, storage.path(tier), road)
     for phase in ("cold", "warm"):
-        storage.reset()
-        cpu = storage.emu.cpu_seconds() if storage.emu is not None else 0.0
-        r = b.measure(f"{storage.name} {road.key} {phase}", road.what,
-                      h.child("tier_reader.py", {**road.spec, "branches": BRANCHES,
-                                                 "tier_clock": True}), env)
-        if storage.emu is not None:
-            r["server"] = storage.counters().to_json()
-            r["server_cpu_s"] = storage.emu.cpu_seconds() - cpu
+        measured_on(storage, b, f"{storage.name} {road.key} {phase}", road.what,
+                    h.child("tier_reader.py", {**road.spec, "branches": BRANCHES,
+                                               "tier_clock": True}), env)
 
 
 def peers(b: h.Bench, input_file: Path, wan: WanProxy, stores: Sequence[Storage] = (),
@@ -444,15 +454,8 @@ def peers(b: h.Bench, input_file: Path, wan: WanProxy, stores: Sequence[Storage]
             spec = {"how": "uproot", "target": f"root://localhost:{xc.port}/{LFN}",
                     "branches": BRANCHES}
             for phase in ("cold", "warm"):
-                cpu = 0.0
-                if storage is not None and storage.emu is not None:
-                    storage.reset()
-                    cpu = storage.emu.cpu_seconds()
-                r = b.measure(f"{label} {phase}", "uproot.open(root://xcache)",
-                              h.child("tier_reader.py", spec))
-                if storage is not None and storage.emu is not None:
-                    r["server"] = storage.counters().to_json()
-                    r["server_cpu_s"] = storage.emu.cpu_seconds() - cpu
+                measured_on(storage, b, f"{label} {phase}", "uproot.open(root://xcache)",
+                            h.child("tier_reader.py", spec))
 
 
 # -- report --------------------------------------------------------------------------------
