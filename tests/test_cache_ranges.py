@@ -317,6 +317,69 @@ def test_planted_or_loose_area_folders_are_refused() -> None:
     assert area_problem(AreaSpec(GROUP), st(500, 0o40775), OWNER) is not None
 
 
+@pytest.mark.parametrize("count", [0, 1, 9, 10, 11, 300])
+def test_a_listing_from_the_descriptor_names_everything_and_leaves_it_rewound(
+        tmp_path: Path, count: int) -> None:
+    """``list_names`` (``getdents64`` on the descriptor, no ``fstat``, no call for the end after
+    a short reply) names what ``os.listdir`` does, around :data:`SHORT_REPLY` and over many
+    replies, again from the start, and leaves the descriptor where ``os.scandir`` expects it."""
+    from htpdata.cache.fsops import Folder, list_names
+
+    names = sorted(f"p.{i:04d}." + "x" * (i % 240) for i in range(count))
+    for n in names:
+        (tmp_path / n).write_bytes(b"")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert sorted(list_names(fd)) == names
+        assert sorted(list_names(fd)) == names
+        with os.scandir(fd) as it:
+            assert sorted(e.name for e in it) == names
+    finally:
+        os.close(fd)
+    with Folder.open_root(str(tmp_path)) as root:
+        assert sorted(root.list()) == names
+
+
+def test_a_listing_while_this_process_publishes_a_pack_leaves_it_to_the_publisher(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listing that sees this process's pack between its rename and :meth:`Entry.add_own`
+    does not open it (an open, an ``fstat`` and a head read on the reading thread, on a
+    network filesystem); once added, later listings keep it."""
+    from htpdata.cache.entry import Entry
+    from htpdata.cache.fsops import Folder
+    from htpdata.cache.pack import encode, parse_head
+
+    opened: list[str] = []
+    real_open = Entry._open_pack
+
+    def counting(self: Entry, name: str) -> object:
+        opened.append(name)
+        return real_open(self, name)
+
+    monkeypatch.setattr(Entry, "_open_pack", counting)
+    key = "ab" * 20
+    chunks = encode(key, 10, {}, [(0, b"0123456789")])
+    data = b"".join(bytes(c) for c in chunks)
+    folder = Folder(os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY), str(tmp_path), None)
+    entry = Entry("trusted", "k" * 40, folder, lambda uid: True, lambda uid: True)
+    try:
+        with entry.publishing("p.1"):
+            (tmp_path / "p.1").write_bytes(data)  # the rename has landed
+            entry.load()
+            assert opened == []
+            assert "p.1" not in entry.packs
+            entry.add_own("p.1", parse_head(bytes(chunks[0]), len(data)), os.geteuid())
+        entry.load()
+        assert opened == []
+        assert "p.1" in entry.packs
+        assert entry.read(key, [(2, 5)]) == [(2, b"234")]
+        (tmp_path / "p.2").write_bytes(data)  # someone else's, or another process's
+        entry.load()
+        assert opened == ["p.2"]
+    finally:
+        entry.close()
+
+
 def test_walked_folders_are_held_o_path_and_closed_ones_opened_readable(tmp_path: Path) -> None:
     """``Folder.open(listable=False)``: a folder this user may list is held ``O_PATH`` (one
     round trip less on a network filesystem) and still lists and changes mode; one whose bits

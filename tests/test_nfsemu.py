@@ -421,6 +421,39 @@ def test_nfs_round_trips_sleeps_no_opendir_and_no_end_of_listing(backing: Path) 
 
 
 @pytest.mark.fuse
+def test_a_tier_listing_is_one_request_and_complete_over_many_pages(emu: NfsEmulator) -> None:
+    """``list_names`` through FUSE: a folder that just changed is listed in one ``readdir``
+    (``os.scandir`` adds glibc's ``fstat`` and a ``readdir`` for the end); a folder of many
+    names, which FUSE answers a page at a time, is still listed whole."""
+    from htpdata.cache.fsops import list_names
+
+    folder = emu.mounts[0] / "entry"
+    folder.mkdir()
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in ("p.1", "c.2", "a"):
+            (folder / name).write_bytes(b"x")
+        emu.reset()
+        assert sorted(list_names(fd)) == ["a", "c.2", "p.1"]
+        counts = emu.reset()
+        assert (counts["readdir"], counts["getattr"]) == (1, 0)
+        (folder / "c.3").write_bytes(b"x")
+        emu.reset()
+        with os.scandir(fd) as it:
+            assert len(list(it)) == 4
+        counts = emu.reset()
+        assert (counts["readdir"], counts["getattr"]) == (2, 1)
+        many = sorted(f"c.{i:04d}.{'y' * 120}" for i in range(300))
+        for name in many:
+            (folder / name).write_bytes(b"")
+        emu.reset()
+        assert sorted(list_names(fd)) == sorted([*many, "a", "c.2", "c.3", "p.1"])
+        assert emu.reset()["readdir"] > 2  # many pages
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.fuse
 def test_counters_and_reset_per_node(emu: NfsEmulator) -> None:
     a, b = emu.mounts
     (a / "x").write_text("x")

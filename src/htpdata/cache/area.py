@@ -75,12 +75,28 @@ class ClaimHandle:
         self.name = name
         self.ranges = list(ranges)
         self.born = born
-        """When it reached the folder: its mtime in ns as the storage stamped it (0: unknown)."""
+        """When it reached the folder: its mtime in ns as the storage stamped it (0: not
+        taken yet, or unknown); see :meth:`stamp`."""
         self.beat: int | None = None
+        self._stamping = threading.Lock()
+
+    def stamp(self) -> int:
+        """:attr:`born`, taken on first use by one ``stat``: single flight needs it only when
+        another process's claim overlaps this one (then it orders the two), so a reader alone
+        makes no request for it. Taken before the first heartbeat moves the mtime (which
+        takes it first); 0 if the claim cannot be stat'ed."""
+        with self._stamping:
+            folder = self.entry.folder
+            if not self.born and folder is not None and folder.fd >= 0:
+                with contextlib.suppress(OSError):
+                    self.born = os.stat(self.name, dir_fd=folder.fd,
+                                        follow_symlinks=False).st_mtime_ns
+            return self.born
 
     def heartbeat(self) -> None:
+        self.stamp()
         if self.entry.folder is not None and self.entry.folder.fd >= 0:
-            with contextlib.suppress(OSError):
+            with self._stamping, contextlib.suppress(OSError):
                 os.utime(self.name, dir_fd=self.entry.folder.fd, follow_symlinks=False)
 
 
@@ -249,16 +265,18 @@ class Area:
             name = f"p.{time.time_ns():016x}.{self.proc.tag()}.{os.urandom(3).hex()}"
             tmp = temp_name()
             fd = create_exclusive(entry.folder.fd, tmp, self.file_mode, readable=True)
-            try:
-                n = fsops.write_chunks(fd, chunks)
-                os.rename(tmp, name, src_dir_fd=entry.folder.fd, dst_dir_fd=entry.folder.fd)
-            except BaseException:
-                os.close(fd)
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp, dir_fd=entry.folder.fd)
-                raise
-            # Its descriptor stays open: later reads of these bytes need no open, no fstat.
-            entry.add_own(name, parse_head(bytes(chunks[0]), n), self.me.uid, fd)
+            with entry.publishing(name):
+                try:
+                    n = fsops.write_chunks(fd, chunks)
+                    os.rename(tmp, name, src_dir_fd=entry.folder.fd,
+                              dst_dir_fd=entry.folder.fd)
+                except BaseException:
+                    os.close(fd)
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=entry.folder.fd)
+                    raise
+                # Its descriptor stays open: later reads of these bytes need no open, no fstat.
+                entry.add_own(name, parse_head(bytes(chunks[0]), n), self.me.uid, fd)
             return n
 
     def drop_stale(self, entry: Entry, key: str) -> int:
@@ -321,35 +339,38 @@ class Area:
             flags = COMPLETE if any(r.head.complete for r in own) else 0
             data_end, offsets = plan_layout(info, items)
             tmp = temp_name(".t") + "c"
+            name = f"p.{time.time_ns():016x}.{self.proc.tag()}.{os.urandom(3).hex()}"
             fd = create_exclusive(entry.folder.fd, tmp, self.file_mode, readable=True)
-            try:
-                records = []
-                for (s, e), off in zip(segments, offsets, strict=True):
-                    # The checksums are of the bytes meant (read and verified from the old
-                    # packs), not read back: a write that went wrong is then caught by the
-                    # next read, never blessed with its own checksum (and a network
-                    # filesystem is not asked for the pack's bytes a second time).
-                    summer = BlockSummer()
-                    fsops.write_chunks(fd, _summed(_parts(spans, (s, e), entry), summer), off)
-                    records.append(Record(RANGE, s, e, off, summer.sums()))
-                head = encode_head(ident.key, ident.size, info, records, flags)
-                fsops.write_all(fd, head, 0)
-                if not records:
-                    os.ftruncate(fd, len(head))
-                name = f"p.{time.time_ns():016x}.{self.proc.tag()}.{os.urandom(3).hex()}"
-                os.rename(tmp, name, src_dir_fd=entry.folder.fd, dst_dir_fd=entry.folder.fd)
-            except BaseException:
-                os.close(fd)
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp, dir_fd=entry.folder.fd)
-                raise
-            new = max(data_end, len(head))
-            old = sum(r.head.pack_len for r in own)
-            for r in own:
-                with contextlib.suppress(OSError):
-                    os.unlink(r.name, dir_fd=entry.folder.fd)
-            entry.replace_own([r.name for r in own], name, parse_head(head, new), self.me.uid,
-                              fd)
+            with entry.publishing(name):
+                try:
+                    records = []
+                    for (s, e), off in zip(segments, offsets, strict=True):
+                        # The checksums are of the bytes meant (read and verified from the
+                        # old packs), not read back: a write that went wrong is then caught
+                        # by the next read, never blessed with its own checksum (and a
+                        # network filesystem is not asked for the pack's bytes again).
+                        summer = BlockSummer()
+                        fsops.write_chunks(fd, _summed(_parts(spans, (s, e), entry), summer),
+                                           off)
+                        records.append(Record(RANGE, s, e, off, summer.sums()))
+                    head = encode_head(ident.key, ident.size, info, records, flags)
+                    fsops.write_all(fd, head, 0)
+                    if not records:
+                        os.ftruncate(fd, len(head))
+                    os.rename(tmp, name, src_dir_fd=entry.folder.fd,
+                              dst_dir_fd=entry.folder.fd)
+                except BaseException:
+                    os.close(fd)
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=entry.folder.fd)
+                    raise
+                new = max(data_end, len(head))
+                old = sum(r.head.pack_len for r in own)
+                for r in own:
+                    with contextlib.suppress(OSError):
+                        os.unlink(r.name, dir_fd=entry.folder.fd)
+                entry.replace_own([r.name for r in own], name, parse_head(head, new),
+                                  self.me.uid, fd)
             return old - new
 
     def publish_claim(self, entry: Entry, ranges: Sequence[Range]) -> ClaimHandle | None:
@@ -363,18 +384,14 @@ class Area:
             fd = create_exclusive(entry.folder.fd, name, self.file_mode)
         except OSError:
             return None
-        born = 0
         try:
             os.write(fd, body)  # one write: a reader sees it all, or nothing and the envelope
-            # When it reached the folder, by the storage's clock (on NFS the fstat flushes
-            # the write first: the stamp others will see); the single-flight order.
-            born = os.fstat(fd).st_mtime_ns
         except OSError:
             pass
         finally:
-            os.close(fd)
-        entry.own_claim(name, ranges, born)
-        return ClaimHandle(entry, name, ranges, born)
+            os.close(fd)  # on NFS the close flushes the write: the stamp others will see
+        entry.own_claim(name, ranges)
+        return ClaimHandle(entry, name, ranges)
 
     def release_claim(self, claim: ClaimHandle) -> None:
         claim.entry.own_claim_gone(claim.name)

@@ -27,7 +27,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .fsops import Folder, ProcessId, process_alive, read_small
@@ -82,7 +82,7 @@ class _OwnClaims:
         self.lock = threading.Lock()
         self.pid = os.getpid()
         self.proc = ProcessId.mine()
-        self.held: dict[tuple[str, str, str], tuple[tuple[Range, ...], int]] = {}
+        self.held: dict[tuple[str, str, str], tuple[Range, ...]] = {}
 
     def me(self) -> ProcessId:
         if os.getpid() != self.pid:  # a forked child holds none of its parent's claims
@@ -185,6 +185,9 @@ class Entry:
     lock: threading.RLock = field(default_factory=threading.RLock)
     _spans: dict[str, Spans[tuple[PackRef, Record]]] = field(default_factory=dict)
     _retired: list[PackRef] = field(default_factory=list)
+    _publishing: set[str] = field(default_factory=set)
+    """Packs this process is renaming into the folder: a listing that sees one first leaves
+    it to :meth:`add_own`, which follows at once (no open, no ``fstat``, no head read)."""
     _own_pending: set[str] = field(default_factory=set)
     """Packs gone from the folder or dropped, closed once no reader is using the entry (a
     descriptor closed under a reading thread could be reused for another file)."""
@@ -222,7 +225,7 @@ class Entry:
                         st = self.folder.refresh()
                         self.baseline = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
             try:
-                names = [(e.name, e) for e in self.folder.names()]
+                names = self.folder.list()  # under the lock: listings of one descriptor
             except OSError:
                 names = []
             seen = set()
@@ -231,10 +234,10 @@ class Entry:
             self.wholes = {}
             self.stamped = False
             pinned = 0.0
-            for name, e in names:
+            for name in names:
                 seen.add(name)
                 if name.startswith("p."):
-                    if name not in self.packs:
+                    if name not in self.packs and name not in self._publishing:
                         ref = self._open_pack(name)
                         if ref is not None:
                             self.packs[name] = ref
@@ -247,7 +250,8 @@ class Entry:
                         claims[name] = ClaimRef(name, parsed[0], parsed[1])
                 elif name.startswith("w."):
                     with contextlib.suppress(OSError):
-                        self.wholes[name] = e.stat(follow_symlinks=False).st_uid
+                        self.wholes[name] = os.stat(name, dir_fd=self.folder.fd,
+                                                    follow_symlinks=False).st_uid
                 elif name == "pin":
                     pinned = self._read_pin()
                 elif name == "a":
@@ -368,10 +372,23 @@ class Entry:
         else:
             ref.close()
 
+    @contextlib.contextmanager
+    def publishing(self, name: str) -> Iterator[None]:
+        """Around the rename that publishes this process's pack ``name`` (then
+        :meth:`add_own`): listings meanwhile do not open it."""
+        with self.lock:
+            self._publishing.add(name)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._publishing.discard(name)
+
     def add_own(self, name: str, head: Head, uid: int, fd: int = -1) -> None:
         """A pack this process just published (its descriptor still open, if given): known
         without listing or reading it back."""
         with self.lock:
+            self._publishing.discard(name)
             old = self.packs.get(name)
             if old is not None:
                 self._retire(old)
@@ -427,8 +444,8 @@ class Entry:
             if c.proc.tag() == me:  # this process's: alive while it holds it, no stat, no open
                 with OWN_CLAIMS.lock:
                     own = OWN_CLAIMS.held.get((self.area_rel, self.name_key, c.name))
-                if own is not None:
-                    out.append(ClaimView(c.name, own[0], own[1]))
+                if own is not None:  # ordered by name among themselves: one clock, no stat
+                    out.append(ClaimView(c.name, own))
                 continue
             if now - c.checked > 1.0:
                 c.alive = self._alive(c, claim_stale)
@@ -441,10 +458,10 @@ class Entry:
                                  c.born))
         return out
 
-    def own_claim(self, name: str, ranges: Sequence[Range], born: int) -> None:
-        """This process published claim ``name`` (it reached the folder at ``born``)."""
+    def own_claim(self, name: str, ranges: Sequence[Range]) -> None:
+        """This process published claim ``name``."""
         with OWN_CLAIMS.lock:
-            OWN_CLAIMS.held[(self.area_rel, self.name_key, name)] = (tuple(ranges), born)
+            OWN_CLAIMS.held[(self.area_rel, self.name_key, name)] = tuple(ranges)
 
     def own_claim_gone(self, name: str) -> None:
         with OWN_CLAIMS.lock:

@@ -636,9 +636,12 @@ class CachedReader:
                     tally.add_landed(landed)
                     out += landed
                     fetch = subtract(fetch, _covered(landed))
-                    born = flight.claim.born if flight.claim is not None else 0
-                    settled = yield_to_earlier(name, fetch, flight.claims(fetch), needed=need,
-                                               born=born)
+                    others = flight.claims(fetch)
+                    # Our claim's stamp orders it against another process's (those carry
+                    # theirs; this process's are ordered by name), only then needed.
+                    born = flight.claim.stamp() if flight.claim is not None and any(
+                        c.born for c in others) else 0
+                    settled = yield_to_earlier(name, fetch, others, needed=need, born=born)
                     fetch, waits = settled.fetch, merge(waits + settled.wait)
                     if pending is not None:
                         pending.ranges = merge(fetch)  # left to others: not fetched here
