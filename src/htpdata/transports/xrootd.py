@@ -46,6 +46,8 @@ def _configure_client(timeouts: TimeoutSettings) -> None:
 
 _HANDLE_TTL = 300.0  # seconds an open handle (and the size it reported) is reused
 _BACKGROUND = 16  # threads for closes and limit queries (round trips nobody waits for)
+_LIMITS_TIMEOUT = 5  # seconds a limits query may take before the protocol's defaults are used:
+# it is sent before the server is known to answer, and the interpreter's exit waits for it
 
 
 class _Background:
@@ -287,7 +289,8 @@ class XRootDTransport(Transport):
         limits = (1024, 2097136)  # XRootD's protocol defaults (kXR_readv)
         self._count("query")
         status, result = FileSystem(f"root://{server}").query(
-            QueryCode.CONFIG, "readv_iov_max readv_ior_max", timeout=self.timeout)
+            QueryCode.CONFIG, "readv_iov_max readv_ior_max",
+            timeout=min(self.timeout, _LIMITS_TIMEOUT))
         if status.ok and result:
             try:
                 iov, ior = (int(x) for x in result.split(b"\n")[:2])
