@@ -266,15 +266,8 @@ class Area:
             tmp = temp_name()
             fd = create_exclusive(entry.folder.fd, tmp, self.file_mode, readable=True)
             with entry.publishing(name):
-                try:
+                with fsops.renamed_when_written(entry.folder.fd, fd, tmp, name):
                     n = fsops.write_chunks(fd, chunks)
-                    os.rename(tmp, name, src_dir_fd=entry.folder.fd,
-                              dst_dir_fd=entry.folder.fd)
-                except BaseException:
-                    os.close(fd)
-                    with contextlib.suppress(OSError):
-                        os.unlink(tmp, dir_fd=entry.folder.fd)
-                    raise
                 # Its descriptor stays open: later reads of these bytes need no open, no fstat.
                 entry.add_own(name, parse_head(bytes(chunks[0]), n), self.me.uid, fd)
             return n
@@ -342,7 +335,7 @@ class Area:
             name = f"p.{time.time_ns():016x}.{self.proc.tag()}.{os.urandom(3).hex()}"
             fd = create_exclusive(entry.folder.fd, tmp, self.file_mode, readable=True)
             with entry.publishing(name):
-                try:
+                with fsops.renamed_when_written(entry.folder.fd, fd, tmp, name):
                     records = []
                     for (s, e), off in zip(segments, offsets, strict=True):
                         # The checksums are of the bytes meant (read and verified from the
@@ -357,13 +350,6 @@ class Area:
                     fsops.write_all(fd, head, 0)
                     if not records:
                         os.ftruncate(fd, len(head))
-                    os.rename(tmp, name, src_dir_fd=entry.folder.fd,
-                              dst_dir_fd=entry.folder.fd)
-                except BaseException:
-                    os.close(fd)
-                    with contextlib.suppress(OSError):
-                        os.unlink(tmp, dir_fd=entry.folder.fd)
-                    raise
                 new = max(data_end, len(head))
                 old = sum(r.head.pack_len for r in own)
                 for r in own:

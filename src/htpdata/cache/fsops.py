@@ -49,6 +49,7 @@ __all__ = [
     "process_alive",
     "read_small",
     "remove_tree",
+    "renamed_when_written",
     "umask",
     "write_all",
     "write_chunks",
@@ -442,6 +443,21 @@ def publish(dir_fd: int, name: str, chunks: Iterable[bytes | memoryview], mode: 
             os.unlink(tmp, dir_fd=dir_fd)
         raise
     return total
+
+
+@contextlib.contextmanager
+def renamed_when_written(dir_fd: int, fd: int, tmp: str, name: str) -> Iterator[None]:
+    """The block writes the temporary file ``tmp`` of the folder (open at ``fd``), then it is
+    renamed to ``name`` and ``fd`` stays open for the caller; if anything fails, ``fd`` is
+    closed and ``tmp`` removed (a pack published by rename, its descriptor kept to read it)."""
+    try:
+        yield
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
 
 
 def read_small(dir_fd: int, name: str, limit: int, owners: Collection[int] | None = None
