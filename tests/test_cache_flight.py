@@ -299,7 +299,7 @@ def test_a_claim_seen_before_its_write_is_stamped_as_its_writer_stamps_it(
         nonlocal fd
         if fd >= 0:  # the writer's one write, while the reader waits to look again
             os.write(fd, json.dumps({"ranges": ranges}).encode())
-            os.utime(fd, ns=(written, written))  # what its writer's fstat after it gives
+            os.utime(fd, ns=(written, written))  # what its writer's stat after it gives
             os.close(fd)
             fd = -1
         real_sleep(seconds)

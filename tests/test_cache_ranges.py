@@ -3,6 +3,7 @@ format, the trust model, the eviction policies and the settings' checks."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import random
@@ -376,6 +377,75 @@ def test_a_listing_while_this_process_publishes_a_pack_leaves_it_to_the_publishe
         (tmp_path / "p.2").write_bytes(data)  # someone else's, or another process's
         entry.load()
         assert opened == ["p.2"]
+    finally:
+        entry.close()
+
+
+def test_claims_compared_at_once_are_all_ordered_by_their_stamps(tmp_path: Path) -> None:
+    """Two claims of this process (O named first, A arrived first) and another node's F that
+    arrived between them: each sees the other two, this process's own with their stamps
+    (``Entry.with_stamps``), so exactly one, A, fetches. Ordering this process's own by name
+    and the others by stamp made each of the three find an earlier one: nobody fetched."""
+    from htpdata.cache.entry import Entry
+    from htpdata.cache.fsops import Folder
+    from htpdata.cache.plan import ClaimView, yield_to_earlier
+
+    ranges = [(0, 100)]
+    arrived = {"c.01.o": 300, "c.02.a": 100, "c.03.f": 200}
+    folder = Folder(os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY), str(tmp_path), None)
+    entry = Entry("trusted", "k" * 40, folder, lambda uid: True, lambda uid: True)
+    try:
+        for own in ("c.01.o", "c.02.a"):
+            entry.own_claim(own, ranges, functools.partial(arrived.__getitem__, own))
+        fetching = []
+        for me in arrived:
+            if me == "c.03.f":  # the other node sees ours by their files' mtimes
+                others = [ClaimView(n, tuple(ranges), arrived[n]) for n in arrived if n != me]
+            else:  # this process: its own listed without a stamp, then stamped
+                others = entry.with_stamps([ClaimView(n, tuple(ranges), arrived[n] if
+                                                      n == "c.03.f" else 0)
+                                            for n in arrived if n != me])
+            if yield_to_earlier(me, ranges, others, born=arrived[me]).fetch:
+                fetching.append(me)
+        assert fetching == ["c.02.a"]
+    finally:
+        for own in ("c.01.o", "c.02.a"):
+            entry.own_claim_gone(own)
+        entry.close()
+
+
+def test_a_listing_during_a_merge_keeps_the_old_packs_until_they_are_replaced(
+        tmp_path: Path) -> None:
+    """While this process merges its packs into one, a listing that finds the old ones gone
+    and the new one there changes nothing: the old ones serve until ``replace_own``."""
+    from htpdata.cache.entry import Entry
+    from htpdata.cache.fsops import Folder
+    from htpdata.cache.pack import encode, parse_head
+
+    key = "ab" * 20
+    folder = Folder(os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY), str(tmp_path), None)
+    entry = Entry("trusted", "k" * 40, folder, lambda uid: True, lambda uid: True)
+    try:
+        for name, start in (("p.1", 0), ("p.2", 10)):
+            (tmp_path / name).write_bytes(b"".join(bytes(c) for c in encode(
+                key, 20, {}, [(start, bytes(range(start, start + 10)))])))
+        entry.load()
+        assert entry.held(key) == [(0, 20)]
+        merged = encode(key, 20, {}, [(0, bytes(range(20)))])
+        with entry.publishing("p.3", "p.1", "p.2"):
+            (tmp_path / "p.3").write_bytes(b"".join(bytes(c) for c in merged))
+            (tmp_path / "p.1").unlink()
+            (tmp_path / "p.2").unlink()
+            entry.load()  # another thread's listing, in the window
+            assert entry.held(key) == [(0, 20)]
+            assert set(entry.packs) == {"p.1", "p.2"}
+            data = (tmp_path / "p.3").read_bytes()
+            fd = os.open(tmp_path / "p.3", os.O_RDONLY)
+            entry.replace_own(["p.1", "p.2"], "p.3", parse_head(data, len(data)), os.geteuid(),
+                              fd)
+        entry.load()
+        assert set(entry.packs) == {"p.3"}
+        assert entry.read(key, [(5, 15)]) == [(5, bytes(range(5, 15)))]
     finally:
         entry.close()
 

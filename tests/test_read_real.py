@@ -121,6 +121,18 @@ def test_cat_ranges_is_one_vector_read(client: htpdata.Client) -> None:
     assert not sent.get("query"), sent
 
 
+def test_a_url_without_a_port_and_its_data_server_are_one_host() -> None:
+    """The limits asked as a file opens are kept under the URL's host; they are used for the
+    data server the file opened on (``DataServer``: always with a port) when they are one."""
+    from htpdata.transports.xrootd import _host
+
+    assert _host("root://eos.example.org//eos/x") == _host("eos.example.org:1094")
+    assert _host("root://eos.example.org:1094//x") == _host("root://eos.example.org:1094/")
+    assert _host("root://h:1095//f") == "h:1095" != _host("root://h//f")
+    assert _host("root://[::1]//f") == "[::1]:1094"
+    assert _host("root://[::1]:2000//f") == "[::1]:2000"
+
+
 def test_resolve_and_files(client: htpdata.Client) -> None:
     files = htpdata.files("test:/Test/All")
     assert [f.name for f in files] == [f"test:/store/test/{n}" for n in TEST_FILES]

@@ -79,15 +79,17 @@ class ClaimHandle:
         taken yet, or unknown); see :meth:`stamp`."""
         self.beat: int | None = None
         self._stamping = threading.Lock()
+        self._tried = born != 0
 
     def stamp(self) -> int:
         """:attr:`born`, taken on first use by one ``stat``: single flight needs it only when
-        another process's claim overlaps this one (then it orders the two), so a reader alone
-        makes no request for it. Taken before the first heartbeat moves the mtime (which
-        takes it first); 0 if the claim cannot be stat'ed."""
+        another claim overlaps this one (then it orders them), so a reader alone makes no
+        request for it. Taken before the first heartbeat moves the mtime (which takes it
+        first), and tried once: 0 if the claim could not be stat'ed then (names decide)."""
         with self._stamping:
             folder = self.entry.folder
-            if not self.born and folder is not None and folder.fd >= 0:
+            if not self._tried and folder is not None and folder.fd >= 0:
+                self._tried = True
                 with contextlib.suppress(OSError):
                     self.born = os.stat(self.name, dir_fd=folder.fd,
                                         follow_symlinks=False).st_mtime_ns
@@ -334,7 +336,7 @@ class Area:
             tmp = temp_name(".t") + "c"
             name = f"p.{time.time_ns():016x}.{self.proc.tag()}.{os.urandom(3).hex()}"
             fd = create_exclusive(entry.folder.fd, tmp, self.file_mode, readable=True)
-            with entry.publishing(name):
+            with entry.publishing(name, *(r.name for r in own)):
                 with fsops.renamed_when_written(entry.folder.fd, fd, tmp, name):
                     records = []
                     for (s, e), off in zip(segments, offsets, strict=True):
@@ -376,8 +378,9 @@ class Area:
             pass
         finally:
             os.close(fd)  # on NFS the close flushes the write: the stamp others will see
-        entry.own_claim(name, ranges)
-        return ClaimHandle(entry, name, ranges)
+        handle = ClaimHandle(entry, name, ranges)
+        entry.own_claim(name, ranges, handle.stamp)
+        return handle
 
     def release_claim(self, claim: ClaimHandle) -> None:
         claim.entry.own_claim_gone(claim.name)

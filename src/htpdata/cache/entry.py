@@ -74,15 +74,16 @@ GONE, DAMAGED = "gone", "damaged"
 
 
 class _OwnClaims:
-    """The claims this process holds, by entry and name, with their ranges and arrival
-    stamps: another thread of this process that lists them knows them without a ``stat`` or
-    an ``open`` (and knows them alive: a released one is simply not here)."""
+    """The claims this process holds, by entry and name, with their ranges and how to have
+    their arrival stamps (taken on first need): another thread of this process that lists
+    them knows them without a ``stat`` or an ``open`` (and knows them alive: a released one is
+    simply not here)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.pid = os.getpid()
         self.proc = ProcessId.mine()
-        self.held: dict[tuple[str, str, str], tuple[Range, ...]] = {}
+        self.held: dict[tuple[str, str, str], tuple[tuple[Range, ...], Callable[[], int]]] = {}
 
     def me(self) -> ProcessId:
         if os.getpid() != self.pid:  # a forked child holds none of its parent's claims
@@ -185,9 +186,10 @@ class Entry:
     lock: threading.RLock = field(default_factory=threading.RLock)
     _spans: dict[str, Spans[tuple[PackRef, Record]]] = field(default_factory=dict)
     _retired: list[PackRef] = field(default_factory=list)
-    _publishing: set[str] = field(default_factory=set)
-    """Packs this process is renaming into the folder: a listing that sees one first leaves
-    it to :meth:`add_own`, which follows at once (no open, no ``fstat``, no head read)."""
+    _settling: set[str] = field(default_factory=set)
+    """Packs this process is publishing or replacing (:meth:`publishing`): a listing
+    meanwhile neither opens them (:meth:`add_own` follows at once: no open, no ``fstat``, no
+    head read) nor forgets them (a merge's old packs serve until :meth:`replace_own`)."""
     _own_pending: set[str] = field(default_factory=set)
     """Packs gone from the folder or dropped, closed once no reader is using the entry (a
     descriptor closed under a reading thread could be reused for another file)."""
@@ -237,7 +239,7 @@ class Entry:
             for name in names:
                 seen.add(name)
                 if name.startswith("p."):
-                    if name not in self.packs and name not in self._publishing:
+                    if name not in self.packs and name not in self._settling:
                         ref = self._open_pack(name)
                         if ref is not None:
                             self.packs[name] = ref
@@ -259,7 +261,8 @@ class Entry:
                 elif name.startswith(".t."):
                     self.temps.append(name)
             self._own_pending -= seen
-            for name in [n for n in self.packs if n not in seen and n not in self._own_pending]:
+            for name in [n for n in self.packs if n not in seen and n not in self._own_pending
+                         and n not in self._settling]:
                 self._retire(self.packs.pop(name))
             self.claims = claims
             self.pinned_until = pinned
@@ -373,22 +376,23 @@ class Entry:
             ref.close()
 
     @contextlib.contextmanager
-    def publishing(self, name: str) -> Iterator[None]:
-        """Around the rename that publishes this process's pack ``name`` (then
-        :meth:`add_own`): listings meanwhile do not open it."""
+    def publishing(self, name: str, *replacing: str) -> Iterator[None]:
+        """Around the rename that publishes this process's pack ``name`` (and the removal of
+        the packs in ``replacing``), up to :meth:`add_own` or :meth:`replace_own`: listings
+        meanwhile leave these names as they are."""
+        names = {name, *replacing}
         with self.lock:
-            self._publishing.add(name)
+            self._settling |= names
         try:
             yield
         finally:
             with self.lock:
-                self._publishing.discard(name)
+                self._settling -= names
 
     def add_own(self, name: str, head: Head, uid: int, fd: int = -1) -> None:
         """A pack this process just published (its descriptor still open, if given): known
         without listing or reading it back."""
         with self.lock:
-            self._publishing.discard(name)
             old = self.packs.get(name)
             if old is not None:
                 self._retire(old)
@@ -444,8 +448,8 @@ class Entry:
             if c.proc.tag() == me:  # this process's: alive while it holds it, no stat, no open
                 with OWN_CLAIMS.lock:
                     own = OWN_CLAIMS.held.get((self.area_rel, self.name_key, c.name))
-                if own is not None:  # ordered by name among themselves: one clock, no stat
-                    out.append(ClaimView(c.name, own))
+                if own is not None:  # its stamp is taken by :meth:`with_stamps`, if needed
+                    out.append(ClaimView(c.name, own[0]))
                 continue
             if now - c.checked > 1.0:
                 c.alive = self._alive(c, claim_stale)
@@ -458,10 +462,22 @@ class Entry:
                                  c.born))
         return out
 
-    def own_claim(self, name: str, ranges: Sequence[Range]) -> None:
-        """This process published claim ``name``."""
+    def with_stamps(self, views: Sequence[ClaimView]) -> list[ClaimView]:
+        """``views`` with this process's claims given their arrival stamps (a ``stat`` each,
+        once per claim): when claims are ordered, every one of them is ordered by its stamp,
+        or the order is not one order (by name between two, by stamp between others, each of
+        three can find an earlier one and nobody fetches)."""
+        out = []
+        for v in views:
+            with OWN_CLAIMS.lock:
+                own = OWN_CLAIMS.held.get((self.area_rel, self.name_key, v.name))
+            out.append(ClaimView(v.name, v.ranges, own[1]()) if own is not None else v)
+        return out
+
+    def own_claim(self, name: str, ranges: Sequence[Range], stamp: Callable[[], int]) -> None:
+        """This process published claim ``name``; ``stamp`` gives its arrival stamp."""
         with OWN_CLAIMS.lock:
-            OWN_CLAIMS.held[(self.area_rel, self.name_key, name)] = tuple(ranges)
+            OWN_CLAIMS.held[(self.area_rel, self.name_key, name)] = (tuple(ranges), stamp)
 
     def own_claim_gone(self, name: str) -> None:
         with OWN_CLAIMS.lock:
@@ -494,13 +510,13 @@ class Entry:
         """A claim seen for the first time: its stamp (the order of claims) and its ranges.
 
         Read through an open (close-to-open: its attributes fresh, not a node's cached ones)
-        once its writer's one write has landed, so the stamp is the mtime its writer took as
-        its own (its ``fstat`` after that write), not its create's. Seen between the two, a
-        claim's stamp was earlier than its writer's own: two claimers of one batch then each
-        yielded to the other, nobody fetched it, and every waiter fetched it itself (14 of 16
-        readers, up to 2.4 x the WAN bytes, in 7 of 49 runs on the emulator's two nodes). A writer
-        that died between its create and its write is stamped by its create after a few
-        tries."""
+        once its writer's one write has landed, so the stamp is the mtime its writer takes as
+        its own (its ``stat`` after that write: ``ClaimHandle.stamp``), not its create's. Seen
+        between the two, a claim's stamp was earlier than its writer's own: two claimers of
+        one batch then each yielded to the other, nobody fetched it, and every waiter fetched
+        it itself (14 of 16 readers, up to 2.4 x the WAN bytes, in 7 of 49 runs on the
+        emulator's two nodes). A writer that died between its create and its write is stamped
+        by its create after a few tries."""
         assert self.folder is not None
         for attempt in range(FIRST_SIGHT_TRIES):
             got = read_small(self.folder.fd, c.name, CLAIM_LIMIT)

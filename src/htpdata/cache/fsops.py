@@ -137,7 +137,9 @@ def open_beneath(dir_fd: int, path: str, flags: int = DIR_FLAGS, mode: int = 0) 
 
 # -- listings -------------------------------------------------------------------------------------
 _SYS_GETDENTS64 = {"x86_64": 217, "aarch64": 61, "ppc64le": 202, "s390x": 220}.get(
-    os.uname().machine)
+    os.uname().machine) if ctypes.sizeof(ctypes.c_void_p) == 8 else None
+"""The kernel's architecture names the number; a 32-bit process on it (whose numbers differ)
+lists with ``os.scandir``."""
 _LISTING_BYTES = 32 * 1024
 SHORT_REPLY = 10
 """A ``getdents64`` reply of fewer entries than this ended its listing, so the call that would
@@ -163,6 +165,7 @@ def list_names(fd: int) -> list[str]:
             return [e.name for e in it]
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
+    _libc.syscall.restype = ctypes.c_long
     buf = ctypes.create_string_buffer(_LISTING_BYTES)
     names: list[str] = []
     os.lseek(fd, 0, os.SEEK_SET)
@@ -174,8 +177,11 @@ def list_names(fd: int) -> list[str]:
                 if err == errno.EINTR:
                     continue
                 raise OSError(err, os.strerror(err))
+            if n == 0:
+                return names
             raw = ctypes.string_at(buf, n)
             pos = count = 0
+            before = len(names)
             while pos < n:  # struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name
                 reclen = int.from_bytes(raw[pos + 16:pos + 18], sys.byteorder)
                 name = raw[pos + 19:pos + reclen].split(b"\0", 1)[0]
@@ -183,7 +189,9 @@ def list_names(fd: int) -> list[str]:
                     names.append(os.fsdecode(name))
                 pos += reclen
                 count += 1
-            if count < SHORT_REPLY:  # the end (an empty reply included)
+            # A reply of "." and ".." alone is not taken for the end: a filesystem may give
+            # them before asking its server (CephFS), and a failure after them is not said.
+            if count < SHORT_REPLY and len(names) > before:
                 return names
     finally:
         with contextlib.suppress(OSError):

@@ -636,11 +636,14 @@ class CachedReader:
                     tally.add_landed(landed)
                     out += landed
                     fetch = subtract(fetch, _covered(landed))
-                    others = flight.claims(fetch)
-                    # Our claim's stamp orders it against another process's (those carry
-                    # theirs; this process's are ordered by name), only then needed.
-                    born = flight.claim.stamp() if flight.claim is not None and any(
-                        c.born for c in others) else 0
+                    # The claims that share bytes with ours are ordered by their arrival
+                    # stamps, every one of them (ours and this process's others a stat each,
+                    # once); alone, a reader takes none.
+                    others = [c for c in flight.claims(fetch) if intersect(c.ranges, fetch)]
+                    born = 0
+                    if others and flight.claim is not None:
+                        born = flight.claim.stamp()
+                        others = flight.with_stamps(others)
                     settled = yield_to_earlier(name, fetch, others, needed=need, born=born)
                     fetch, waits = settled.fetch, merge(waits + settled.wait)
                     if pending is not None:

@@ -136,6 +136,10 @@ class Flight:
         mine = self.claim.name if self.claim is not None else None
         return self.entry.live_claims(mine, self.tier.claim_stale, overlapping)
 
+    def with_stamps(self, views: Sequence[ClaimView]) -> list[ClaimView]:
+        """``views`` with this process's claims stamped (see :meth:`Entry.with_stamps`)."""
+        return self.entry.with_stamps(views)
+
     def publish(self, ranges: Sequence[Range]) -> str | None:
         """Claim ``ranges``; the claim's name (None: this tier takes no claims now)."""
         if self.entry.folder is None:

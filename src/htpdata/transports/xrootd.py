@@ -46,8 +46,9 @@ def _configure_client(timeouts: TimeoutSettings) -> None:
 
 _HANDLE_TTL = 300.0  # seconds an open handle (and the size it reported) is reused
 _BACKGROUND = 16  # threads for closes and limit queries (round trips nobody waits for)
-_LIMITS_TIMEOUT = 5  # seconds a limits query may take before the protocol's defaults are used:
-# it is sent before the server is known to answer, and the interpreter's exit waits for it
+_ERROR_RESPONSE = 400  # XrdCl's errErrorResponse: the server answered with an error
+_LIMITS_TIMEOUT = 5  # seconds the limits query sent as a file opens may take (it goes out
+# before the server is known to answer, and the interpreter's exit waits for it)
 
 
 class _Background:
@@ -182,8 +183,13 @@ def _close_quietly(f: Any) -> bool:
 
 
 def _host(url: str) -> str:
-    """``host:port`` of a root:// URL."""
-    return url.split("//", 2)[1]
+    """``host:port`` of a root:// URL (or of a ``DataServer`` property: ``[root://]host[:port]``),
+    with the port 1094 when none is given, so that a URL's host and the data server its file
+    opened on compare equal (a user part is kept: its queries go on the user's connection)."""
+    hostport = url.split("//", 2)[1] if "//" in url else url
+    hostport = hostport.rstrip("/")
+    has_port = "]:" in hostport if hostport.startswith("[") else ":" in hostport
+    return hostport if has_port else f"{hostport}:1094"
 
 
 class XRootDTransport(Transport):
@@ -201,7 +207,7 @@ class XRootDTransport(Transport):
         self._background = _Background()
         self._handles = _Handles(self.timeout, self._background, self._count)
         self._limits: dict[str, tuple[int, int]] = {}
-        self._asked: dict[str, Future[tuple[int, int]]] = {}
+        self._asked: dict[str, Future[tuple[int, int] | None]] = {}
         self._limits_lock = threading.Lock()
 
     def _count(self, kind: str) -> None:
@@ -250,7 +256,7 @@ class XRootDTransport(Transport):
         with self._limits_lock:
             if host in self._limits or host in self._asked:
                 return
-            self._asked[host] = self._background.submit(self._readv_limits, host)
+            self._asked[host] = self._background.submit(self._readv_limits, host, True)
 
     def info(self, url: str) -> dict[str, Any]:
         self._ask_limits(url)
@@ -276,10 +282,13 @@ class XRootDTransport(Transport):
             raise translate(exc, url, what="stat") from exc
         return {"name": url, "size": info["size"], "type": info["type"]}
 
-    def _readv_limits(self, server: str) -> tuple[int, int]:
+    def _readv_limits(self, server: str, early: bool = False) -> tuple[int, int] | None:
         """(max chunks, max chunk size) of a vector read on ``server`` (``host:port``), asked
         once per server. Ask the data server that serves the file: a redirector's own limits
-        say nothing about the server the reads go to."""
+        say nothing about the server the reads go to. ``early`` (sent as the file opens,
+        before the server is known to answer): waits at most 5 s, and without an answer
+        gives None and is not remembered, so the first vector read asks again and waits for
+        the answer (or the protocol's defaults, as ever)."""
         with self._limits_lock:
             if server in self._limits:
                 return self._limits[server]
@@ -290,7 +299,11 @@ class XRootDTransport(Transport):
         self._count("query")
         status, result = FileSystem(f"root://{server}").query(
             QueryCode.CONFIG, "readv_iov_max readv_ior_max",
-            timeout=min(self.timeout, _LIMITS_TIMEOUT))
+            timeout=min(self.timeout, _LIMITS_TIMEOUT) if early else self.timeout)
+        if early and not status.ok and getattr(status, "code", 0) != _ERROR_RESPONSE:
+            with self._limits_lock:
+                self._asked.pop(server, None)
+            return None
         if status.ok and result:
             try:
                 iov, ior = (int(x) for x in result.split(b"\n")[:2])
@@ -305,7 +318,7 @@ class XRootDTransport(Transport):
         """The vector-read limits of the server ``f`` is open on: known, or the answer to the
         query :meth:`_ask_limits` sent while the file opened (when the URL's host is the data
         server, as without a redirector), or asked now."""
-        server = str(f.get_property("DataServer") or "") or _host(url)
+        server = _host(str(f.get_property("DataServer") or "") or url)
         with self._limits_lock:
             known = self._limits.get(server)
             asked = self._asked.get(server)
@@ -313,10 +326,14 @@ class XRootDTransport(Transport):
             return known
         if asked is not None:
             try:
-                return asked.result()
-            except Exception:  # pragma: no cover - _readv_limits answers the defaults instead
-                pass
-        return self._readv_limits(server)
+                got = asked.result()
+            except Exception:
+                got = None
+            if got is not None:
+                return got
+        limits = self._readv_limits(server)
+        assert limits is not None  # only an early query gives none
+        return limits
 
     def cat_ranges(self, url: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         if not ranges:
