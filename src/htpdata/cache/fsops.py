@@ -91,16 +91,24 @@ _libc: ctypes.CDLL | None = None
 _have_openat2 = _SYS_OPENAT2 is not None
 
 
+def _syscall() -> Any:
+    """libc's ``syscall`` (loaded once, errno kept, a ``long`` result)."""
+    global _libc
+    if _libc is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        _libc = libc
+    return _libc.syscall
+
+
 def _openat2(dir_fd: int, path: str, flags: int, mode: int) -> int | None:
     """``openat2`` with no symlinks and no escape; None when the kernel or a seccomp filter
     refuses the call itself (then the caller walks one level at a time)."""
-    global _libc, _have_openat2
+    global _have_openat2
     if not _have_openat2:
         return None
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
     how = _OpenHow(flags, mode if flags & os.O_CREAT else 0, _RESOLVE)
-    fd = int(_libc.syscall(_SYS_OPENAT2, dir_fd, os.fsencode(path), ctypes.byref(how),
+    fd = int(_syscall()(_SYS_OPENAT2, dir_fd, os.fsencode(path), ctypes.byref(how),
                            ctypes.sizeof(how)))
     if fd >= 0:
         return fd
@@ -159,19 +167,16 @@ def list_names(fd: int) -> list[str]:
     the end, is not made after a short reply (:data:`SHORT_REPLY`). Where the system call is
     not known, ``os.scandir``. Callers serialise listings of one descriptor (its position is
     shared) and leave it rewound."""
-    global _libc
     if _SYS_GETDENTS64 is None:  # pragma: no cover - Linux on the architectures above
         with os.scandir(fd) as it:
             return [e.name for e in it]
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    _libc.syscall.restype = ctypes.c_long
+    syscall = _syscall()
     buf = ctypes.create_string_buffer(_LISTING_BYTES)
     names: list[str] = []
     os.lseek(fd, 0, os.SEEK_SET)
     try:
         while True:
-            n = int(_libc.syscall(_SYS_GETDENTS64, fd, buf, _LISTING_BYTES))
+            n = int(syscall(_SYS_GETDENTS64, fd, buf, _LISTING_BYTES))
             if n < 0:
                 err = ctypes.get_errno()
                 if err == errno.EINTR:
