@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=HERE.parent,
                        capture_output=True, timeout=120, check=False)
+        shutil.rmtree(tree.parent, ignore_errors=True)
+        subprocess.run(["git", "worktree", "prune"], cwd=HERE.parent, capture_output=True,
+                       timeout=60, check=False)
     report(runs, here, earlier)
     h.write_results(args.json, {**h.run_meta(here, against=earlier, args=vars(args)),
                                 "runs": runs})
